@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Idempotent set-up of everything halo_migrate needs on a fresh Debian bookworm
+# machine (run as root): PostgreSQL 15 server and headers, clang for bindgen,
+# sudo (the test harness runs PostgreSQL as the postgres user), pg_cron,
+# pg_repack, pgbench, cargo-pgrx 0.18.1 and `cargo pgrx init`.
+set -euo pipefail
+
+PGRX_VERSION=0.18.1
+PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
+APT_PACKAGES=(postgresql-15 postgresql-server-dev-15 postgresql-contrib clang libclang-dev
+              pkg-config sudo postgresql-15-cron postgresql-15-repack)
+
+log() { printf '[setup] %s\n' "$*"; }
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    log "installing Debian packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+else
+    log "Debian packages already installed"
+fi
+
+# Debian's postgresql-common may create and start a default cluster; we never use it.
+if command -v pg_lsclusters >/dev/null && pg_lsclusters -h 2>/dev/null | grep -q '^15 *main .*online'; then
+    pg_ctlcluster 15 main stop || true
+fi
+
+if cargo pgrx --version 2>/dev/null | grep -q "$PGRX_VERSION"; then
+    log "cargo-pgrx $PGRX_VERSION already installed"
+else
+    log "installing cargo-pgrx $PGRX_VERSION (takes a few minutes)"
+    cargo install cargo-pgrx --version "$PGRX_VERSION" --locked --quiet
+fi
+
+if [ -f "${PGRX_HOME:-$HOME/.pgrx}/config.toml" ] && grep -q "pg15" "${PGRX_HOME:-$HOME/.pgrx}/config.toml"; then
+    log "cargo pgrx already initialised for pg15"
+else
+    log "cargo pgrx init --pg15 $PG_CONFIG"
+    cargo pgrx init --pg15 "$PG_CONFIG" >/dev/null
+fi
+
+# The test harness runs PostgreSQL as `postgres`; it must be able to read the
+# work tree (pg_regress inputs) and write the pgrx test data directory.
+chmod o+rx "$HOME" 2>/dev/null || true
+log "done"

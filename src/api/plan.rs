@@ -1,0 +1,56 @@
+//! `migrate.plan(tbl regclass, alter text)`: the exact dry run.
+
+use super::{or_report, required, Regclass};
+use crate::error::Result;
+use crate::plan::model::Step;
+use crate::plan::{build_plan, Oracle};
+use crate::{catalog, gucs, parse, probe};
+use pgrx::prelude::*;
+
+/// Dry run: the steps `migrate.start()` would take for this ALTER, and why.
+/// Changes nothing.
+#[pg_extern(volatile, parallel_unsafe)]
+fn plan(
+    tbl: Option<Regclass>,
+    alter: Option<&str>,
+) -> TableIterator<
+    'static,
+    (
+        name!(step, i32),
+        name!(subcommand, Option<String>),
+        name!(strategy, String),
+        name!(sql, String),
+        name!(lock, Option<String>),
+        name!(rewrites, bool),
+        name!(reason, String),
+    ),
+> {
+    let steps = or_report(plan_steps(tbl, alter));
+    TableIterator::new(steps.into_iter().enumerate().map(|(i, s)| {
+        (i as i32 + 1, s.subcommand, s.strategy.name().to_string(), s.sql, s.lock.map(|l| l.name().to_string()), s.rewrites, s.reason)
+    }))
+}
+
+/// Parse, read the catalogs, probe, decide. Shared with `start()`.
+pub(crate) fn plan_steps(tbl: Option<Regclass>, alter: Option<&str>) -> Result<Vec<Step>> {
+    let oid = required(tbl, "tbl")?.0;
+    let alter = required(alter, "alter")?;
+    let facts = catalog::load_table(oid)?;
+    let cmds = parse::parse_alter(alter)?;
+    let probes = probe::probe(&facts, &cmds, gucs::lock_timeout_ms())?;
+    let lookup_error = std::cell::RefCell::new(None);
+    let remember = |r: Result<bool>| {
+        r.unwrap_or_else(|e| {
+            lookup_error.borrow_mut().get_or_insert(e);
+            true
+        })
+    };
+    let constraint_taken = |n: &str| remember(catalog::constraint_name_taken(facts.namespace, n));
+    let relation_taken = |n: &str| remember(catalog::relation_name_taken(facts.namespace, n));
+    let oracle = Oracle { constraint_taken: &constraint_taken, relation_taken: &relation_taken, lock_of: &parse::lock_of_statement };
+    let steps = build_plan(&facts, &cmds, &probes, &oracle)?;
+    match lookup_error.into_inner() {
+        Some(e) => Err(e),
+        None => Ok(steps),
+    }
+}

@@ -1,0 +1,150 @@
+//! Reading what the system catalogs say about the table being migrated.
+//!
+//! Only catalog tables are read here (never the user's table), with the
+//! caller's snapshot, so nothing here takes a lock on the table or waits.
+
+use crate::error::{MigrateError, Result};
+use crate::plan::model::{Column, TableFacts};
+use crate::spi::{self, get};
+use pgrx::pg_sys::Oid;
+
+/// The table's facts, after checking it is an ordinary table the caller owns.
+pub fn load_table(oid: Oid) -> Result<TableFacts> {
+    let rows = spi::select(
+        "SELECT n.nspname::text, c.relname::text, c.relkind::text, c.relpersistence::text,
+                pg_has_role(c.relowner, 'USAGE'), n.oid
+           FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+          WHERE c.oid = $1",
+        &[oid.into()],
+        |r| {
+            Ok((
+                get::<String>(r, 1)?,
+                get::<String>(r, 2)?,
+                get::<String>(r, 3)?,
+                get::<String>(r, 4)?,
+                get::<bool>(r, 5)?,
+                get::<Oid>(r, 6)?,
+            ))
+        },
+    )?;
+    let Some((schema, name, relkind, persistence, owner, nsp)) = rows.into_iter().next() else {
+        return Err(MigrateError::Postgres {
+            code: pgrx::PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
+            message: format!("relation with OID {} does not exist", oid.to_u32()),
+            detail: None,
+            hint: None,
+            context: "The table was dropped while the migration was being planned.".into(),
+        });
+    };
+    let qualified = crate::ident::QualifiedName::new(&schema, &name).to_string();
+    if matches!(schema.as_str(), "pg_catalog" | "information_schema" | "pg_toast") {
+        return Err(MigrateError::not_supported(
+            "migrating a system catalog",
+            format!("{qualified} belongs to PostgreSQL itself."),
+            "System catalogs are changed only by PostgreSQL.",
+        ));
+    }
+    match relkind.as_str() {
+        "r" => {}
+        "p" => {
+            return Err(MigrateError::not_supported(
+                "migrating a partitioned table",
+                format!("{qualified} is partitioned."),
+                "Migrate its partitions one by one, or run the ALTER directly.",
+            ))
+        }
+        other => {
+            let kind = match other {
+                "v" => "a view",
+                "m" => "a materialized view",
+                "f" => "a foreign table",
+                "S" => "a sequence",
+                "i" | "I" => "an index",
+                "c" => "a composite type",
+                "t" => "a TOAST table",
+                _ => "not an ordinary table",
+            };
+            return Err(MigrateError::WrongObjectType { table: qualified, kind: kind.into() });
+        }
+    }
+    if persistence == "t" {
+        return Err(MigrateError::not_supported(
+            "migrating a temporary table",
+            format!("{qualified} is temporary: other sessions, including the migration worker, cannot see its rows."),
+            "Run the ALTER directly: nobody else can be using a temporary table.",
+        ));
+    }
+    if !owner {
+        return Err(MigrateError::NotOwner { table: qualified });
+    }
+
+    let columns = spi::select(
+        "SELECT attname::text, attnotnull FROM pg_catalog.pg_attribute
+          WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+        &[oid.into()],
+        |r| Ok(Column { name: get(r, 1)?, not_null: get(r, 2)? }),
+    )?;
+    Ok(TableFacts {
+        oid: oid.to_u32(),
+        namespace: nsp.to_u32(),
+        schema,
+        name,
+        columns,
+        replay_key: replay_key(oid)?,
+        constraints: names("SELECT conname::text FROM pg_catalog.pg_constraint WHERE conrelid = $1", oid)?,
+        indexes: names(
+            "SELECT c.relname::text FROM pg_catalog.pg_index i
+               JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid WHERE i.indrelid = $1",
+            oid,
+        )?,
+        triggers: names("SELECT tgname::text FROM pg_catalog.pg_trigger WHERE tgrelid = $1 AND NOT tgisinternal", oid)?,
+        rules: names("SELECT rulename::text FROM pg_catalog.pg_rewrite WHERE ev_class = $1", oid)?,
+    })
+}
+
+fn names(sql: &str, oid: Oid) -> Result<Vec<String>> {
+    spi::select(sql, &[oid.into()], |r| get(r, 1))
+}
+
+/// The key that replay finds rows by: the primary key, else the unique index
+/// (valid, immediate, not partial, no expressions) with the fewest NOT NULL columns.
+fn replay_key(oid: Oid) -> Result<Option<Vec<String>>> {
+    let keys = spi::select(
+        "SELECT array_agg(a.attname::text ORDER BY k.ord)
+           FROM pg_catalog.pg_index i
+           CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
+           JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+          WHERE i.indrelid = $1 AND i.indisunique AND i.indisvalid AND i.indimmediate
+            AND i.indpred IS NULL AND i.indexprs IS NULL AND k.ord <= i.indnkeyatts
+          GROUP BY i.indexrelid, i.indisprimary
+         HAVING bool_and(a.attnotnull)
+          ORDER BY i.indisprimary DESC, count(*), i.indexrelid
+          LIMIT 1",
+        &[oid.into()],
+        |r| get::<Vec<String>>(r, 1),
+    )?;
+    Ok(keys.into_iter().next())
+}
+
+/// Is a constraint of this name already in the namespace?
+pub fn constraint_name_taken(namespace: u32, name: &str) -> Result<bool> {
+    exists(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint WHERE connamespace = $1 AND conname = $2)",
+        namespace,
+        name,
+    )
+}
+
+/// Is a relation (table, index, sequence, …) of this name already in the namespace?
+pub fn relation_name_taken(namespace: u32, name: &str) -> Result<bool> {
+    exists(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class WHERE relnamespace = $1 AND relname = $2)",
+        namespace,
+        name,
+    )
+}
+
+fn exists(sql: &str, namespace: u32, name: &str) -> Result<bool> {
+    let found = spi::select(sql, &[Oid::from(namespace).into(), name.into()], |r| get::<bool>(r, 1))?;
+    Ok(found.first().copied().unwrap_or(false))
+}

@@ -1,0 +1,162 @@
+//! The one error type of halo_migrate, and its mapping to SQLSTATEs.
+//!
+//! Internal modules return `Result<_, MigrateError>`; only the `api` layer turns
+//! an error into a PostgreSQL ERROR (with SQLSTATE, message, detail and hint),
+//! through [`MigrateError::report`]. An error PostgreSQL itself raised inside one
+//! of our operations (for instance while probing a subcommand on the empty
+//! clone) is carried through unchanged as [`MigrateError::Postgres`], so the
+//! user sees PostgreSQL's own SQLSTATE and wording, plus our context.
+
+use pgrx::pg_sys::errcodes::PgSqlErrorCode;
+use pgrx::pg_sys::panic::{CaughtError, ErrorReport};
+use pgrx::PgLogLevel;
+
+pub type Result<T> = std::result::Result<T, MigrateError>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MigrateError {
+    #[error("{message}")]
+    Syntax { message: String, detail: String },
+
+    #[error("{what} is not supported")]
+    NotSupported { what: String, detail: String, hint: String },
+
+    #[error("\"{table}\" is not a table")]
+    WrongObjectType { table: String, kind: String },
+
+    #[error("must be owner of table {table}")]
+    NotOwner { table: String },
+
+    #[error("{kind} \"{name}\" of table \"{table}\" does not exist")]
+    UndefinedObject { kind: &'static str, name: String, table: String },
+
+    #[error("table \"{table}\" has no primary key or unique index on NOT NULL columns")]
+    NoKey { table: String },
+
+    #[error("{name} must not be NULL")]
+    NullArgument { name: &'static str },
+
+    #[error("{message}")]
+    Postgres { code: PgSqlErrorCode, message: String, detail: Option<String>, hint: Option<String>, context: String },
+
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl MigrateError {
+    pub fn syntax(message: impl Into<String>, detail: impl Into<String>) -> Self {
+        MigrateError::Syntax { message: message.into(), detail: detail.into() }
+    }
+
+    pub fn not_supported(what: impl Into<String>, detail: impl Into<String>, hint: impl Into<String>) -> Self {
+        MigrateError::NotSupported { what: what.into(), detail: detail.into(), hint: hint.into() }
+    }
+
+    /// Wrap an error PostgreSQL raised, keeping its SQLSTATE and text, adding where it happened.
+    pub fn from_caught(caught: CaughtError, context: impl Into<String>) -> Self {
+        let report = match caught {
+            CaughtError::PostgresError(r) | CaughtError::ErrorReport(r) | CaughtError::RustPanic { ereport: r, .. } => r,
+        };
+        MigrateError::Postgres {
+            code: report.sql_error_code(),
+            message: report.message().to_string(),
+            detail: report.detail().map(str::to_string),
+            hint: report.hint().map(str::to_string),
+            context: context.into(),
+        }
+    }
+
+    pub fn sqlstate(&self) -> PgSqlErrorCode {
+        use PgSqlErrorCode::*;
+        match self {
+            MigrateError::Syntax { .. } => ERRCODE_SYNTAX_ERROR,
+            MigrateError::NotSupported { .. } => ERRCODE_FEATURE_NOT_SUPPORTED,
+            MigrateError::WrongObjectType { .. } => ERRCODE_WRONG_OBJECT_TYPE,
+            MigrateError::NotOwner { .. } => ERRCODE_INSUFFICIENT_PRIVILEGE,
+            MigrateError::UndefinedObject { .. } => ERRCODE_UNDEFINED_OBJECT,
+            MigrateError::NoKey { .. } => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            MigrateError::NullArgument { .. } => ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            MigrateError::Postgres { code, .. } => *code,
+            MigrateError::Internal(_) => ERRCODE_INTERNAL_ERROR,
+        }
+    }
+
+    pub fn detail(&self) -> Option<String> {
+        match self {
+            MigrateError::Syntax { detail, .. } | MigrateError::NotSupported { detail, .. } => Some(detail.clone()),
+            MigrateError::WrongObjectType { kind, .. } => Some(format!("It is {kind}; halo_migrate alters ordinary tables.")),
+            MigrateError::NotOwner { .. } => {
+                Some("Only the owner of a table (or a superuser) may migrate it.".into())
+            }
+            MigrateError::NoKey { .. } => Some(
+                "Rewriting the table online copies it and replays concurrent changes by key.".into(),
+            ),
+            MigrateError::Postgres { detail, context, .. } => Some(match detail {
+                Some(d) => format!("{d}\n{context}"),
+                None => context.clone(),
+            }),
+            _ => None,
+        }
+    }
+
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            MigrateError::Syntax { .. } => Some(
+                "Pass only the subcommands that follow ALTER TABLE <name>, separated by commas, \
+                 e.g. 'ALTER COLUMN id TYPE bigint, ADD COLUMN note text'."
+                    .into(),
+            ),
+            MigrateError::NotSupported { hint, .. } => Some(hint.clone()),
+            MigrateError::WrongObjectType { .. } => None,
+            MigrateError::NotOwner { table } => Some(format!(
+                "Connect as the owner of {table}, or ask its owner to run the migration."
+            )),
+            MigrateError::NoKey { table } => Some(format!(
+                "Add a primary key first, e.g. ALTER TABLE {table} ADD PRIMARY KEY (...), \
+                 or a unique index on NOT NULL columns."
+            )),
+            MigrateError::Postgres { hint, .. } => hint.clone(),
+            _ => None,
+        }
+    }
+
+    /// Raise this error as a PostgreSQL ERROR. Only the `api` layer calls this.
+    pub fn report(self) -> ! {
+        let mut report = ErrorReport::new(self.sqlstate(), self.to_string(), "halo_migrate");
+        if let Some(d) = self.detail() {
+            report = report.set_detail(d);
+        }
+        if let Some(h) = self.hint() {
+            report = report.set_hint(h);
+        }
+        report.report(PgLogLevel::ERROR);
+        unreachable!("ereport(ERROR) returned")
+    }
+}
+
+impl From<pgrx::spi::SpiError> for MigrateError {
+    fn from(e: pgrx::spi::SpiError) -> Self {
+        MigrateError::Internal(format!("SPI: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_has_a_sqlstate_and_user_errors_have_hints() {
+        let not_owner = MigrateError::NotOwner { table: "public.t".into() };
+        assert_eq!(not_owner.sqlstate(), PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE);
+        assert_eq!(not_owner.to_string(), "must be owner of table public.t");
+        assert!(not_owner.hint().unwrap().contains("owner"));
+
+        let syntax = MigrateError::syntax("multiple statements", "found 2");
+        assert_eq!(syntax.sqlstate(), PgSqlErrorCode::ERRCODE_SYNTAX_ERROR);
+        assert_eq!(syntax.detail().as_deref(), Some("found 2"));
+
+        let nokey = MigrateError::NoKey { table: "t".into() };
+        assert_eq!(nokey.sqlstate(), PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE);
+        assert!(nokey.hint().unwrap().contains("PRIMARY KEY"));
+    }
+}

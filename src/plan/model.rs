@@ -1,0 +1,208 @@
+//! The planner's view of a table and of an ALTER: plain Rust data, filled from
+//! the parse tree (`parse.rs`), the catalogs (`catalog.rs`) and the empty-clone
+//! probe (`probe.rs`), so that every planning decision is a pure function.
+
+use std::fmt;
+
+/// PostgreSQL's table-level lock modes, in strength order (lock.h numbering).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LockMode {
+    AccessShare = 1,
+    RowShare,
+    RowExclusive,
+    ShareUpdateExclusive,
+    Share,
+    ShareRowExclusive,
+    Exclusive,
+    AccessExclusive,
+}
+
+impl LockMode {
+    pub fn from_pg(mode: i32) -> Option<Self> {
+        use LockMode::*;
+        [AccessShare, RowShare, RowExclusive, ShareUpdateExclusive, Share, ShareRowExclusive, Exclusive, AccessExclusive]
+            .into_iter()
+            .find(|m| *m as i32 == mode)
+    }
+
+    /// The name PostgreSQL uses (pg_locks.mode, GetLockmodeName()).
+    pub fn name(self) -> &'static str {
+        match self {
+            LockMode::AccessShare => "AccessShareLock",
+            LockMode::RowShare => "RowShareLock",
+            LockMode::RowExclusive => "RowExclusiveLock",
+            LockMode::ShareUpdateExclusive => "ShareUpdateExclusiveLock",
+            LockMode::Share => "ShareLock",
+            LockMode::ShareRowExclusive => "ShareRowExclusiveLock",
+            LockMode::Exclusive => "ExclusiveLock",
+            LockMode::AccessExclusive => "AccessExclusiveLock",
+        }
+    }
+
+    /// Whether holding this lock stops INSERT/UPDATE/DELETE (which take RowExclusiveLock).
+    pub fn blocks_writes(self) -> bool {
+        self >= LockMode::Share
+    }
+}
+
+impl fmt::Display for LockMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConstraintType {
+    Check,
+    ForeignKey,
+    PrimaryKey,
+    Unique,
+    Exclusion,
+}
+
+/// An `ADD [CONSTRAINT name] …` subcommand, as far as planning needs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConstraintSpec {
+    pub contype: ConstraintType,
+    pub name: Option<String>,
+    /// NOT VALID was written (CHECK and FOREIGN KEY only).
+    pub not_valid: bool,
+    /// `… USING INDEX idx` (PRIMARY KEY and UNIQUE only).
+    pub using_index: Option<String>,
+    /// Key columns (PRIMARY KEY, UNIQUE) or referencing columns (FOREIGN KEY).
+    pub columns: Vec<String>,
+    pub including: Vec<String>,
+    /// Storage parameters of the index, `WITH (name = value)`.
+    pub index_options: Vec<(String, String)>,
+    pub index_tablespace: Option<String>,
+    pub nulls_not_distinct: bool,
+    pub deferrable: bool,
+    pub initially_deferred: bool,
+    /// Byte offset in the subcommand text where the constraint clause begins
+    /// (`CONSTRAINT name …` or, unnamed, `CHECK …`/`FOREIGN KEY …`).
+    pub clause_offset: usize,
+}
+
+/// The kinds of object a subcommand can name without defining it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ObjectKind {
+    Constraint,
+    Index,
+    Trigger,
+    Rule,
+}
+
+impl ObjectKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ObjectKind::Constraint => "constraint",
+            ObjectKind::Index => "index",
+            ObjectKind::Trigger => "trigger",
+            ObjectKind::Rule => "rule",
+        }
+    }
+}
+
+/// What a subcommand does, in the terms the planner decides on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CmdKind {
+    AddColumn { column: String, inline_foreign_key: bool },
+    AlterColumnType { column: String },
+    SetNotNull { column: String },
+    AddConstraint(ConstraintSpec),
+    ValidateConstraint { name: String },
+    /// Names an existing object (DROP/ALTER CONSTRAINT, CLUSTER ON, REPLICA
+    /// IDENTITY USING INDEX, ENABLE TRIGGER, …). PostgreSQL never rewrites the
+    /// table for these, and they cannot be tried on the clone, which lacks the object.
+    NamesObject { kind: ObjectKind, name: String, missing_ok: bool },
+    /// INHERIT / NO INHERIT / OF / NOT OF: catalog links to another object.
+    Link,
+    /// `SET SCHEMA` (its own statement kind; cannot be combined).
+    SetSchema { schema: String },
+    /// `RENAME …` (its own statement kind; cannot be combined).
+    Rename { new_table_name: Option<String> },
+    /// Everything else: the probe on the empty clone decides.
+    Other,
+}
+
+/// One parsed subcommand.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Subcommand {
+    /// As the user wrote it.
+    pub text: String,
+    pub kind: CmdKind,
+    /// The lock PostgreSQL takes for it (AlterTableGetLockLevel()).
+    pub lock: LockMode,
+}
+
+/// What applying a subcommand to an empty clone of the table did, read from
+/// PostgreSQL itself: relfilenodes before and after, and the transaction's scan counter.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProbeOutcome {
+    pub rewrote_table: bool,
+    /// Indexes built or rebuilt (new storage).
+    pub built_indexes: Vec<String>,
+    /// The table was read in full (a verification scan or an index build).
+    pub scanned: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Column {
+    pub name: String,
+    pub not_null: bool,
+}
+
+/// The catalog facts about the table that planning needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TableFacts {
+    pub oid: u32,
+    /// OID of the table's schema.
+    pub namespace: u32,
+    pub schema: String,
+    pub name: String,
+    pub columns: Vec<Column>,
+    /// The key replay uses: the primary key, else a unique index on NOT NULL columns.
+    pub replay_key: Option<Vec<String>>,
+    pub constraints: Vec<String>,
+    pub indexes: Vec<String>,
+    pub triggers: Vec<String>,
+    pub rules: Vec<String>,
+}
+
+impl TableFacts {
+    pub fn column(&self, name: &str) -> Option<&Column> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Strategy {
+    Instant,
+    TwoPhase,
+    Concurrent,
+    Rewrite,
+}
+
+impl Strategy {
+    pub fn name(self) -> &'static str {
+        match self {
+            Strategy::Instant => "instant",
+            Strategy::TwoPhase => "two-phase",
+            Strategy::Concurrent => "concurrent",
+            Strategy::Rewrite => "rewrite",
+        }
+    }
+}
+
+/// One row of `migrate.plan()`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Step {
+    /// The user's subcommand this step serves; `None` for the rewrite machinery.
+    pub subcommand: Option<String>,
+    pub strategy: Strategy,
+    pub sql: String,
+    /// The lock taken on the table being altered; `None` when there is none.
+    pub lock: Option<LockMode>,
+    pub rewrites: bool,
+    pub reason: String,
+}

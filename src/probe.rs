@@ -1,0 +1,108 @@
+//! The empty-clone probe: asks PostgreSQL itself what a subcommand would do.
+//!
+//! Inside a subtransaction that is always rolled back, we create an empty
+//! temporary clone of the table (`LIKE … INCLUDING ALL`, under the table's own
+//! name in `pg_temp`, so PostgreSQL's error messages name the user's table) and
+//! apply the subcommands to it in order. After each we compare:
+//! - the clone's relfilenode: a new one means PostgreSQL rewrote the table;
+//! - its indexes' relfilenodes: new ones mean an index was built or rebuilt;
+//! - the transaction's sequential-scan counter of the clone: it grows when
+//!   PostgreSQL reads the whole table (verification scans, index builds).
+//! These do not depend on the table's size, so an empty clone answers for a
+//! table of any size. Errors PostgreSQL raises (unknown column, bad type,
+//! conflicting constraint) are reported as its own, naming the subcommand.
+//!
+//! Invariants: the real table is only ever read-locked (ACCESS SHARE, by
+//! LIKE), with lock_timeout, and nothing survives the probe.
+
+use crate::error::{MigrateError, Result};
+use crate::ident::{Ident, QualifiedName};
+use crate::plan::model::{ProbeOutcome, Subcommand, TableFacts};
+use crate::plan::probe_statement;
+use crate::spi::{self, get};
+use crate::subxact;
+use pgrx::pg_sys::Oid;
+use std::cell::Cell;
+
+struct Snapshot {
+    relfilenode: Oid,
+    scans: i64,
+    indexes: Vec<(String, Oid)>,
+}
+
+/// Probe every subcommand; `None` for those that are not tried on the clone.
+pub fn probe(facts: &TableFacts, cmds: &[Subcommand], lock_timeout_ms: i32) -> Result<Vec<Option<ProbeOutcome>>> {
+    let statements: Vec<Option<String>> = cmds.iter().map(probe_statement).collect();
+    if statements.iter().all(Option::is_none) {
+        return Ok(vec![None; cmds.len()]);
+    }
+    let original = QualifiedName::new(&facts.schema, &facts.name);
+    let clone = format!("pg_temp.{}", Ident::new(&facts.name));
+    let current = Cell::new(None::<usize>);
+
+    let outcome = subxact::rolled_back(|| -> Result<Vec<Option<ProbeOutcome>>> {
+        spi::exec("SELECT pg_catalog.set_config('lock_timeout', $1, true)", &[format!("{lock_timeout_ms}ms").into()])?;
+        spi::exec(&format!("CREATE TEMP TABLE {clone} (LIKE {original} INCLUDING ALL)"), &[])?;
+        let clone_oid = spi::query(
+            "SELECT c.oid FROM pg_catalog.pg_class c
+              WHERE c.relname = $1 AND c.relnamespace = pg_catalog.pg_my_temp_schema()",
+            &[facts.name.as_str().into()],
+            |r| get::<Oid>(r, 1),
+        )?
+        .into_iter()
+        .next()
+        .ok_or_else(|| MigrateError::Internal("the probe clone vanished".into()))?;
+
+        let mut out = Vec::with_capacity(cmds.len());
+        for (i, stmt) in statements.iter().enumerate() {
+            let Some(stmt) = stmt else {
+                out.push(None);
+                continue;
+            };
+            current.set(Some(i));
+            let before = snapshot(clone_oid)?;
+            spi::exec(&format!("ALTER TABLE {clone} {stmt}"), &[])?;
+            let after = snapshot(clone_oid)?;
+            out.push(Some(ProbeOutcome {
+                rewrote_table: after.relfilenode != before.relfilenode,
+                built_indexes: after
+                    .indexes
+                    .iter()
+                    .filter(|(_, node)| !before.indexes.iter().any(|(_, b)| b == node))
+                    .map(|(name, _)| name.clone())
+                    .collect(),
+                scanned: after.scans > before.scans,
+            }));
+        }
+        current.set(None);
+        Ok(out)
+    });
+    match outcome {
+        Ok(result) => result,
+        Err(caught) => {
+            let context = match current.get() {
+                Some(i) => format!("While trying subcommand {} (\"{}\") on an empty copy of {original}.", i + 1, cmds[i].text),
+                None => format!("While making an empty copy of {original} to try the ALTER on."),
+            };
+            Err(MigrateError::from_caught(caught, context))
+        }
+    }
+}
+
+fn snapshot(clone: Oid) -> Result<Snapshot> {
+    let (relfilenode, scans) = spi::query(
+        "SELECT relfilenode, pg_catalog.pg_stat_get_xact_numscans(oid) FROM pg_catalog.pg_class WHERE oid = $1",
+        &[clone.into()],
+        |r| Ok((get::<Oid>(r, 1)?, get::<i64>(r, 2)?)),
+    )?
+    .into_iter()
+    .next()
+    .ok_or_else(|| MigrateError::Internal("the probe clone vanished".into()))?;
+    let indexes = spi::query(
+        "SELECT c.relname::text, c.relfilenode FROM pg_catalog.pg_index i
+           JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid WHERE i.indrelid = $1",
+        &[clone.into()],
+        |r| Ok((get::<String>(r, 1)?, get::<Oid>(r, 2)?)),
+    )?;
+    Ok(Snapshot { relfilenode, scans, indexes })
+}
