@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# SQL regression tests: pg_regress against a throwaway cluster (the extension
+# must already be installed: `cargo pgrx install`). Usage: regress.sh [test ...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+tests=("$@")
+[ ${#tests[@]} -gt 0 ] || tests=($(ls sql/*.sql | xargs -n1 basename | sed 's/\.sql$//'))
+dir=$(mktemp -d /tmp/halo_regress.XXXXXX); chmod 755 "$dir"
+trap 'scripts/pgcluster.sh stop "$dir/data"; rm -rf "$dir"' EXIT
+port=$(scripts/pgcluster.sh start "$dir/data")
+mkdir -p results
+/usr/lib/postgresql/15/lib/pgxs/src/test/regress/pg_regress \
+    --host=127.0.0.1 --port="$port" --user=postgres \
+    --dbname=halo_regress \
+    --inputdir=. --outputdir=. "${tests[@]}" || {
+    echo "--- regression.diffs ---"; cat regression.diffs 2>/dev/null | head -200; exit 1; }
