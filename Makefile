@@ -1,0 +1,35 @@
+# halo_migrate — the two entry points are `make demo` and `make test`; both do
+# all set-up on a fresh Debian bookworm machine first (scripts/setup.sh).
+
+PG_CONFIG ?= /usr/lib/postgresql/15/bin/pg_config
+PGRX_TEST_DATA ?= /tmp/halo_pgrx_test_data
+export USER ?= $(shell id -un)
+
+.PHONY: setup install test test-unit test-regress test-e2e demo clean
+
+setup:
+	bash scripts/setup.sh
+
+install: setup
+	cargo pgrx install --pg-config $(PG_CONFIG)
+
+## All tests: Rust unit tests and #[pg_test]s, SQL regression, end to end.
+test: setup test-unit install test-regress test-e2e
+
+# Plain unit tests and in-server #[pg_test]s (cargo pgrx test runs both).
+test-unit: setup
+	cargo pgrx test pg15 --runas postgres --pgdata $(PGRX_TEST_DATA)
+
+test-regress: install
+	bash scripts/regress.sh
+
+test-e2e: install
+	cargo test --features e2e --test e2e
+
+## A demonstration on a throwaway local cluster.
+demo: install
+	bash scripts/demo.sh
+
+clean:
+	cargo clean
+	rm -rf results regression.diffs regression.out $(PGRX_TEST_DATA)

@@ -1,0 +1,126 @@
+//! The end-to-end harness: throwaway clusters, client sessions, workloads and
+//! the oracle comparison.
+//!
+//! `Cluster::start()` runs `scripts/pgcluster.sh` (initdb as the `postgres`
+//! user, a free port on 127.0.0.1) and stops the cluster when dropped.
+//! `Cluster::client()` opens another session. `assert_same_rows()` compares a
+//! table with its control table row by row.
+
+#![allow(dead_code)]
+
+use postgres::{Client, NoTls};
+use std::path::PathBuf;
+use std::process::Command;
+
+pub struct Cluster {
+    dir: PathBuf,
+    pub port: u16,
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+impl Cluster {
+    /// A new cluster with `CREATE EXTENSION halo_migrate` done in `postgres`.
+    pub fn start() -> Cluster {
+        Self::start_with(&[])
+    }
+
+    /// A new cluster with extra postgresql.conf lines.
+    pub fn start_with(conf: &[&str]) -> Cluster {
+        let dir = tempdir();
+        let out = Command::new(repo().join("scripts/pgcluster.sh"))
+            .arg("start")
+            .arg(dir.join("data"))
+            .args(conf)
+            .output()
+            .expect("run scripts/pgcluster.sh");
+        assert!(out.status.success(), "cluster start failed: {}", String::from_utf8_lossy(&out.stderr));
+        let port = String::from_utf8_lossy(&out.stdout).trim().parse().expect("port");
+        let cluster = Cluster { dir, port };
+        cluster.client().batch_execute("CREATE EXTENSION halo_migrate").expect("CREATE EXTENSION");
+        cluster
+    }
+
+    pub fn connstr(&self, user: &str) -> String {
+        format!("host=127.0.0.1 port={} user={user} dbname=postgres application_name=halo_e2e", self.port)
+    }
+
+    /// A new session as the superuser `postgres`.
+    pub fn client(&self) -> Client {
+        self.client_as("postgres")
+    }
+
+    pub fn client_as(&self, user: &str) -> Client {
+        Client::connect(&self.connstr(user), NoTls).expect("connect")
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = Command::new(repo().join("scripts/pgcluster.sh")).arg("stop").arg(self.dir.join("data")).status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn tempdir() -> PathBuf {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!("halo_e2e_{}_{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst)));
+    std::fs::create_dir_all(&dir).unwrap();
+    // initdb runs as `postgres`, which must be able to enter the directory.
+    let _ = Command::new("chmod").arg("755").arg(&dir).status();
+    dir
+}
+
+/// The SQLSTATE of a failed statement.
+pub fn sqlstate(err: &postgres::Error) -> String {
+    err.as_db_error().map(|e| e.code().code().to_string()).unwrap_or_else(|| format!("not a server error: {err}"))
+}
+
+/// A table and its control table, created with the same shape and rows.
+pub fn create_with_control(c: &mut Client, table: &str, ddl_columns: &str, rows: i64) {
+    for t in [table.to_string(), format!("{table}_control")] {
+        c.batch_execute(&format!(
+            "CREATE TABLE {t} ({ddl_columns});
+             INSERT INTO {t} (id, v, payload)
+             SELECT g, g, CASE WHEN g % 10 = 0 THEN NULL ELSE repeat(md5(g::text), 1 + g % 3) END
+               FROM generate_series(1, {rows}) g;"
+        ))
+        .unwrap();
+    }
+}
+
+/// One transaction of a mixed workload (insert, update, key update, delete,
+/// NULL, TOASTed value), applied identically to `table` and `table_control`.
+pub fn mixed_write(c: &mut Client, table: &str, i: i64, max_id: i64) -> Result<(), postgres::Error> {
+    let mut tx = c.transaction()?;
+    // Values are computed once, here, so both tables get exactly the same.
+    let toasted = format!("{i:x}").repeat(2000);
+    for t in [table.to_string(), format!("{table}_control")] {
+        let k = 1 + (i * 7919) % max_id;
+        match i % 6 {
+            0 => tx.execute(&format!("INSERT INTO {t} (id, v, payload) VALUES ($1, $2, NULL) ON CONFLICT (id) DO NOTHING"), &[&(max_id + i), &i])?,
+            1 => tx.execute(&format!("UPDATE {t} SET v = v + 1 WHERE id = $1"), &[&k])?,
+            2 => tx.execute(&format!("UPDATE {t} SET id = id + 1000000000 WHERE id = $1"), &[&k])?,
+            3 => tx.execute(&format!("DELETE FROM {t} WHERE id = $1"), &[&k])?,
+            4 => tx.execute(&format!("UPDATE {t} SET payload = NULL WHERE id = $1"), &[&k])?,
+            _ => tx.execute(&format!("UPDATE {t} SET payload = $2 WHERE id = $1"), &[&k, &toasted])?,
+        };
+    }
+    tx.commit()
+}
+
+/// Row-by-row equality of `table` and `table_control` (both directions of EXCEPT).
+/// `payload` columns are compared by md5 since the control holds the same values.
+pub fn assert_same_rows(c: &mut Client, table: &str) {
+    let q = format!(
+        "SELECT (SELECT count(*) FROM (SELECT * FROM {table} EXCEPT ALL SELECT * FROM {table}_control) a),
+                (SELECT count(*) FROM (SELECT * FROM {table}_control EXCEPT ALL SELECT * FROM {table}) b),
+                (SELECT count(*) FROM {table})"
+    );
+    let row = c.query_one(&q, &[]).unwrap();
+    let (extra, missing, total): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+    assert_eq!((extra, missing), (0, 0), "{table} differs from its control ({total} rows): {extra} extra, {missing} missing");
+}

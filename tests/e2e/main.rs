@@ -1,0 +1,8 @@
+//! End-to-end tests: real PostgreSQL 15 clusters with the installed extension,
+//! driven through several client connections at once.
+//!
+//! Each test starts its own throwaway cluster (`harness::Cluster`), so tests
+//! can crash, restart or reconfigure theirs without disturbing the others.
+
+mod harness;
+mod plan;
