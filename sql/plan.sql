@@ -93,3 +93,6 @@ SELECT q, sqlstate_of(q) FROM (VALUES
 ) AS cases(q);
 REVOKE USAGE ON SCHEMA migrate FROM halo_regress_stranger;
 DROP ROLE halo_regress_stranger;
+
+-- leave the database as we found it
+DROP EXTENSION halo_migrate;

@@ -90,6 +90,7 @@ pub fn load_table(oid: Oid) -> Result<TableFacts> {
         schema,
         name,
         columns,
+        unlogged: persistence == "u",
         replay_key: replay_key(oid)?,
         constraints: names("SELECT conname::text FROM pg_catalog.pg_constraint WHERE conrelid = $1", oid)?,
         indexes: names(

@@ -200,6 +200,7 @@ unsafe fn cmd_kind(node: *mut pg_sys::Node, text: &str) -> Result<CmdKind> {
             }
             AT_EnableTrig | AT_EnableAlwaysTrig | AT_EnableReplicaTrig | AT_DisableTrig => named(ObjectKind::Trigger),
             AT_EnableRule | AT_EnableAlwaysRule | AT_EnableReplicaRule | AT_DisableRule => named(ObjectKind::Rule),
+            AT_SetLogged | AT_SetUnLogged => CmdKind::SetPersistence,
             AT_AddInherit | AT_DropInherit | AT_AddOf | AT_DropOf => CmdKind::Link,
             AT_AttachPartition | AT_DetachPartition | AT_DetachPartitionFinalize => {
                 return Err(MigrateError::not_supported(

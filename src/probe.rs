@@ -3,7 +3,10 @@
 //! Inside a subtransaction that is always rolled back, we create an empty
 //! temporary clone of the table (`LIKE … INCLUDING ALL`, under the table's own
 //! name in `pg_temp`, so PostgreSQL's error messages name the user's table) and
-//! apply the subcommands to it in order. After each we compare:
+//! apply the subcommands to it in order. PostgreSQL refuses SET LOGGED /
+//! UNLOGGED on a temporary table, so when the ALTER holds one of those the
+//! clone is instead a permanent (or unlogged, like the original) table
+//! `halo_probe_<oid>` in the table's schema — rolled back just the same. After each we compare:
 //! - the clone's relfilenode: a new one means PostgreSQL rewrote the table;
 //! - its indexes' relfilenodes: new ones mean an index was built or rebuilt;
 //! - the transaction's sequential-scan counter of the clone: it grows when
@@ -17,7 +20,7 @@
 
 use crate::error::{MigrateError, Result};
 use crate::ident::{Ident, QualifiedName};
-use crate::plan::model::{ProbeOutcome, Subcommand, TableFacts};
+use crate::plan::model::{CmdKind, ProbeOutcome, Subcommand, TableFacts};
 use crate::plan::probe_statement;
 use crate::spi::{self, get};
 use crate::subxact;
@@ -37,18 +40,19 @@ pub fn probe(facts: &TableFacts, cmds: &[Subcommand], lock_timeout_ms: i32) -> R
         return Ok(vec![None; cmds.len()]);
     }
     let original = QualifiedName::new(&facts.schema, &facts.name);
-    let clone = format!("pg_temp.{}", Ident::new(&facts.name));
+    let permanent = cmds.iter().any(|c| matches!(c.kind, CmdKind::SetPersistence));
+    let (clone, create) = if permanent {
+        let persistence = if facts.unlogged { "CREATE UNLOGGED TABLE" } else { "CREATE TABLE" };
+        (QualifiedName::new(&facts.schema, format!("halo_probe_{}", facts.oid)).to_string(), persistence)
+    } else {
+        (format!("pg_temp.{}", Ident::new(&facts.name)), "CREATE TEMP TABLE")
+    };
     let current = Cell::new(None::<usize>);
 
     let outcome = subxact::rolled_back(|| -> Result<Vec<Option<ProbeOutcome>>> {
         spi::exec("SELECT pg_catalog.set_config('lock_timeout', $1, true)", &[format!("{lock_timeout_ms}ms").into()])?;
-        spi::exec(&format!("CREATE TEMP TABLE {clone} (LIKE {original} INCLUDING ALL)"), &[])?;
-        let clone_oid = spi::query(
-            "SELECT c.oid FROM pg_catalog.pg_class c
-              WHERE c.relname = $1 AND c.relnamespace = pg_catalog.pg_my_temp_schema()",
-            &[facts.name.as_str().into()],
-            |r| get::<Oid>(r, 1),
-        )?
+        spi::exec(&format!("{create} {clone} (LIKE {original} INCLUDING ALL)"), &[])?;
+        let clone_oid = spi::query("SELECT $1::regclass::oid", &[clone.as_str().into()], |r| get::<Oid>(r, 1))?
         .into_iter()
         .next()
         .ok_or_else(|| MigrateError::Internal("the probe clone vanished".into()))?;

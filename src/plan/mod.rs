@@ -53,9 +53,11 @@ pub fn probe_statement(cmd: &Subcommand) -> Option<String> {
             ConstraintType::Check if !spec.not_valid => Some(format!("{} NOT VALID", cmd.text)),
             _ => Some(cmd.text.clone()),
         },
-        CmdKind::AddColumn { .. } | CmdKind::AlterColumnType { .. } | CmdKind::SetNotNull { .. } | CmdKind::Other => {
-            Some(cmd.text.clone())
-        }
+        CmdKind::AddColumn { .. }
+        | CmdKind::AlterColumnType { .. }
+        | CmdKind::SetNotNull { .. }
+        | CmdKind::SetPersistence
+        | CmdKind::Other => Some(cmd.text.clone()),
         CmdKind::Rename { new_table_name: None } => Some(cmd.text.clone()),
         CmdKind::Rename { .. }
         | CmdKind::NamesObject { .. }
@@ -213,7 +215,7 @@ fn decide(facts: &TableFacts, cmd: &Subcommand, probe: Option<&ProbeOutcome>) ->
         CmdKind::Link => Decision::Instant("catalog-only change of inheritance or type link".into()),
         CmdKind::SetSchema { .. } => Decision::Instant("catalog-only: the table keeps its storage".into()),
         CmdKind::Rename { .. } => Decision::Instant("catalog-only rename".into()),
-        CmdKind::AddColumn { .. } | CmdKind::AlterColumnType { .. } | CmdKind::Other => {
+        CmdKind::AddColumn { .. } | CmdKind::AlterColumnType { .. } | CmdKind::SetPersistence | CmdKind::Other => {
             let p = probe.cloned().unwrap_or_default();
             if p.rewrote_table {
                 Decision::Rewrite {

@@ -119,6 +119,9 @@ pub enum CmdKind {
     Link,
     /// `SET SCHEMA` (its own statement kind; cannot be combined).
     SetSchema { schema: String },
+    /// `SET LOGGED` / `SET UNLOGGED`: PostgreSQL refuses these on a temporary
+    /// table, so the probe uses a permanent clone for them.
+    SetPersistence,
     /// `RENAME …` (its own statement kind; cannot be combined).
     Rename { new_table_name: Option<String> },
     /// Everything else: the probe on the empty clone decides.
@@ -161,6 +164,7 @@ pub struct TableFacts {
     pub schema: String,
     pub name: String,
     pub columns: Vec<Column>,
+    pub unlogged: bool,
     /// The key replay uses: the primary key, else a unique index on NOT NULL columns.
     pub replay_key: Option<Vec<String>>,
     pub constraints: Vec<String>,

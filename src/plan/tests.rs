@@ -13,6 +13,7 @@ fn facts() -> TableFacts {
             Column { name: "id".into(), not_null: true },
             Column { name: "email".into(), not_null: false },
         ],
+        unlogged: false,
         replay_key: Some(vec!["id".into()]),
         constraints: vec!["accounts_pkey".into(), "positive".into()],
         indexes: vec!["accounts_pkey".into(), "accounts_email_idx".into()],
