@@ -38,19 +38,8 @@ pub(crate) fn plan_steps(tbl: Option<Regclass>, alter: Option<&str>) -> Result<V
     let facts = catalog::load_table(oid)?;
     let cmds = parse::parse_alter(alter)?;
     let probes = probe::probe(&facts, &cmds, gucs::lock_timeout_ms())?;
-    let lookup_error = std::cell::RefCell::new(None);
-    let remember = |r: Result<bool>| {
-        r.unwrap_or_else(|e| {
-            lookup_error.borrow_mut().get_or_insert(e);
-            true
-        })
-    };
-    let constraint_taken = |n: &str| remember(catalog::constraint_name_taken(facts.namespace, n));
-    let relation_taken = |n: &str| remember(catalog::relation_name_taken(facts.namespace, n));
+    let constraint_taken = |n: &str| catalog::constraint_name_taken(facts.namespace, n);
+    let relation_taken = |n: &str| catalog::relation_name_taken(facts.namespace, n);
     let oracle = Oracle { constraint_taken: &constraint_taken, relation_taken: &relation_taken, lock_of: &parse::lock_of_statement };
-    let steps = build_plan(&facts, &cmds, &probes, &oracle)?;
-    match lookup_error.into_inner() {
-        Some(e) => Err(e),
-        None => Ok(steps),
-    }
+    build_plan(&facts, &cmds, &probes, &oracle)
 }

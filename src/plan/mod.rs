@@ -24,12 +24,15 @@ use std::collections::HashSet;
 /// Questions the planner asks the server.
 pub struct Oracle<'a> {
     /// Is a constraint of this name already in the table's schema?
-    pub constraint_taken: &'a dyn Fn(&str) -> bool,
+    pub constraint_taken: &'a dyn Fn(&str) -> Result<bool>,
     /// Is a relation (index, table, …) of this name already in the table's schema?
-    pub relation_taken: &'a dyn Fn(&str) -> bool,
+    pub relation_taken: &'a dyn Fn(&str) -> Result<bool>,
     /// The lock an ALTER TABLE statement takes, as PostgreSQL computes it.
     pub lock_of: &'a dyn Fn(&str) -> Result<LockMode>,
 }
+
+/// Picks a free name `<table>[_name2]_<label>`; `relation` for index names.
+type Chooser<'a> = dyn Fn(Option<&str>, &str, bool) -> Result<String> + 'a;
 
 /// How one subcommand will be carried out.
 #[derive(Debug)]
@@ -82,13 +85,13 @@ pub fn build_plan(
 
     // Names chosen during this plan are taken too.
     let chosen = RefCell::new(HashSet::new());
-    let constraint_taken = |n: &str| chosen.borrow().contains(n) || (oracle.constraint_taken)(n);
-    let relation_taken = |n: &str| chosen.borrow().contains(n) || (oracle.relation_taken)(n);
-    let choose = |name2: Option<&str>, label: &str, relation: bool| {
-        let taken: &dyn Fn(&str) -> bool = if relation { &relation_taken } else { &constraint_taken };
-        let n = sqlgen::choose_name(&facts.name, name2, label, taken);
+    let constraint_taken = |n: &str| Ok(chosen.borrow().contains(n) || (oracle.constraint_taken)(n)?);
+    let relation_taken = |n: &str| Ok(chosen.borrow().contains(n) || (oracle.relation_taken)(n)?);
+    let choose = |name2: Option<&str>, label: &str, relation: bool| -> Result<String> {
+        let taken: &dyn Fn(&str) -> Result<bool> = if relation { &relation_taken } else { &constraint_taken };
+        let n = sqlgen::choose_name(&facts.name, name2, label, taken)?;
         chosen.borrow_mut().insert(n.clone());
-        n
+        Ok(n)
     };
 
     if decisions.iter().any(|d| matches!(d, Decision::Rewrite { .. })) {
@@ -118,7 +121,7 @@ pub fn build_plan(
             )),
             Decision::TwoPhaseConstraint => {
                 let CmdKind::AddConstraint(spec) = &cmd.kind else { unreachable!() };
-                let name = constraint_name(facts, spec, &choose);
+                let name = constraint_name(spec, &choose)?;
                 let add = sqlgen::add_not_valid(&table, &cmd.text, spec, &name);
                 let lock = (oracle.lock_of)(&add)?;
                 let also = if spec.contype == ConstraintType::ForeignKey { " (on the referenced table too)" } else { "" };
@@ -151,7 +154,7 @@ pub fn build_plan(
                         }
                     }
                 }
-                let name = constraint_name(facts, spec, &choose);
+                let name = constraint_name(spec, &choose)?;
                 steps.push(step(
                     Strategy::Concurrent,
                     sqlgen::create_unique_index_concurrently(&table, spec, &name),
@@ -276,11 +279,10 @@ fn check_named_objects(facts: &TableFacts, cmds: &[Subcommand]) -> Result<()> {
 }
 
 /// The name PostgreSQL would give the constraint, or the one the user gave.
-fn constraint_name(facts: &TableFacts, spec: &ConstraintSpec, choose: &dyn Fn(Option<&str>, &str, bool) -> String) -> String {
+fn constraint_name(spec: &ConstraintSpec, choose: &Chooser) -> Result<String> {
     if let Some(n) = &spec.name {
-        return n.clone();
+        return Ok(n.clone());
     }
-    let _ = facts;
     match spec.contype {
         ConstraintType::Check => choose(spec.columns.first().map(String::as_str).filter(|_| spec.columns.len() == 1), "check", false),
         ConstraintType::ForeignKey => choose(Some(&sqlgen::columns_addition(&spec.columns)), "fkey", false),
@@ -294,10 +296,10 @@ fn not_null_steps(
     table: &QualifiedName,
     column: &str,
     sub: &Option<String>,
-    choose: &dyn Fn(Option<&str>, &str, bool) -> String,
+    choose: &Chooser,
     oracle: &Oracle,
 ) -> Result<Vec<Step>> {
-    let check = choose(Some(column), "not_null", false);
+    let check = choose(Some(column), "not_null", false)?;
     let sqls = sqlgen::set_not_null_steps(table, column, &check);
     let reasons = [
         "a NOT VALID check that the column is not null: no scan",
@@ -326,7 +328,7 @@ fn rewrite_plan(
     table: &QualifiedName,
     cmds: &[Subcommand],
     decisions: &[Decision],
-    choose: &dyn Fn(Option<&str>, &str, bool) -> String,
+    choose: &Chooser,
     oracle: &Oracle,
 ) -> Result<Vec<Step>> {
     if facts.replay_key.is_none() {
@@ -361,7 +363,7 @@ fn rewrite_plan(
     for (cmd, decision) in cmds.iter().zip(decisions) {
         if let CmdKind::AddConstraint(spec) = &cmd.kind {
             if spec.contype == ConstraintType::ForeignKey && !spec.not_valid {
-                let name = constraint_name(facts, spec, choose);
+                let name = constraint_name(spec, choose)?;
                 after_swap.push((cmd, spec, name));
                 continue;
             }

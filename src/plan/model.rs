@@ -83,6 +83,27 @@ pub struct ConstraintSpec {
     pub clause_offset: usize,
 }
 
+#[cfg(test)]
+impl ConstraintSpec {
+    /// Test fixture: an unnamed, immediately-validated constraint with no index options.
+    pub fn new(contype: ConstraintType, columns: Vec<String>, clause_offset: usize) -> Self {
+        ConstraintSpec {
+            contype,
+            name: None,
+            not_valid: false,
+            using_index: None,
+            columns,
+            including: vec![],
+            index_options: vec![],
+            index_tablespace: None,
+            nulls_not_distinct: false,
+            deferrable: false,
+            initially_deferred: false,
+            clause_offset,
+        }
+    }
+}
+
 /// The kinds of object a subcommand can name without defining it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ObjectKind {

@@ -66,13 +66,18 @@ fn clip(s: &str, bytes: usize) -> &str {
 
 /// PostgreSQL's choose-a-free-name loop (`ChooseConstraintName()`,
 /// `ChooseRelationName()`): `label`, then `label1`, `label2`, … until `taken` says no.
-pub fn choose_name(name1: &str, name2: Option<&str>, label: &str, taken: &dyn Fn(&str) -> bool) -> String {
+pub fn choose_name<E>(
+    name1: &str,
+    name2: Option<&str>,
+    label: &str,
+    taken: &dyn Fn(&str) -> Result<bool, E>,
+) -> Result<String, E> {
     let mut pass = 0;
     loop {
         let modlabel = if pass == 0 { label.to_string() } else { format!("{label}{pass}") };
         let candidate = make_object_name(name1, name2, &modlabel);
-        if !taken(&candidate) {
-            return candidate;
+        if !taken(&candidate)? {
+            return Ok(candidate);
         }
         pass += 1;
     }
@@ -180,20 +185,7 @@ mod tests {
     use crate::plan::model::ConstraintType;
 
     fn spec(contype: ConstraintType, name: Option<&str>, offset: usize) -> ConstraintSpec {
-        ConstraintSpec {
-            contype,
-            name: name.map(str::to_string),
-            not_valid: false,
-            using_index: None,
-            columns: vec![],
-            including: vec![],
-            index_options: vec![],
-            index_tablespace: None,
-            nulls_not_distinct: false,
-            deferrable: false,
-            initially_deferred: false,
-            clause_offset: offset,
-        }
+        ConstraintSpec { name: name.map(str::to_string), ..ConstraintSpec::new(contype, vec![], offset) }
     }
 
     #[test]
@@ -212,8 +204,8 @@ mod tests {
 
     #[test]
     fn choose_name_skips_taken_names() {
-        let taken = |n: &str| n == "t_a_check" || n == "t_a_check1";
-        assert_eq!(choose_name("t", Some("a"), "check", &taken), "t_a_check2");
+        let taken = |n: &str| Ok::<_, ()>(n == "t_a_check" || n == "t_a_check1");
+        assert_eq!(choose_name("t", Some("a"), "check", &taken), Ok("t_a_check2".to_string()));
         assert_eq!(columns_addition(&["a".into(), "b".into()]), "a_b");
     }
 

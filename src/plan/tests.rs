@@ -27,20 +27,7 @@ fn cmd(text: &str, kind: CmdKind, lock: LockMode) -> Subcommand {
 }
 
 fn spec(contype: ConstraintType, columns: &[&str], clause_offset: usize) -> ConstraintSpec {
-    ConstraintSpec {
-        contype,
-        name: None,
-        not_valid: false,
-        using_index: None,
-        columns: columns.iter().map(|c| c.to_string()).collect(),
-        including: vec![],
-        index_options: vec![],
-        index_tablespace: None,
-        nulls_not_distinct: false,
-        deferrable: false,
-        initially_deferred: false,
-        clause_offset,
-    }
+    ConstraintSpec::new(contype, columns.iter().map(|c| c.to_string()).collect(), clause_offset)
 }
 
 /// Locks as PostgreSQL computes them for the statements the planner generates.
@@ -55,7 +42,7 @@ fn lock_of(sql: &str) -> Result<LockMode> {
 }
 
 fn plan(facts: &TableFacts, cmds: &[Subcommand], probes: &[Option<ProbeOutcome>]) -> Result<Vec<Step>> {
-    let taken = |n: &str| n == "accounts_email_key";
+    let taken = |n: &str| Ok(n == "accounts_email_key");
     let oracle = Oracle { constraint_taken: &taken, relation_taken: &taken, lock_of: &lock_of };
     build_plan(facts, cmds, probes, &oracle)
 }
