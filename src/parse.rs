@@ -249,7 +249,12 @@ unsafe fn constraint_spec(c: *mut pg_sys::Constraint, text: &str) -> Result<Cons
             .iter_ptr()
             .map(|d| (cstr((*d).defname).unwrap_or_default(), cstr(pg_sys::defGetString(d)).unwrap_or_default()))
             .collect();
-        let offset = usize::try_from(c.location).ok().and_then(|l| l.checked_sub(PREFIX.len()));
+        // The grammar sets a table constraint's location to its first token.
+        let clause_offset = usize::try_from(c.location)
+            .ok()
+            .and_then(|l| l.checked_sub(PREFIX.len()))
+            .filter(|&o| o <= text.len())
+            .ok_or_else(|| MigrateError::Internal(format!("no source location for the constraint in \"{text}\"")))?;
         Ok(ConstraintSpec {
             contype,
             name: cstr(c.conname),
@@ -262,7 +267,7 @@ unsafe fn constraint_spec(c: *mut pg_sys::Constraint, text: &str) -> Result<Cons
             nulls_not_distinct: c.nulls_not_distinct,
             deferrable: c.deferrable,
             initially_deferred: c.initdeferred,
-            clause_offset: offset.filter(|&o| o <= text.len()).unwrap_or(text.find(|ch: char| ch.is_whitespace()).unwrap_or(0) + 1),
+            clause_offset,
         })
     }
 }

@@ -34,6 +34,8 @@ pub struct Oracle<'a> {
 /// Picks a free name `<table>[_name2]_<label>`; `relation` for index names.
 type Chooser<'a> = dyn Fn(Option<&str>, &str, bool) -> Result<String> + 'a;
 
+const VALIDATE_REASON: &str = "validation reads the table under a lock that lets reads and writes continue";
+
 /// How one subcommand will be carried out.
 #[derive(Debug)]
 enum Decision {
@@ -113,32 +115,13 @@ pub fn build_plan(
             Decision::Instant(reason) => {
                 steps.push(step(Strategy::Instant, sqlgen::alter(&table, &cmd.text), Some(cmd.lock), reason))
             }
-            Decision::Validate => steps.push(step(
-                Strategy::TwoPhase,
-                sqlgen::alter(&table, &cmd.text),
-                Some(cmd.lock),
-                "validation reads the table under a lock that lets reads and writes continue",
-            )),
+            Decision::Validate => {
+                steps.push(step(Strategy::TwoPhase, sqlgen::alter(&table, &cmd.text), Some(cmd.lock), VALIDATE_REASON))
+            }
             Decision::TwoPhaseConstraint => {
                 let CmdKind::AddConstraint(spec) = &cmd.kind else { unreachable!() };
                 let name = constraint_name(spec, &choose)?;
-                let add = sqlgen::add_not_valid(&table, &cmd.text, spec, &name);
-                let lock = (oracle.lock_of)(&add)?;
-                let also = if spec.contype == ConstraintType::ForeignKey { " (on the referenced table too)" } else { "" };
-                steps.push(step(
-                    Strategy::TwoPhase,
-                    add,
-                    Some(lock),
-                    &format!("added NOT VALID: only new and updated rows are checked, no scan under {lock}{also}"),
-                ));
-                let val = sqlgen::validate(&table, &name);
-                let vlock = (oracle.lock_of)(&val)?;
-                steps.push(step(
-                    Strategy::TwoPhase,
-                    val,
-                    Some(vlock),
-                    "validation reads the table under a lock that lets reads and writes continue",
-                ));
+                steps.extend(not_valid_then_validate(&table, cmd, spec, &name, "", oracle)?);
             }
             Decision::TwoPhaseNotNull => {
                 let CmdKind::SetNotNull { column } = &cmd.kind else { unreachable!() };
@@ -303,7 +286,7 @@ fn not_null_steps(
     let sqls = sqlgen::set_not_null_steps(table, column, &check);
     let reasons = [
         "a NOT VALID check that the column is not null: no scan",
-        "validation reads the table under a lock that lets reads and writes continue",
+        VALIDATE_REASON,
         "SET NOT NULL uses the validated check instead of scanning",
         "the helper check is no longer needed",
     ];
@@ -400,21 +383,41 @@ fn rewrite_plan(
             .into(),
     });
     for (cmd, spec, name) in after_swap {
-        for (sql, reason) in [
-            (sqlgen::add_not_valid(table, &cmd.text, spec, &name), "foreign key added NOT VALID after the swap"),
-            (sqlgen::validate(table, &name), "validated after the swap; reads and writes continue"),
-        ] {
-            steps.push(Step {
-                subcommand: Some(cmd.text.clone()),
-                strategy: Strategy::TwoPhase,
-                lock: Some((oracle.lock_of)(&sql)?),
-                sql,
-                rewrites: false,
-                reason: reason.into(),
-            });
-        }
+        steps.extend(not_valid_then_validate(table, cmd, spec, &name, "after the swap: ", oracle)?);
     }
     Ok(steps)
+}
+
+/// A CHECK or FOREIGN KEY added NOT VALID (no scan), then validated under a
+/// lock that lets writes through. `when` prefixes the reasons.
+fn not_valid_then_validate(
+    table: &QualifiedName,
+    cmd: &Subcommand,
+    spec: &ConstraintSpec,
+    name: &str,
+    when: &str,
+    oracle: &Oracle,
+) -> Result<[Step; 2]> {
+    let add = sqlgen::add_not_valid(table, &cmd.text, spec, name);
+    let add_lock = (oracle.lock_of)(&add)?;
+    let also = if spec.contype == ConstraintType::ForeignKey { " (on the referenced table too)" } else { "" };
+    let validate = sqlgen::validate(table, name);
+    let step = |sql: String, lock: LockMode, reason: String| Step {
+        subcommand: Some(cmd.text.clone()),
+        strategy: Strategy::TwoPhase,
+        sql,
+        lock: Some(lock),
+        rewrites: false,
+        reason,
+    };
+    Ok([
+        step(
+            add,
+            add_lock,
+            format!("{when}added NOT VALID: only new and updated rows are checked, no scan under {add_lock}{also}"),
+        ),
+        step(validate.clone(), (oracle.lock_of)(&validate)?, format!("{when}{VALIDATE_REASON}")),
+    ])
 }
 
 #[cfg(test)]
