@@ -37,7 +37,10 @@ pub fn load_table(oid: Oid) -> Result<TableFacts> {
         });
     };
     let qualified = crate::ident::QualifiedName::new(&schema, &name).to_string();
-    if matches!(schema.as_str(), "pg_catalog" | "information_schema" | "pg_toast") {
+    if matches!(
+        schema.as_str(),
+        "pg_catalog" | "information_schema" | "pg_toast"
+    ) {
         return Err(MigrateError::not_supported(
             "migrating a system catalog",
             format!("{qualified} belongs to PostgreSQL itself."),
@@ -64,7 +67,10 @@ pub fn load_table(oid: Oid) -> Result<TableFacts> {
                 "t" => "a TOAST table",
                 _ => "not an ordinary table",
             };
-            return Err(MigrateError::WrongObjectType { table: qualified, kind: kind.into() });
+            return Err(MigrateError::WrongObjectType {
+                table: qualified,
+                kind: kind.into(),
+            });
         }
     }
     if persistence == "t" {
@@ -82,7 +88,12 @@ pub fn load_table(oid: Oid) -> Result<TableFacts> {
         "SELECT attname::text, attnotnull FROM pg_catalog.pg_attribute
           WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
         &[oid.into()],
-        |r| Ok(Column { name: get(r, 1)?, not_null: get(r, 2)? }),
+        |r| {
+            Ok(Column {
+                name: get(r, 1)?,
+                not_null: get(r, 2)?,
+            })
+        },
     )?;
     Ok(TableFacts {
         oid: oid.to_u32(),
@@ -146,6 +157,34 @@ pub fn relation_name_taken(namespace: u32, name: &str) -> Result<bool> {
 }
 
 fn exists(sql: &str, namespace: u32, name: &str) -> Result<bool> {
-    let found = spi::select(sql, &[Oid::from(namespace).into(), name.into()], |r| get::<bool>(r, 1))?;
+    let found = spi::select(sql, &[Oid::from(namespace).into(), name.into()], |r| {
+        get::<bool>(r, 1)
+    })?;
     Ok(found.first().copied().unwrap_or(false))
+}
+
+/// The table's schema-qualified name, or `None` if it is gone.
+pub fn qualified_name(oid: Oid) -> Result<Option<crate::ident::QualifiedName>> {
+    let rows = spi::query(
+        "SELECT n.nspname::text, c.relname::text FROM pg_catalog.pg_class c
+           JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1",
+        &[oid.into()],
+        |r| {
+            Ok(crate::ident::QualifiedName::new(
+                get::<String>(r, 1)?,
+                get::<String>(r, 2)?,
+            ))
+        },
+    )?;
+    Ok(rows.into_iter().next())
+}
+
+/// The relation's current relfilenode (0 if it is gone).
+pub fn relfilenode(oid: Oid) -> Result<Oid> {
+    let rows = spi::query(
+        "SELECT relfilenode FROM pg_catalog.pg_class WHERE oid = $1",
+        &[oid.into()],
+        |r| get::<Oid>(r, 1),
+    )?;
+    Ok(rows.into_iter().next().unwrap_or(Oid::INVALID))
 }

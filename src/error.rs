@@ -19,7 +19,11 @@ pub enum MigrateError {
     Syntax { message: String, detail: String },
 
     #[error("{what} is not supported")]
-    NotSupported { what: String, detail: String, hint: String },
+    NotSupported {
+        what: String,
+        detail: String,
+        hint: String,
+    },
 
     #[error("\"{table}\" is not a table")]
     WrongObjectType { table: String, kind: String },
@@ -28,16 +32,43 @@ pub enum MigrateError {
     NotOwner { table: String },
 
     #[error("{kind} \"{name}\" of table \"{table}\" does not exist")]
-    UndefinedObject { kind: &'static str, name: String, table: String },
+    UndefinedObject {
+        kind: &'static str,
+        name: String,
+        table: String,
+    },
 
     #[error("table \"{table}\" has no primary key or unique index on NOT NULL columns")]
     NoKey { table: String },
+
+    #[error("invalid value for {name}")]
+    InvalidParameter {
+        name: &'static str,
+        detail: String,
+        hint: String,
+    },
+
+    #[error("table {table} is already being migrated (migration {id}, {phase})")]
+    Busy {
+        table: String,
+        id: i64,
+        phase: &'static str,
+    },
+
+    #[error("table {table} has no migration in progress")]
+    NoMigration { table: String },
 
     #[error("{name} must not be NULL")]
     NullArgument { name: &'static str },
 
     #[error("{message}")]
-    Postgres { code: PgSqlErrorCode, message: String, detail: Option<String>, hint: Option<String>, context: String },
+    Postgres {
+        code: PgSqlErrorCode,
+        message: String,
+        detail: Option<String>,
+        hint: Option<String>,
+        context: String,
+    },
 
     #[error("internal error: {0}")]
     Internal(String),
@@ -45,17 +76,30 @@ pub enum MigrateError {
 
 impl MigrateError {
     pub fn syntax(message: impl Into<String>, detail: impl Into<String>) -> Self {
-        MigrateError::Syntax { message: message.into(), detail: detail.into() }
+        MigrateError::Syntax {
+            message: message.into(),
+            detail: detail.into(),
+        }
     }
 
-    pub fn not_supported(what: impl Into<String>, detail: impl Into<String>, hint: impl Into<String>) -> Self {
-        MigrateError::NotSupported { what: what.into(), detail: detail.into(), hint: hint.into() }
+    pub fn not_supported(
+        what: impl Into<String>,
+        detail: impl Into<String>,
+        hint: impl Into<String>,
+    ) -> Self {
+        MigrateError::NotSupported {
+            what: what.into(),
+            detail: detail.into(),
+            hint: hint.into(),
+        }
     }
 
     /// Wrap an error PostgreSQL raised, keeping its SQLSTATE and text, adding where it happened.
     pub fn from_caught(caught: CaughtError, context: impl Into<String>) -> Self {
         let report = match caught {
-            CaughtError::PostgresError(r) | CaughtError::ErrorReport(r) | CaughtError::RustPanic { ereport: r, .. } => r,
+            CaughtError::PostgresError(r)
+            | CaughtError::ErrorReport(r)
+            | CaughtError::RustPanic { ereport: r, .. } => r,
         };
         MigrateError::Postgres {
             code: report.sql_error_code(),
@@ -76,6 +120,9 @@ impl MigrateError {
             MigrateError::UndefinedObject { .. } => ERRCODE_UNDEFINED_OBJECT,
             MigrateError::NoKey { .. } => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             MigrateError::NullArgument { .. } => ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            MigrateError::InvalidParameter { .. } => ERRCODE_INVALID_PARAMETER_VALUE,
+            MigrateError::Busy { .. } => ERRCODE_OBJECT_IN_USE,
+            MigrateError::NoMigration { .. } => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             MigrateError::Postgres { code, .. } => *code,
             MigrateError::Internal(_) => ERRCODE_INTERNAL_ERROR,
         }
@@ -83,15 +130,25 @@ impl MigrateError {
 
     pub fn detail(&self) -> Option<String> {
         match self {
-            MigrateError::Syntax { detail, .. } | MigrateError::NotSupported { detail, .. } => Some(detail.clone()),
-            MigrateError::WrongObjectType { kind, .. } => Some(format!("It is {kind}; halo_migrate alters ordinary tables.")),
+            MigrateError::Syntax { detail, .. }
+            | MigrateError::NotSupported { detail, .. }
+            | MigrateError::InvalidParameter { detail, .. } => Some(detail.clone()),
+            MigrateError::Busy { .. } => {
+                Some("A table has at most one migration at a time.".into())
+            }
+            MigrateError::WrongObjectType { kind, .. } => Some(format!(
+                "It is {kind}; halo_migrate alters ordinary tables."
+            )),
             MigrateError::NotOwner { .. } => {
                 Some("Only the owner of a table (or a superuser) may migrate it.".into())
             }
             MigrateError::NoKey { .. } => Some(
-                "Rewriting the table online copies it and replays concurrent changes by key.".into(),
+                "Rewriting the table online copies it and replays concurrent changes by key."
+                    .into(),
             ),
-            MigrateError::Postgres { detail, context, .. } => Some(match detail {
+            MigrateError::Postgres {
+                detail, context, ..
+            } => Some(match detail {
                 Some(d) => format!("{d}\n{context}"),
                 None => context.clone(),
             }),
@@ -106,7 +163,13 @@ impl MigrateError {
                  e.g. 'ALTER COLUMN id TYPE bigint, ADD COLUMN note text'."
                     .into(),
             ),
-            MigrateError::NotSupported { hint, .. } => Some(hint.clone()),
+            MigrateError::NotSupported { hint, .. } | MigrateError::InvalidParameter { hint, .. } => Some(hint.clone()),
+            MigrateError::Busy { table, .. } => Some(format!(
+                "Watch it with SELECT * FROM migrate.status('{table}'); finish it with migrate.finish() or cancel it with migrate.abort()."
+            )),
+            MigrateError::NoMigration { table } => {
+                Some(format!("Start one with SELECT migrate.start('{table}', '<subcommands>')."))
+            }
             MigrateError::WrongObjectType { .. } => None,
             MigrateError::NotOwner { table } => Some(format!(
                 "Connect as the owner of {table}, or ask its owner to run the migration."
@@ -134,6 +197,30 @@ impl MigrateError {
     }
 }
 
+/// The five-character SQLSTATE of a code (PostgreSQL packs it six bits a character).
+pub fn sqlstate_text(code: PgSqlErrorCode) -> String {
+    let v = code as i32;
+    (0..5)
+        .map(|i| (((v >> (6 * i)) & 0x3F) as u8 + b'0') as char)
+        .collect()
+}
+
+/// The inverse of [`sqlstate_text`]; `XX000` for anything malformed.
+pub fn sqlstate_code(text: &str) -> PgSqlErrorCode {
+    let b = text.as_bytes();
+    if b.len() != 5
+        || !b
+            .iter()
+            .all(|c| c.is_ascii_digit() || c.is_ascii_uppercase())
+    {
+        return PgSqlErrorCode::ERRCODE_INTERNAL_ERROR;
+    }
+    let v = b.iter().enumerate().fold(0i32, |acc, (i, c)| {
+        acc | (((*c - b'0') as i32 & 0x3F) << (6 * i))
+    });
+    PgSqlErrorCode::from(v)
+}
+
 impl From<pgrx::spi::SpiError> for MigrateError {
     fn from(e: pgrx::spi::SpiError) -> Self {
         MigrateError::Internal(format!("SPI: {e}"))
@@ -145,9 +232,32 @@ mod tests {
     use super::*;
 
     #[test]
+    fn sqlstates_round_trip_as_text() {
+        for code in [
+            PgSqlErrorCode::ERRCODE_INVALID_TEXT_REPRESENTATION,
+            PgSqlErrorCode::ERRCODE_UNIQUE_VIOLATION,
+        ] {
+            assert_eq!(sqlstate_code(&sqlstate_text(code)), code);
+        }
+        assert_eq!(
+            sqlstate_text(PgSqlErrorCode::ERRCODE_UNIQUE_VIOLATION),
+            "23505"
+        );
+        assert_eq!(
+            sqlstate_code("oops"),
+            PgSqlErrorCode::ERRCODE_INTERNAL_ERROR
+        );
+    }
+
+    #[test]
     fn every_error_has_a_sqlstate_and_user_errors_have_hints() {
-        let not_owner = MigrateError::NotOwner { table: "public.t".into() };
-        assert_eq!(not_owner.sqlstate(), PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE);
+        let not_owner = MigrateError::NotOwner {
+            table: "public.t".into(),
+        };
+        assert_eq!(
+            not_owner.sqlstate(),
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE
+        );
         assert_eq!(not_owner.to_string(), "must be owner of table public.t");
         assert!(not_owner.hint().unwrap().contains("owner"));
 
@@ -156,7 +266,10 @@ mod tests {
         assert_eq!(syntax.detail().as_deref(), Some("found 2"));
 
         let nokey = MigrateError::NoKey { table: "t".into() };
-        assert_eq!(nokey.sqlstate(), PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE);
+        assert_eq!(
+            nokey.sqlstate(),
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE
+        );
         assert!(nokey.hint().unwrap().contains("PRIMARY KEY"));
     }
 }

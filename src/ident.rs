@@ -13,24 +13,157 @@ use std::fmt;
 /// PostgreSQL 15 keywords that are not UNRESERVED_KEYWORD (from `parser/kwlist.h`);
 /// `quote_identifier()` quotes exactly these. Sorted, for binary search.
 const QUOTED_KEYWORDS: &[&str] = &[
-    "all", "analyse", "analyze", "and", "any", "array", "as", "asc", "asymmetric", 
-    "authorization", "between", "bigint", "binary", "bit", "boolean", "both", "case", "cast", 
-    "char", "character", "check", "coalesce", "collate", "collation", "column", "concurrently", 
-    "constraint", "create", "cross", "current_catalog", "current_date", "current_role", 
-    "current_schema", "current_time", "current_timestamp", "current_user", "dec", "decimal", 
-    "default", "deferrable", "desc", "distinct", "do", "else", "end", "except", "exists", 
-    "extract", "false", "fetch", "float", "for", "foreign", "freeze", "from", "full", "grant", 
-    "greatest", "group", "grouping", "having", "ilike", "in", "initially", "inner", "inout", 
-    "int", "integer", "intersect", "interval", "into", "is", "isnull", "join", "lateral", 
-    "leading", "least", "left", "like", "limit", "localtime", "localtimestamp", "national", 
-    "natural", "nchar", "none", "normalize", "not", "notnull", "null", "nullif", "numeric", 
-    "offset", "on", "only", "or", "order", "out", "outer", "overlaps", "overlay", "placing", 
-    "position", "precision", "primary", "real", "references", "returning", "right", "row", 
-    "select", "session_user", "setof", "similar", "smallint", "some", "substring", "symmetric", 
-    "table", "tablesample", "then", "time", "timestamp", "to", "trailing", "treat", "trim", 
-    "true", "union", "unique", "user", "using", "values", "varchar", "variadic", "verbose", 
-    "when", "where", "window", "with", "xmlattributes", "xmlconcat", "xmlelement", "xmlexists", 
-    "xmlforest", "xmlnamespaces", "xmlparse", "xmlpi", "xmlroot", "xmlserialize", "xmltable", 
+    "all",
+    "analyse",
+    "analyze",
+    "and",
+    "any",
+    "array",
+    "as",
+    "asc",
+    "asymmetric",
+    "authorization",
+    "between",
+    "bigint",
+    "binary",
+    "bit",
+    "boolean",
+    "both",
+    "case",
+    "cast",
+    "char",
+    "character",
+    "check",
+    "coalesce",
+    "collate",
+    "collation",
+    "column",
+    "concurrently",
+    "constraint",
+    "create",
+    "cross",
+    "current_catalog",
+    "current_date",
+    "current_role",
+    "current_schema",
+    "current_time",
+    "current_timestamp",
+    "current_user",
+    "dec",
+    "decimal",
+    "default",
+    "deferrable",
+    "desc",
+    "distinct",
+    "do",
+    "else",
+    "end",
+    "except",
+    "exists",
+    "extract",
+    "false",
+    "fetch",
+    "float",
+    "for",
+    "foreign",
+    "freeze",
+    "from",
+    "full",
+    "grant",
+    "greatest",
+    "group",
+    "grouping",
+    "having",
+    "ilike",
+    "in",
+    "initially",
+    "inner",
+    "inout",
+    "int",
+    "integer",
+    "intersect",
+    "interval",
+    "into",
+    "is",
+    "isnull",
+    "join",
+    "lateral",
+    "leading",
+    "least",
+    "left",
+    "like",
+    "limit",
+    "localtime",
+    "localtimestamp",
+    "national",
+    "natural",
+    "nchar",
+    "none",
+    "normalize",
+    "not",
+    "notnull",
+    "null",
+    "nullif",
+    "numeric",
+    "offset",
+    "on",
+    "only",
+    "or",
+    "order",
+    "out",
+    "outer",
+    "overlaps",
+    "overlay",
+    "placing",
+    "position",
+    "precision",
+    "primary",
+    "real",
+    "references",
+    "returning",
+    "right",
+    "row",
+    "select",
+    "session_user",
+    "setof",
+    "similar",
+    "smallint",
+    "some",
+    "substring",
+    "symmetric",
+    "table",
+    "tablesample",
+    "then",
+    "time",
+    "timestamp",
+    "to",
+    "trailing",
+    "treat",
+    "trim",
+    "true",
+    "union",
+    "unique",
+    "user",
+    "using",
+    "values",
+    "varchar",
+    "variadic",
+    "verbose",
+    "when",
+    "where",
+    "window",
+    "with",
+    "xmlattributes",
+    "xmlconcat",
+    "xmlelement",
+    "xmlexists",
+    "xmlforest",
+    "xmlnamespaces",
+    "xmlparse",
+    "xmlpi",
+    "xmlroot",
+    "xmlserialize",
+    "xmltable",
 ];
 
 /// An SQL identifier, displayed quoted when (and only when) PostgreSQL would quote it.
@@ -44,11 +177,16 @@ impl Ident {
 
     fn needs_quotes(name: &str) -> bool {
         let mut chars = name.chars();
-        let Some(first) = chars.next() else { return true };
+        let Some(first) = chars.next() else {
+            return true;
+        };
         if !(first.is_ascii_lowercase() || first == '_') {
             return true;
         }
-        if !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
+        if !name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        {
             return true;
         }
         QUOTED_KEYWORDS.binary_search(&name).is_ok()
@@ -74,7 +212,10 @@ pub struct QualifiedName {
 
 impl QualifiedName {
     pub fn new(schema: impl Into<String>, name: impl Into<String>) -> Self {
-        QualifiedName { schema: Ident::new(schema), name: Ident::new(name) }
+        QualifiedName {
+            schema: Ident::new(schema),
+            name: Ident::new(name),
+        }
     }
 }
 
@@ -86,7 +227,11 @@ impl fmt::Display for QualifiedName {
 
 /// A comma-separated list of identifiers, e.g. an index's key columns.
 pub fn ident_list<'a>(names: impl IntoIterator<Item = &'a Ident>) -> String {
-    names.into_iter().map(Ident::to_string).collect::<Vec<_>>().join(", ")
+    names
+        .into_iter()
+        .map(Ident::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[cfg(test)]
@@ -112,7 +257,10 @@ mod tests {
         assert_eq!(Ident::new("Accounts").to_string(), "\"Accounts\"");
         assert_eq!(Ident::new("my table").to_string(), "\"my table\"");
         assert_eq!(Ident::new("a\"b").to_string(), "\"a\"\"b\"");
-        assert_eq!(Ident::new("x; DROP TABLE t; --").to_string(), "\"x; DROP TABLE t; --\"");
+        assert_eq!(
+            Ident::new("x; DROP TABLE t; --").to_string(),
+            "\"x; DROP TABLE t; --\""
+        );
         assert_eq!(Ident::new("line\nbreak").to_string(), "\"line\nbreak\"");
         assert_eq!(Ident::new("1abc").to_string(), "\"1abc\"");
         assert_eq!(Ident::new("").to_string(), "\"\"");
@@ -121,7 +269,9 @@ mod tests {
 
     #[test]
     fn reserved_and_type_keywords_are_quoted() {
-        for kw in ["select", "user", "order", "table", "int", "varchar", "primary", "check"] {
+        for kw in [
+            "select", "user", "order", "table", "int", "varchar", "primary", "check",
+        ] {
             assert_eq!(Ident::new(kw).to_string(), format!("\"{kw}\""));
         }
     }
@@ -137,7 +287,10 @@ mod tests {
     #[test]
     fn qualified_names() {
         assert_eq!(QualifiedName::new("public", "t").to_string(), "public.t");
-        assert_eq!(QualifiedName::new("My Schema", "T").to_string(), "\"My Schema\".\"T\"");
+        assert_eq!(
+            QualifiedName::new("My Schema", "T").to_string(),
+            "\"My Schema\".\"T\""
+        );
         let cols = [Ident::new("a"), Ident::new("B")];
         assert_eq!(ident_list(&cols), "a, \"B\"");
     }

@@ -8,22 +8,39 @@
 //! - `plan`     — pure decisions (strategy per subcommand) and SQL text generation
 //! - `subxact`, `spi` — the two thin layers over PostgreSQL's subtransactions and SPI
 //! - `ident`    — the one way identifiers get into SQL
+//! - `shadow`   — the shadow table and the copy/replay recipe; `capture` — log and trigger
+//! - `copy`, `replay`, `swap` — the three data phases of a rewrite; `storage` — the
+//!   catalog-level storage exchange the swap needs
+//! - `driver`   — the phase machine (one unit of work per call); `worker` — the background worker
+//! - `state`    — the migrations table; `locks` — the lock-timeout retry loop
 //! - `gucs`     — settings; `error` — the one error type
 #![deny(unsafe_op_in_unsafe_fn)]
 
 use pgrx::prelude::*;
 
 mod api;
+mod capture;
 mod catalog;
+mod copy;
+mod driver;
 mod error;
 mod gucs;
 mod ident;
+mod locks;
 mod parse;
 mod plan;
 mod probe;
+mod replay;
+mod shadow;
 mod spi;
 mod split;
+mod state;
+mod storage;
 mod subxact;
+mod swap;
+mod worker;
+
+pgrx::extension_sql_file!("schema.sql", name = "schema", bootstrap);
 
 ::pgrx::pg_module_magic!(name, version);
 

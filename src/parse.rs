@@ -26,11 +26,15 @@ const PREFIX: &str = "ALTER TABLE halo_migrate_parse_target ";
 /// Parse the user's subcommand list.
 pub fn parse_alter(alter: &str) -> Result<Vec<Subcommand>> {
     if alter.trim().is_empty() {
-        return Err(MigrateError::syntax("empty ALTER", "No subcommand was given."));
+        return Err(MigrateError::syntax(
+            "empty ALTER",
+            "No subcommand was given.",
+        ));
     }
     let whole = parse_statement(alter)?;
-    let pieces = split_top_level(alter)
-        .ok_or_else(|| MigrateError::Internal("the parser accepted text the splitter could not split".into()))?;
+    let pieces = split_top_level(alter).ok_or_else(|| {
+        MigrateError::Internal("the parser accepted text the splitter could not split".into())
+    })?;
     if pieces.len() != whole {
         return Err(MigrateError::Internal(format!(
             "split into {} pieces but the parser found {whole} subcommands",
@@ -72,7 +76,11 @@ fn parse_one(text: &str) -> Result<Subcommand> {
         unsafe {
             let node = first_stmt(stmts)?;
             let kind = cmd_kind(node, text)?;
-            Ok(Subcommand { text: text.to_string(), kind, lock: lock_of_node(node)? })
+            Ok(Subcommand {
+                text: text.to_string(),
+                kind,
+                lock: lock_of_node(node)?,
+            })
         }
     })
 }
@@ -80,17 +88,27 @@ fn parse_one(text: &str) -> Result<Subcommand> {
 /// Run the raw parser on `sql` and hand its statement list to `f`. Syntax
 /// errors come back as PostgreSQL reported them (SQLSTATE 42601).
 fn with_raw_parse<R>(sql: &str, f: impl FnOnce(*mut pg_sys::List) -> Result<R>) -> Result<R> {
-    let c = CString::new(sql).map_err(|_| MigrateError::syntax("ALTER contains a NUL byte", "Remove it."))?;
+    let c = CString::new(sql)
+        .map_err(|_| MigrateError::syntax("ALTER contains a NUL byte", "Remove it."))?;
     let parsed = PgTryBuilder::new(|| {
         // SAFETY: raw_parser only reads the NUL-terminated string and allocates
         // its result in CurrentMemoryContext; errors are caught below.
-        Ok::<_, CaughtError>(unsafe { pg_sys::raw_parser(c.as_ptr(), pg_sys::RawParseMode::RAW_PARSE_DEFAULT) })
+        Ok::<_, CaughtError>(unsafe {
+            pg_sys::raw_parser(c.as_ptr(), pg_sys::RawParseMode::RAW_PARSE_DEFAULT)
+        })
     })
     .catch_others(Err)
     .execute();
     match parsed {
         Ok(list) => f(list),
-        Err(e) => Err(MigrateError::from_caught(e, format!("While parsing: {}", sql.strip_prefix(PREFIX).map_or_else(|| sql.to_string(), |t| format!("ALTER TABLE <table> {t}"))))),
+        Err(e) => Err(MigrateError::from_caught(
+            e,
+            format!(
+                "While parsing: {}",
+                sql.strip_prefix(PREFIX)
+                    .map_or_else(|| sql.to_string(), |t| format!("ALTER TABLE <table> {t}"))
+            ),
+        )),
     }
 }
 
@@ -118,7 +136,8 @@ unsafe fn lock_of_node(node: *mut pg_sys::Node) -> Result<LockMode> {
             pg_sys::AccessExclusiveLock as i32
         }
     };
-    LockMode::from_pg(mode).ok_or_else(|| MigrateError::Internal(format!("unknown lock mode {mode}")))
+    LockMode::from_pg(mode)
+        .ok_or_else(|| MigrateError::Internal(format!("unknown lock mode {mode}")))
 }
 
 unsafe fn is_a(node: *mut pg_sys::Node, tag: pg_sys::NodeTag) -> bool {
@@ -152,13 +171,19 @@ unsafe fn cmd_kind(node: *mut pg_sys::Node, text: &str) -> Result<CmdKind> {
                     name: cstr(r.subname).unwrap_or_default(),
                     missing_ok: false,
                 },
-                pg_sys::ObjectType::OBJECT_TABLE => CmdKind::Rename { new_table_name: cstr(r.newname) },
-                _ => CmdKind::Rename { new_table_name: None },
+                pg_sys::ObjectType::OBJECT_TABLE => CmdKind::Rename {
+                    new_table_name: cstr(r.newname),
+                },
+                _ => CmdKind::Rename {
+                    new_table_name: None,
+                },
             });
         }
         if is_a(node, pg_sys::NodeTag::T_AlterObjectSchemaStmt) {
             let s = &*(node as *mut pg_sys::AlterObjectSchemaStmt);
-            return Ok(CmdKind::SetSchema { schema: cstr(s.newschema).unwrap_or_default() });
+            return Ok(CmdKind::SetSchema {
+                schema: cstr(s.newschema).unwrap_or_default(),
+            });
         }
         if !is_a(node, pg_sys::NodeTag::T_AlterTableStmt) {
             return Err(MigrateError::syntax(
@@ -168,10 +193,16 @@ unsafe fn cmd_kind(node: *mut pg_sys::Node, text: &str) -> Result<CmdKind> {
         }
         let stmt = &*(node as *mut pg_sys::AlterTableStmt);
         let cmds = PgList::<pg_sys::AlterTableCmd>::from_pg(stmt.cmds);
-        let cmd = &*cmds.get_ptr(0).ok_or_else(|| MigrateError::syntax("empty ALTER", "No subcommand."))?;
+        let cmd = &*cmds
+            .get_ptr(0)
+            .ok_or_else(|| MigrateError::syntax("empty ALTER", "No subcommand."))?;
         let name = cstr(cmd.name);
         use pg_sys::AlterTableType::*;
-        let named = |kind| CmdKind::NamesObject { kind, name: name.clone().unwrap_or_default(), missing_ok: cmd.missing_ok };
+        let named = |kind| CmdKind::NamesObject {
+            kind,
+            name: name.clone().unwrap_or_default(),
+            missing_ok: cmd.missing_ok,
+        };
         Ok(match cmd.subtype {
             AT_AddColumn => {
                 let def = &*(cmd.def as *mut pg_sys::ColumnDef);
@@ -180,7 +211,19 @@ unsafe fn cmd_kind(node: *mut pg_sys::Node, text: &str) -> Result<CmdKind> {
                     .any(|c| (*c).contype == pg_sys::ConstrType::CONSTR_FOREIGN);
                 CmdKind::AddColumn { column: cstr(def.colname).unwrap_or_default(), inline_foreign_key }
             }
-            AT_AlterColumnType => CmdKind::AlterColumnType { column: name.unwrap_or_default() },
+            AT_AlterColumnType => {
+                let def = &*(cmd.def as *mut pg_sys::ColumnDef);
+                let (using, using_columns) = if def.raw_default.is_null() {
+                    (None, vec![])
+                } else {
+                    let at = crate::split::find_top_level_word(text, "using").ok_or_else(|| {
+                        MigrateError::Internal(format!("USING clause not found in \"{text}\""))
+                    })?;
+                    (Some(text[at + "using".len()..].trim().to_string()), check_columns(def.raw_default))
+                };
+                CmdKind::AlterColumnType { column: name.unwrap_or_default(), using, using_columns }
+            }
+            AT_DropColumn => CmdKind::DropColumn { column: name.unwrap_or_default() },
             AT_SetNotNull => CmdKind::SetNotNull { column: name.unwrap_or_default() },
             AT_AddConstraint => CmdKind::AddConstraint(constraint_spec(cmd.def as *mut pg_sys::Constraint, text)?),
             AT_ValidateConstraint => CmdKind::ValidateConstraint { name: name.unwrap_or_default() },
@@ -247,14 +290,23 @@ unsafe fn constraint_spec(c: *mut pg_sys::Constraint, text: &str) -> Result<Cons
         };
         let index_options = PgList::<pg_sys::DefElem>::from_pg(c.options)
             .iter_ptr()
-            .map(|d| (cstr((*d).defname).unwrap_or_default(), cstr(pg_sys::defGetString(d)).unwrap_or_default()))
+            .map(|d| {
+                (
+                    cstr((*d).defname).unwrap_or_default(),
+                    cstr(pg_sys::defGetString(d)).unwrap_or_default(),
+                )
+            })
             .collect();
         // The grammar sets a table constraint's location to its first token.
         let clause_offset = usize::try_from(c.location)
             .ok()
             .and_then(|l| l.checked_sub(PREFIX.len()))
             .filter(|&o| o <= text.len())
-            .ok_or_else(|| MigrateError::Internal(format!("no source location for the constraint in \"{text}\"")))?;
+            .ok_or_else(|| {
+                MigrateError::Internal(format!(
+                    "no source location for the constraint in \"{text}\""
+                ))
+            })?;
         Ok(ConstraintSpec {
             contype,
             name: cstr(c.conname),
@@ -272,8 +324,8 @@ unsafe fn constraint_spec(c: *mut pg_sys::Constraint, text: &str) -> Result<Cons
     }
 }
 
-/// The distinct columns a CHECK expression refers to (PostgreSQL names an
-/// unnamed CHECK after its column when there is exactly one).
+/// The distinct columns an expression refers to (for a CHECK: PostgreSQL names
+/// an unnamed CHECK after its column when there is exactly one).
 unsafe fn check_columns(expr: *mut pg_sys::Node) -> Vec<String> {
     #[pg_guard]
     unsafe extern "C-unwind" fn walk(node: *mut pg_sys::Node, ctx: *mut std::ffi::c_void) -> bool {
@@ -284,7 +336,8 @@ unsafe fn check_columns(expr: *mut pg_sys::Node) -> Vec<String> {
         // `ctx` is the `Vec<String>` passed in below.
         unsafe {
             if (*node).type_ == pg_sys::NodeTag::T_ColumnRef {
-                let fields = PgList::<pg_sys::Node>::from_pg((*(node as *mut pg_sys::ColumnRef)).fields);
+                let fields =
+                    PgList::<pg_sys::Node>::from_pg((*(node as *mut pg_sys::ColumnRef)).fields);
                 if let Some(last) = fields.get_ptr(fields.len().saturating_sub(1)) {
                     if (*last).type_ == pg_sys::NodeTag::T_String {
                         let out = &mut *(ctx as *mut Vec<String>);

@@ -42,19 +42,48 @@ mod tests {
         let cmds = parse_alter("ALTER COLUMN n TYPE numeric(10,2), ADD CONSTRAINT c CHECK (n > 0 AND note <> 'a,b'), DROP COLUMN note").unwrap();
         assert_eq!(cmds.len(), 3);
         assert_eq!(cmds[0].text, "ALTER COLUMN n TYPE numeric(10,2)");
-        assert_eq!(cmds[0].kind, CmdKind::AlterColumnType { column: "n".into() });
+        assert_eq!(
+            cmds[0].kind,
+            CmdKind::AlterColumnType {
+                column: "n".into(),
+                using: None,
+                using_columns: vec![]
+            }
+        );
         assert_eq!(cmds[0].lock, LockMode::AccessExclusive);
-        let CmdKind::AddConstraint(spec) = &cmds[1].kind else { panic!("{:?}", cmds[1].kind) };
+        let CmdKind::AddConstraint(spec) = &cmds[1].kind else {
+            panic!("{:?}", cmds[1].kind)
+        };
         assert_eq!(spec.contype, ConstraintType::Check);
         assert_eq!(spec.name.as_deref(), Some("c"));
         assert_eq!(spec.columns, ["n", "note"]);
-        assert_eq!(&cmds[1].text[spec.clause_offset..spec.clause_offset + 10], "CONSTRAINT");
-        assert_eq!(cmds[2].kind, CmdKind::Other);
+        assert_eq!(
+            &cmds[1].text[spec.clause_offset..spec.clause_offset + 10],
+            "CONSTRAINT"
+        );
+        assert_eq!(
+            cmds[2].kind,
+            CmdKind::DropColumn {
+                column: "note".into()
+            }
+        );
+        let cmds = parse_alter("ALTER COLUMN n TYPE bigint USING (n * 100 + m)::bigint").unwrap();
+        assert_eq!(
+            cmds[0].kind,
+            CmdKind::AlterColumnType {
+                column: "n".into(),
+                using: Some("(n * 100 + m)::bigint".into()),
+                using_columns: vec!["n".into(), "m".into()]
+            }
+        );
     }
 
     #[pg_test]
     fn parser_reports_postgres_locks() {
-        let cmds = parse_alter("SET (fillfactor = 70), VALIDATE CONSTRAINT x, ADD FOREIGN KEY (a) REFERENCES t").unwrap();
+        let cmds = parse_alter(
+            "SET (fillfactor = 70), VALIDATE CONSTRAINT x, ADD FOREIGN KEY (a) REFERENCES t",
+        )
+        .unwrap();
         assert_eq!(cmds[0].lock, LockMode::ShareUpdateExclusive);
         assert_eq!(cmds[1].lock, LockMode::ShareUpdateExclusive);
         assert_eq!(cmds[2].lock, LockMode::ShareRowExclusive);
@@ -62,7 +91,14 @@ mod tests {
 
     #[pg_test]
     fn parser_refuses_anything_but_one_subcommand_list() {
-        for bad in ["", "ADD COLUMN a int; DROP TABLE acc", "ADD COLUMN a int,", "SELECT 1", "ADD COLUMN a int)", "ATTACH PARTITION p DEFAULT"] {
+        for bad in [
+            "",
+            "ADD COLUMN a int; DROP TABLE acc",
+            "ADD COLUMN a int,",
+            "SELECT 1",
+            "ADD COLUMN a int)",
+            "ATTACH PARTITION p DEFAULT",
+        ] {
             assert!(parse_alter(bad).is_err(), "{bad:?} was accepted");
         }
     }
@@ -70,26 +106,47 @@ mod tests {
     #[pg_test]
     fn type_changes_are_classified_by_postgres() {
         setup();
-        assert_eq!(strategies("acc", "ALTER COLUMN email TYPE varchar(100)"), ["instant"]);
-        assert_eq!(strategies("acc", "ALTER COLUMN email TYPE text"), ["instant"]);
+        assert_eq!(
+            strategies("acc", "ALTER COLUMN email TYPE varchar(100)"),
+            ["instant"]
+        );
+        assert_eq!(
+            strategies("acc", "ALTER COLUMN email TYPE text"),
+            ["instant"]
+        );
         let p = plan("acc", "ALTER COLUMN id TYPE bigint");
         assert!(p.iter().all(|s| s.0 == "rewrite"));
         assert!(p[1].3, "int -> bigint rewrites");
-        assert_eq!(p[1].1, format!("ALTER TABLE migrate.shadow_{} ALTER COLUMN id TYPE bigint", oid("acc")));
+        assert_eq!(
+            p[1].1,
+            format!(
+                "ALTER TABLE migrate.shadow_{} ALTER COLUMN id TYPE bigint",
+                oid("acc")
+            )
+        );
     }
 
     #[pg_test]
     fn add_column_defaults_are_classified_by_volatility() {
         setup();
         assert_eq!(strategies("acc", "ADD COLUMN a int"), ["instant"]);
-        assert_eq!(strategies("acc", "ADD COLUMN a int NOT NULL DEFAULT 0"), ["instant"]);
-        assert_eq!(strategies("acc", "ADD COLUMN a timestamptz DEFAULT now()"), ["instant"]);
+        assert_eq!(
+            strategies("acc", "ADD COLUMN a int NOT NULL DEFAULT 0"),
+            ["instant"]
+        );
+        assert_eq!(
+            strategies("acc", "ADD COLUMN a timestamptz DEFAULT now()"),
+            ["instant"]
+        );
         let p = plan("acc", "ADD COLUMN a float8 DEFAULT random()");
         assert!(p[1].3 && p[1].0 == "rewrite");
         let p = plan("acc", "ADD COLUMN a int GENERATED ALWAYS AS (n * 2) STORED");
         assert!(p[1].3, "a stored generated column rewrites");
         let p = plan("acc", "ADD COLUMN u int UNIQUE");
-        assert_eq!(p[1].0, "rewrite", "an inline UNIQUE builds an index under ACCESS EXCLUSIVE");
+        assert_eq!(
+            p[1].0, "rewrite",
+            "an inline UNIQUE builds an index under ACCESS EXCLUSIVE"
+        );
     }
 
     #[pg_test]
@@ -122,22 +179,40 @@ mod tests {
     fn constraints_are_two_phase_or_concurrent() {
         setup();
         let p = plan("acc", "ADD CONSTRAINT pos CHECK (n > 0)");
-        assert_eq!(p[0].1, "ALTER TABLE public.acc ADD CONSTRAINT pos CHECK (n > 0) NOT VALID");
+        assert_eq!(
+            p[0].1,
+            "ALTER TABLE public.acc ADD CONSTRAINT pos CHECK (n > 0) NOT VALID"
+        );
         assert_eq!(p[0].2.as_deref(), Some("AccessExclusiveLock"));
         assert_eq!(p[1].1, "ALTER TABLE public.acc VALIDATE CONSTRAINT pos");
         assert_eq!(p[1].2.as_deref(), Some("ShareUpdateExclusiveLock"));
-        assert_eq!(strategies("acc", "ALTER COLUMN email SET NOT NULL"), ["two-phase"; 4]);
-        assert_eq!(strategies("acc", "ALTER COLUMN id SET NOT NULL"), ["instant"]);
+        assert_eq!(
+            strategies("acc", "ALTER COLUMN email SET NOT NULL"),
+            ["two-phase"; 4]
+        );
+        assert_eq!(
+            strategies("acc", "ALTER COLUMN id SET NOT NULL"),
+            ["instant"]
+        );
         let p = plan("acc", "ADD UNIQUE (email)");
-        assert_eq!(p[0].1, "CREATE UNIQUE INDEX CONCURRENTLY acc_email_key ON public.acc (email)");
-        assert_eq!(p[1].1, "ALTER TABLE public.acc ADD CONSTRAINT acc_email_key UNIQUE USING INDEX acc_email_key");
+        assert_eq!(
+            p[0].1,
+            "CREATE UNIQUE INDEX CONCURRENTLY acc_email_key ON public.acc (email)"
+        );
+        assert_eq!(
+            p[1].1,
+            "ALTER TABLE public.acc ADD CONSTRAINT acc_email_key UNIQUE USING INDEX acc_email_key"
+        );
     }
 
     #[pg_test]
     fn plan_changes_nothing() {
         setup();
         let before = catalog_fingerprint();
-        let _ = plan("acc", "ALTER COLUMN id TYPE bigint, ADD COLUMN z int DEFAULT 1, DROP COLUMN note");
+        let _ = plan(
+            "acc",
+            "ALTER COLUMN id TYPE bigint, ADD COLUMN z int DEFAULT 1, DROP COLUMN note",
+        );
         let _ = plan("acc", "ADD CONSTRAINT pos CHECK (n > 0)");
         assert_eq!(before, catalog_fingerprint());
     }
@@ -148,7 +223,9 @@ mod tests {
         plan("acc", "ALTER COLUMN nope TYPE int");
     }
 
-    #[pg_test(error = "table \"public.acc2\" has no primary key or unique index on NOT NULL columns")]
+    #[pg_test(
+        error = "table \"public.acc2\" has no primary key or unique index on NOT NULL columns"
+    )]
     fn rewrite_without_a_key_is_refused() {
         Spi::run("CREATE TABLE acc2 (a int)").unwrap();
         plan("acc2", "ALTER COLUMN a TYPE bigint");
@@ -161,7 +238,10 @@ mod tests {
     }
 
     fn oid(tbl: &str) -> u32 {
-        Spi::get_one_with_args::<pg_sys::Oid>("SELECT $1::regclass::oid", &[tbl.into()]).unwrap().unwrap().to_u32()
+        Spi::get_one_with_args::<pg_sys::Oid>("SELECT $1::regclass::oid", &[tbl.into()])
+            .unwrap()
+            .unwrap()
+            .to_u32()
     }
 
     fn catalog_fingerprint() -> String {

@@ -34,25 +34,49 @@ struct Snapshot {
 }
 
 /// Probe every subcommand; `None` for those that are not tried on the clone.
-pub fn probe(facts: &TableFacts, cmds: &[Subcommand], lock_timeout_ms: i32) -> Result<Vec<Option<ProbeOutcome>>> {
+pub fn probe(
+    facts: &TableFacts,
+    cmds: &[Subcommand],
+    lock_timeout_ms: i32,
+) -> Result<Vec<Option<ProbeOutcome>>> {
     let statements: Vec<Option<String>> = cmds.iter().map(probe_statement).collect();
     if statements.iter().all(Option::is_none) {
         return Ok(vec![None; cmds.len()]);
     }
     let original = QualifiedName::new(&facts.schema, &facts.name);
-    let permanent = cmds.iter().any(|c| matches!(c.kind, CmdKind::SetPersistence));
+    let permanent = cmds
+        .iter()
+        .any(|c| matches!(c.kind, CmdKind::SetPersistence));
     let (clone, create) = if permanent {
-        let persistence = if facts.unlogged { "CREATE UNLOGGED TABLE" } else { "CREATE TABLE" };
-        (QualifiedName::new(&facts.schema, format!("halo_probe_{}", facts.oid)).to_string(), persistence)
+        let persistence = if facts.unlogged {
+            "CREATE UNLOGGED TABLE"
+        } else {
+            "CREATE TABLE"
+        };
+        (
+            QualifiedName::new(&facts.schema, format!("halo_probe_{}", facts.oid)).to_string(),
+            persistence,
+        )
     } else {
-        (format!("pg_temp.{}", Ident::new(&facts.name)), "CREATE TEMP TABLE")
+        (
+            format!("pg_temp.{}", Ident::new(&facts.name)),
+            "CREATE TEMP TABLE",
+        )
     };
     let current = Cell::new(None::<usize>);
 
     let outcome = subxact::rolled_back(|| -> Result<Vec<Option<ProbeOutcome>>> {
-        spi::exec("SELECT pg_catalog.set_config('lock_timeout', $1, true)", &[format!("{lock_timeout_ms}ms").into()])?;
-        spi::exec(&format!("{create} {clone} (LIKE {original} INCLUDING ALL)"), &[])?;
-        let clone_oid = spi::query("SELECT $1::regclass::oid", &[clone.as_str().into()], |r| get::<Oid>(r, 1))?
+        spi::exec(
+            "SELECT pg_catalog.set_config('lock_timeout', $1, true)",
+            &[format!("{lock_timeout_ms}ms").into()],
+        )?;
+        spi::exec(
+            &format!("{create} {clone} (LIKE {original} INCLUDING ALL)"),
+            &[],
+        )?;
+        let clone_oid = spi::query("SELECT $1::regclass::oid", &[clone.as_str().into()], |r| {
+            get::<Oid>(r, 1)
+        })?
         .into_iter()
         .next()
         .ok_or_else(|| MigrateError::Internal("the probe clone vanished".into()))?;
@@ -85,7 +109,11 @@ pub fn probe(facts: &TableFacts, cmds: &[Subcommand], lock_timeout_ms: i32) -> R
         Ok(result) => result,
         Err(caught) => {
             let context = match current.get() {
-                Some(i) => format!("While trying subcommand {} (\"{}\") on an empty copy of {original}.", i + 1, cmds[i].text),
+                Some(i) => format!(
+                    "While trying subcommand {} (\"{}\") on an empty copy of {original}.",
+                    i + 1,
+                    cmds[i].text
+                ),
                 None => format!("While making an empty copy of {original} to try the ALTER on."),
             };
             Err(MigrateError::from_caught(caught, context))
@@ -108,5 +136,9 @@ fn snapshot(clone: Oid) -> Result<Snapshot> {
         &[clone.into()],
         |r| Ok((get::<String>(r, 1)?, get::<Oid>(r, 2)?)),
     )?;
-    Ok(Snapshot { relfilenode, scans, indexes })
+    Ok(Snapshot {
+        relfilenode,
+        scans,
+        indexes,
+    })
 }

@@ -14,12 +14,20 @@ use pgrx::Spi;
 pub type Row<'a> = SpiHeapTupleData<'a>;
 
 /// Read-only query; `f` maps each row.
-pub fn select<T>(sql: &str, args: &[DatumWithOid], mut f: impl FnMut(&Row) -> Result<T>) -> Result<Vec<T>> {
+pub fn select<T>(
+    sql: &str,
+    args: &[DatumWithOid],
+    mut f: impl FnMut(&Row) -> Result<T>,
+) -> Result<Vec<T>> {
     Spi::connect(|c| c.select(sql, None, args)?.map(|r| f(&r)).collect())
 }
 
 /// Read-write query that sees this transaction's earlier changes.
-pub fn query<T>(sql: &str, args: &[DatumWithOid], mut f: impl FnMut(&Row) -> Result<T>) -> Result<Vec<T>> {
+pub fn query<T>(
+    sql: &str,
+    args: &[DatumWithOid],
+    mut f: impl FnMut(&Row) -> Result<T>,
+) -> Result<Vec<T>> {
     Spi::connect_mut(|c| c.update(sql, None, args)?.map(|r| f(&r)).collect())
 }
 
@@ -31,6 +39,43 @@ pub fn exec(sql: &str, args: &[DatumWithOid]) -> Result<()> {
 
 /// A required column value.
 pub fn get<T: pgrx::IntoDatum + pgrx::FromDatum>(row: &Row, ordinal: usize) -> Result<T> {
-    row.get::<T>(ordinal)?
-        .ok_or_else(|| crate::error::MigrateError::Internal(format!("unexpected NULL in column {ordinal}")))
+    row.get::<T>(ordinal)?.ok_or_else(|| {
+        crate::error::MigrateError::Internal(format!("unexpected NULL in column {ordinal}"))
+    })
+}
+
+/// A single text value (NULL as None).
+pub fn text(sql: &str, args: &[DatumWithOid]) -> Result<Option<String>> {
+    Ok(query(sql, args, |r| Ok(r.get::<String>(1)?))?
+        .into_iter()
+        .next()
+        .flatten())
+}
+
+/// Run `f` with `search_path` set to `path` for this transaction, then put
+/// the caller's back (also when `f` fails). Catalog text generated and run
+/// under `pg_catalog, pg_temp` comes out fully schema-qualified.
+pub fn with_search_path<R>(path: &str, f: impl FnOnce() -> Result<R>) -> Result<R> {
+    let old = text("SELECT pg_catalog.current_setting('search_path')", &[])?.unwrap_or_default();
+    set_search_path(path)?;
+    let r = f();
+    set_search_path(&old)?;
+    r
+}
+
+pub fn set_search_path(path: &str) -> Result<()> {
+    exec(
+        "SELECT pg_catalog.set_config('search_path', $1, true)",
+        &[path.into()],
+    )
+}
+
+/// Catalog-text search path: nothing but PostgreSQL's own schema is visible.
+pub const CATALOG_PATH: &str = "pg_catalog, pg_temp";
+
+/// Run a statement for its effect; the number of rows it processed.
+pub fn exec_count(sql: &str, args: &[DatumWithOid]) -> Result<u64> {
+    Ok(Spi::connect_mut(|c| {
+        c.update(sql, None, args).map(|t| t.len() as u64)
+    })?)
 }

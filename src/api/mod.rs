@@ -5,11 +5,15 @@
 //! Every function takes NULL-able arguments and refuses a NULL explicitly, so
 //! a NULL never silently yields an empty result.
 
+pub mod control;
 pub mod plan;
+pub mod start;
 
 use crate::error::{MigrateError, Result};
 use pgrx::pg_sys;
-use pgrx::pgrx_sql_entity_graph::metadata::{ArgumentError, ReturnsError, ReturnsRef, SqlMappingRef, SqlTranslatable};
+use pgrx::pgrx_sql_entity_graph::metadata::{
+    ArgumentError, ReturnsError, ReturnsRef, SqlMappingRef, SqlTranslatable,
+};
 use pgrx::{FromDatum, IntoDatum};
 
 /// A `regclass` argument, kept as a bare OID: unlike `PgRelation`, it opens
@@ -18,7 +22,11 @@ use pgrx::{FromDatum, IntoDatum};
 pub struct Regclass(pub pg_sys::Oid);
 
 impl FromDatum for Regclass {
-    unsafe fn from_polymorphic_datum(datum: pg_sys::Datum, is_null: bool, _typoid: pg_sys::Oid) -> Option<Self> {
+    unsafe fn from_polymorphic_datum(
+        datum: pg_sys::Datum,
+        is_null: bool,
+        _typoid: pg_sys::Oid,
+    ) -> Option<Self> {
         // SAFETY: a regclass Datum is an Oid passed by value.
         unsafe { pg_sys::Oid::from_polymorphic_datum(datum, is_null, pg_sys::OIDOID) }.map(Regclass)
     }
@@ -41,7 +49,9 @@ unsafe impl<'fcx> pgrx::callconv::ArgAbi<'fcx> for Regclass {
         unsafe { arg.unbox_arg_using_from_datum() }.expect("regclass argument must not be null")
     }
 
-    unsafe fn unbox_nullable_arg(arg: pgrx::callconv::Arg<'_, 'fcx>) -> pgrx::nullable::Nullable<Self> {
+    unsafe fn unbox_nullable_arg(
+        arg: pgrx::callconv::Arg<'_, 'fcx>,
+    ) -> pgrx::nullable::Nullable<Self> {
         // SAFETY: as above; from_datum handles the NULL flag.
         unsafe { arg.unbox_arg_using_from_datum() }.into()
     }
@@ -52,7 +62,8 @@ unsafe impl SqlTranslatable for Regclass {
     const TYPE_IDENT: &'static str = pgrx::pgrx_resolved_type!(Regclass);
     const TYPE_ORIGIN: pgrx::pgrx_sql_entity_graph::metadata::TypeOrigin =
         pgrx::pgrx_sql_entity_graph::metadata::TypeOrigin::External;
-    const ARGUMENT_SQL: std::result::Result<SqlMappingRef, ArgumentError> = Ok(SqlMappingRef::literal("regclass"));
+    const ARGUMENT_SQL: std::result::Result<SqlMappingRef, ArgumentError> =
+        Ok(SqlMappingRef::literal("regclass"));
     const RETURN_SQL: std::result::Result<ReturnsRef, ReturnsError> =
         Ok(ReturnsRef::One(SqlMappingRef::literal("regclass")));
 }

@@ -2,7 +2,7 @@
 
 use super::{or_report, required, Regclass};
 use crate::error::Result;
-use crate::plan::model::Step;
+use crate::plan::model::{Step, Subcommand, TableFacts};
 use crate::plan::{build_plan, Oracle};
 use crate::{catalog, gucs, parse, probe};
 use pgrx::prelude::*;
@@ -25,14 +25,29 @@ fn plan(
         name!(reason, String),
     ),
 > {
-    let steps = or_report(plan_steps(tbl, alter));
+    let steps = or_report(plan_steps(tbl, alter)).steps;
     TableIterator::new(steps.into_iter().enumerate().map(|(i, s)| {
-        (i as i32 + 1, s.subcommand, s.strategy.name().to_string(), s.sql, s.lock.map(|l| l.name().to_string()), s.rewrites, s.reason)
+        (
+            i as i32 + 1,
+            s.subcommand,
+            s.strategy.name().to_string(),
+            s.sql,
+            s.lock.map(|l| l.name().to_string()),
+            s.rewrites,
+            s.reason,
+        )
     }))
 }
 
+/// A plan with what it was made from.
+pub(crate) struct Planned {
+    pub facts: TableFacts,
+    pub cmds: Vec<Subcommand>,
+    pub steps: Vec<Step>,
+}
+
 /// Parse, read the catalogs, probe, decide. Shared with `start()`.
-pub(crate) fn plan_steps(tbl: Option<Regclass>, alter: Option<&str>) -> Result<Vec<Step>> {
+pub(crate) fn plan_steps(tbl: Option<Regclass>, alter: Option<&str>) -> Result<Planned> {
     let oid = required(tbl, "tbl")?.0;
     let alter = required(alter, "alter")?;
     let facts = catalog::load_table(oid)?;
@@ -40,6 +55,11 @@ pub(crate) fn plan_steps(tbl: Option<Regclass>, alter: Option<&str>) -> Result<V
     let probes = probe::probe(&facts, &cmds, gucs::lock_timeout_ms())?;
     let constraint_taken = |n: &str| catalog::constraint_name_taken(facts.namespace, n);
     let relation_taken = |n: &str| catalog::relation_name_taken(facts.namespace, n);
-    let oracle = Oracle { constraint_taken: &constraint_taken, relation_taken: &relation_taken, lock_of: &parse::lock_of_statement };
-    build_plan(&facts, &cmds, &probes, &oracle)
+    let oracle = Oracle {
+        constraint_taken: &constraint_taken,
+        relation_taken: &relation_taken,
+        lock_of: &parse::lock_of_statement,
+    };
+    let steps = build_plan(&facts, &cmds, &probes, &oracle)?;
+    Ok(Planned { facts, cmds, steps })
 }

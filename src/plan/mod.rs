@@ -34,7 +34,8 @@ pub struct Oracle<'a> {
 /// Picks a free name `<table>[_name2]_<label>`; `relation` for index names.
 type Chooser<'a> = dyn Fn(Option<&str>, &str, bool) -> Result<String> + 'a;
 
-const VALIDATE_REASON: &str = "validation reads the table under a lock that lets reads and writes continue";
+const VALIDATE_REASON: &str =
+    "validation reads the table under a lock that lets reads and writes continue";
 
 /// How one subcommand will be carried out.
 #[derive(Debug)]
@@ -51,7 +52,10 @@ enum Decision {
 /// Foreign keys are never tried: adding one locks the referenced table.
 pub fn probe_statement(cmd: &Subcommand) -> Option<String> {
     match &cmd.kind {
-        CmdKind::AddColumn { inline_foreign_key: true, .. } => None,
+        CmdKind::AddColumn {
+            inline_foreign_key: true,
+            ..
+        } => None,
         CmdKind::AddConstraint(spec) => match spec.contype {
             ConstraintType::ForeignKey => None,
             _ if spec.using_index.is_some() => None,
@@ -60,10 +64,13 @@ pub fn probe_statement(cmd: &Subcommand) -> Option<String> {
         },
         CmdKind::AddColumn { .. }
         | CmdKind::AlterColumnType { .. }
+        | CmdKind::DropColumn { .. }
         | CmdKind::SetNotNull { .. }
         | CmdKind::SetPersistence
         | CmdKind::Other => Some(cmd.text.clone()),
-        CmdKind::Rename { new_table_name: None } => Some(cmd.text.clone()),
+        CmdKind::Rename {
+            new_table_name: None,
+        } => Some(cmd.text.clone()),
         CmdKind::Rename { .. }
         | CmdKind::NamesObject { .. }
         | CmdKind::ValidateConstraint { .. }
@@ -82,21 +89,32 @@ pub fn build_plan(
     let table = QualifiedName::new(&facts.schema, &facts.name);
     check_named_objects(facts, cmds)?;
 
-    let decisions: Vec<Decision> =
-        cmds.iter().zip(probes).map(|(c, p)| decide(facts, c, p.as_ref())).collect::<Result<_>>()?;
+    let decisions: Vec<Decision> = cmds
+        .iter()
+        .zip(probes)
+        .map(|(c, p)| decide(facts, c, p.as_ref()))
+        .collect::<Result<_>>()?;
 
     // Names chosen during this plan are taken too.
     let chosen = RefCell::new(HashSet::new());
-    let constraint_taken = |n: &str| Ok(chosen.borrow().contains(n) || (oracle.constraint_taken)(n)?);
+    let constraint_taken =
+        |n: &str| Ok(chosen.borrow().contains(n) || (oracle.constraint_taken)(n)?);
     let relation_taken = |n: &str| Ok(chosen.borrow().contains(n) || (oracle.relation_taken)(n)?);
     let choose = |name2: Option<&str>, label: &str, relation: bool| -> Result<String> {
-        let taken: &dyn Fn(&str) -> Result<bool> = if relation { &relation_taken } else { &constraint_taken };
+        let taken: &dyn Fn(&str) -> Result<bool> = if relation {
+            &relation_taken
+        } else {
+            &constraint_taken
+        };
         let n = sqlgen::choose_name(&facts.name, name2, label, taken)?;
         chosen.borrow_mut().insert(n.clone());
         Ok(n)
     };
 
-    if decisions.iter().any(|d| matches!(d, Decision::Rewrite { .. })) {
+    if decisions
+        .iter()
+        .any(|d| matches!(d, Decision::Rewrite { .. }))
+    {
         return rewrite_plan(facts, &table, cmds, &decisions, &choose, oracle);
     }
 
@@ -104,6 +122,7 @@ pub fn build_plan(
     for (cmd, decision) in cmds.iter().zip(&decisions) {
         let sub = Some(cmd.text.clone());
         let step = |strategy, sql: String, lock: Option<LockMode>, reason: &str| Step {
+            stage: Stage::Direct,
             subcommand: sub.clone(),
             strategy,
             sql,
@@ -112,23 +131,37 @@ pub fn build_plan(
             reason: reason.to_string(),
         };
         match decision {
-            Decision::Instant(reason) => {
-                steps.push(step(Strategy::Instant, sqlgen::alter(&table, &cmd.text), Some(cmd.lock), reason))
-            }
-            Decision::Validate => {
-                steps.push(step(Strategy::TwoPhase, sqlgen::alter(&table, &cmd.text), Some(cmd.lock), VALIDATE_REASON))
-            }
+            Decision::Instant(reason) => steps.push(step(
+                Strategy::Instant,
+                sqlgen::alter(&table, &cmd.text),
+                Some(cmd.lock),
+                reason,
+            )),
+            Decision::Validate => steps.push(step(
+                Strategy::TwoPhase,
+                sqlgen::alter(&table, &cmd.text),
+                Some(cmd.lock),
+                VALIDATE_REASON,
+            )),
             Decision::TwoPhaseConstraint => {
-                let CmdKind::AddConstraint(spec) = &cmd.kind else { unreachable!() };
+                let CmdKind::AddConstraint(spec) = &cmd.kind else {
+                    unreachable!()
+                };
                 let name = constraint_name(spec, &choose)?;
-                steps.extend(not_valid_then_validate(&table, cmd, spec, &name, "", oracle)?);
+                steps.extend(not_valid_then_validate(
+                    &table, cmd, spec, &name, "", oracle,
+                )?);
             }
             Decision::TwoPhaseNotNull => {
-                let CmdKind::SetNotNull { column } = &cmd.kind else { unreachable!() };
+                let CmdKind::SetNotNull { column } = &cmd.kind else {
+                    unreachable!()
+                };
                 steps.extend(not_null_steps(&table, column, &sub, &choose, oracle)?);
             }
             Decision::ConcurrentUnique => {
-                let CmdKind::AddConstraint(spec) = &cmd.kind else { unreachable!() };
+                let CmdKind::AddConstraint(spec) = &cmd.kind else {
+                    unreachable!()
+                };
                 let primary = spec.contype == ConstraintType::PrimaryKey;
                 if primary {
                     for col in &spec.columns {
@@ -201,7 +234,11 @@ fn decide(facts: &TableFacts, cmd: &Subcommand, probe: Option<&ProbeOutcome>) ->
         CmdKind::Link => Decision::Instant("catalog-only change of inheritance or type link".into()),
         CmdKind::SetSchema { .. } => Decision::Instant("catalog-only: the table keeps its storage".into()),
         CmdKind::Rename { .. } => Decision::Instant("catalog-only rename".into()),
-        CmdKind::AddColumn { .. } | CmdKind::AlterColumnType { .. } | CmdKind::SetPersistence | CmdKind::Other => {
+        CmdKind::AddColumn { .. }
+        | CmdKind::AlterColumnType { .. }
+        | CmdKind::DropColumn { .. }
+        | CmdKind::SetPersistence
+        | CmdKind::Other => {
             let p = probe.cloned().unwrap_or_default();
             if p.rewrote_table {
                 Decision::Rewrite {
@@ -243,7 +280,11 @@ fn check_named_objects(facts: &TableFacts, cmds: &[Subcommand]) -> Result<()> {
                     None => continue,
                 }
             }
-            CmdKind::NamesObject { kind, name, missing_ok } => (*kind, name, *missing_ok),
+            CmdKind::NamesObject {
+                kind,
+                name,
+                missing_ok,
+            } => (*kind, name, *missing_ok),
             CmdKind::ValidateConstraint { name } => (ObjectKind::Constraint, name, false),
             _ => continue,
         };
@@ -255,7 +296,11 @@ fn check_named_objects(facts: &TableFacts, cmds: &[Subcommand]) -> Result<()> {
         };
         let exists = list.iter().any(|n| n == name) || added.contains(name.as_str());
         if !exists && !missing_ok {
-            return Err(MigrateError::UndefinedObject { kind: kind.name(), name: name.clone(), table: facts.name.clone() });
+            return Err(MigrateError::UndefinedObject {
+                kind: kind.name(),
+                name: name.clone(),
+                table: facts.name.clone(),
+            });
         }
     }
     Ok(())
@@ -267,11 +312,26 @@ fn constraint_name(spec: &ConstraintSpec, choose: &Chooser) -> Result<String> {
         return Ok(n.clone());
     }
     match spec.contype {
-        ConstraintType::Check => choose(spec.columns.first().map(String::as_str).filter(|_| spec.columns.len() == 1), "check", false),
-        ConstraintType::ForeignKey => choose(Some(&sqlgen::columns_addition(&spec.columns)), "fkey", false),
+        ConstraintType::Check => choose(
+            spec.columns
+                .first()
+                .map(String::as_str)
+                .filter(|_| spec.columns.len() == 1),
+            "check",
+            false,
+        ),
+        ConstraintType::ForeignKey => choose(
+            Some(&sqlgen::columns_addition(&spec.columns)),
+            "fkey",
+            false,
+        ),
         ConstraintType::PrimaryKey => choose(None, "pkey", true),
-        ConstraintType::Unique => choose(Some(&sqlgen::columns_addition(&spec.columns)), "key", true),
-        ConstraintType::Exclusion => choose(Some(&sqlgen::columns_addition(&spec.columns)), "excl", true),
+        ConstraintType::Unique => {
+            choose(Some(&sqlgen::columns_addition(&spec.columns)), "key", true)
+        }
+        ConstraintType::Exclusion => {
+            choose(Some(&sqlgen::columns_addition(&spec.columns)), "excl", true)
+        }
     }
 }
 
@@ -294,6 +354,7 @@ fn not_null_steps(
         .zip(reasons)
         .map(|(sql, reason)| {
             Ok(Step {
+                stage: Stage::Direct,
                 subcommand: sub.clone(),
                 strategy: Strategy::TwoPhase,
                 lock: Some((oracle.lock_of)(&sql)?),
@@ -315,9 +376,14 @@ fn rewrite_plan(
     oracle: &Oracle,
 ) -> Result<Vec<Step>> {
     if facts.replay_key.is_none() {
-        return Err(MigrateError::NoKey { table: table.to_string() });
+        return Err(MigrateError::NoKey {
+            table: table.to_string(),
+        });
     }
-    if let Some(c) = cmds.iter().find(|c| matches!(c.kind, CmdKind::Rename { .. } | CmdKind::SetSchema { .. })) {
+    if let Some(c) = cmds
+        .iter()
+        .find(|c| matches!(c.kind, CmdKind::Rename { .. } | CmdKind::SetSchema { .. }))
+    {
         return Err(MigrateError::not_supported(
             "RENAME or SET SCHEMA together with a rewrite",
             format!("\"{}\" cannot be combined with other subcommands.", c.text),
@@ -327,6 +393,7 @@ fn rewrite_plan(
     let shadow = sqlgen::shadow_table(facts.oid);
     let key = facts.replay_key.as_deref().unwrap_or_default().join(", ");
     let mut steps = vec![Step {
+        stage: Stage::Capture,
         subcommand: None,
         strategy: Strategy::Rewrite,
         sql: format!(
@@ -353,26 +420,46 @@ fn rewrite_plan(
         }
         let (rewrites, reason) = match decision {
             Decision::Rewrite { rewrites, reason } => (*rewrites, reason.clone()),
-            _ => (false, "applied to the shadow table with the rest of the ALTER".to_string()),
+            _ => (
+                false,
+                "applied to the shadow table with the rest of the ALTER".to_string(),
+            ),
+        };
+        // The shadow and the table must end up with the same constraint and
+        // index names, so unnamed constraints get the name PostgreSQL would
+        // give them on the table.
+        let text = match &cmd.kind {
+            CmdKind::AddConstraint(spec) if spec.name.is_none() && spec.using_index.is_none() => {
+                sqlgen::name_constraint(&cmd.text, spec, &constraint_name(spec, choose)?)
+            }
+            _ => cmd.text.clone(),
         };
         steps.push(Step {
+            stage: Stage::Shadow(text.clone()),
             subcommand: Some(cmd.text.clone()),
             strategy: Strategy::Rewrite,
-            sql: sqlgen::alter(&shadow, &cmd.text),
+            sql: sqlgen::alter(&shadow, &text),
             lock: None,
             rewrites,
             reason,
         });
     }
     steps.push(Step {
+        stage: Stage::Copy,
         subcommand: None,
         strategy: Strategy::Rewrite,
-        sql: format!("INSERT INTO {shadow} SELECT … FROM {table} (in batches, then replay {})", sqlgen::log_table(facts.oid)),
+        sql: format!(
+            "INSERT INTO {shadow} SELECT … FROM {table} (in batches, then replay {})",
+            sqlgen::log_table(facts.oid)
+        ),
         lock: Some(LockMode::AccessShare),
         rewrites: true,
-        reason: "copy in short transactions, secondary indexes built after; reads and writes continue".into(),
+        reason:
+            "copy in short transactions, secondary indexes built after; reads and writes continue"
+                .into(),
     });
     steps.push(Step {
+        stage: Stage::Swap,
         subcommand: None,
         strategy: Strategy::Rewrite,
         sql: format!("LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE; replay the last changes; put {shadow} in its place"),
@@ -383,7 +470,11 @@ fn rewrite_plan(
             .into(),
     });
     for (cmd, spec, name) in after_swap {
-        steps.extend(not_valid_then_validate(table, cmd, spec, &name, "after the swap: ", oracle)?);
+        let [mut add, mut validate] =
+            not_valid_then_validate(table, cmd, spec, &name, "after the swap: ", oracle)?;
+        add.stage = Stage::AtSwap;
+        validate.stage = Stage::AfterSwap;
+        steps.extend([add, validate]);
     }
     Ok(steps)
 }
@@ -400,9 +491,14 @@ fn not_valid_then_validate(
 ) -> Result<[Step; 2]> {
     let add = sqlgen::add_not_valid(table, &cmd.text, spec, name);
     let add_lock = (oracle.lock_of)(&add)?;
-    let also = if spec.contype == ConstraintType::ForeignKey { " (on the referenced table too)" } else { "" };
+    let also = if spec.contype == ConstraintType::ForeignKey {
+        " (on the referenced table too)"
+    } else {
+        ""
+    };
     let validate = sqlgen::validate(table, name);
     let step = |sql: String, lock: LockMode, reason: String| Step {
+        stage: Stage::Direct,
         subcommand: Some(cmd.text.clone()),
         strategy: Strategy::TwoPhase,
         sql,

@@ -20,9 +20,18 @@ pub enum LockMode {
 impl LockMode {
     pub fn from_pg(mode: i32) -> Option<Self> {
         use LockMode::*;
-        [AccessShare, RowShare, RowExclusive, ShareUpdateExclusive, Share, ShareRowExclusive, Exclusive, AccessExclusive]
-            .into_iter()
-            .find(|m| *m as i32 == mode)
+        [
+            AccessShare,
+            RowShare,
+            RowExclusive,
+            ShareUpdateExclusive,
+            Share,
+            ShareRowExclusive,
+            Exclusive,
+            AccessExclusive,
+        ]
+        .into_iter()
+        .find(|m| *m as i32 == mode)
     }
 
     /// The name PostgreSQL uses (pg_locks.mode, GetLockmodeName()).
@@ -127,24 +136,48 @@ impl ObjectKind {
 /// What a subcommand does, in the terms the planner decides on.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CmdKind {
-    AddColumn { column: String, inline_foreign_key: bool },
-    AlterColumnType { column: String },
-    SetNotNull { column: String },
+    AddColumn {
+        column: String,
+        inline_foreign_key: bool,
+    },
+    /// `using` is the text of the USING expression, if any, and
+    /// `using_columns` the columns it reads (the copy evaluates it per row).
+    AlterColumnType {
+        column: String,
+        using: Option<String>,
+        using_columns: Vec<String>,
+    },
+    DropColumn {
+        column: String,
+    },
+    SetNotNull {
+        column: String,
+    },
     AddConstraint(ConstraintSpec),
-    ValidateConstraint { name: String },
+    ValidateConstraint {
+        name: String,
+    },
     /// Names an existing object (DROP/ALTER CONSTRAINT, CLUSTER ON, REPLICA
     /// IDENTITY USING INDEX, ENABLE TRIGGER, …). PostgreSQL never rewrites the
     /// table for these, and they cannot be tried on the clone, which lacks the object.
-    NamesObject { kind: ObjectKind, name: String, missing_ok: bool },
+    NamesObject {
+        kind: ObjectKind,
+        name: String,
+        missing_ok: bool,
+    },
     /// INHERIT / NO INHERIT / OF / NOT OF: catalog links to another object.
     Link,
     /// `SET SCHEMA` (its own statement kind; cannot be combined).
-    SetSchema { schema: String },
+    SetSchema {
+        schema: String,
+    },
     /// `SET LOGGED` / `SET UNLOGGED`: PostgreSQL refuses these on a temporary
     /// table, so the probe uses a permanent clone for them.
     SetPersistence,
     /// `RENAME …` (its own statement kind; cannot be combined).
-    Rename { new_table_name: Option<String> },
+    Rename {
+        new_table_name: Option<String>,
+    },
     /// Everything else: the probe on the empty clone decides.
     Other,
 }
@@ -219,9 +252,30 @@ impl Strategy {
     }
 }
 
+/// When `migrate.start()` carries a step out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// At once, on the table itself (instant, two-phase, concurrent steps).
+    Direct,
+    /// Rewrite: install the capture trigger.
+    Capture,
+    /// Rewrite: this subcommand text (unnamed constraints named) is applied
+    /// to the shadow table, and at the swap to the emptied table.
+    Shadow(String),
+    /// Rewrite: the batched copy.
+    Copy,
+    /// Rewrite: the swap.
+    Swap,
+    /// Rewrite: inside the swap transaction, after the storage swap.
+    AtSwap,
+    /// Rewrite: after the swap, each in its own transaction.
+    AfterSwap,
+}
+
 /// One row of `migrate.plan()`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Step {
+    pub stage: Stage,
     /// The user's subcommand this step serves; `None` for the rewrite machinery.
     pub subcommand: Option<String>,
     pub strategy: Strategy,

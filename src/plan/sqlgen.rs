@@ -74,7 +74,11 @@ pub fn choose_name<E>(
 ) -> Result<String, E> {
     let mut pass = 0;
     loop {
-        let modlabel = if pass == 0 { label.to_string() } else { format!("{label}{pass}") };
+        let modlabel = if pass == 0 {
+            label.to_string()
+        } else {
+            format!("{label}{pass}")
+        };
         let candidate = make_object_name(name1, name2, &modlabel);
         if !taken(&candidate)? {
             return Ok(candidate);
@@ -105,22 +109,40 @@ pub fn alter(table: &QualifiedName, subcommand: &str) -> String {
 
 /// The user's `ADD [CONSTRAINT name] CHECK/FOREIGN KEY …` made NOT VALID and
 /// given a name (the one PostgreSQL would choose) so it can be validated later.
-pub fn add_not_valid(table: &QualifiedName, text: &str, spec: &ConstraintSpec, name: &str) -> String {
-    let clause = if spec.name.is_some() {
-        text.to_string()
-    } else {
-        let (head, tail) = text.split_at(spec.clause_offset);
-        format!("{head}CONSTRAINT {} {tail}", Ident::new(name))
-    };
-    alter(table, &format!("{clause} NOT VALID"))
+pub fn add_not_valid(
+    table: &QualifiedName,
+    text: &str,
+    spec: &ConstraintSpec,
+    name: &str,
+) -> String {
+    alter(
+        table,
+        &format!("{} NOT VALID", name_constraint(text, spec, name)),
+    )
+}
+
+/// The user's `ADD …` subcommand with `CONSTRAINT name` written in when it
+/// had no name.
+pub fn name_constraint(text: &str, spec: &ConstraintSpec, name: &str) -> String {
+    if spec.name.is_some() {
+        return text.to_string();
+    }
+    let (head, tail) = text.split_at(spec.clause_offset);
+    format!("{head}CONSTRAINT {} {tail}", Ident::new(name))
 }
 
 pub fn validate(table: &QualifiedName, constraint: &str) -> String {
-    alter(table, &format!("VALIDATE CONSTRAINT {}", Ident::new(constraint)))
+    alter(
+        table,
+        &format!("VALIDATE CONSTRAINT {}", Ident::new(constraint)),
+    )
 }
 
 pub fn drop_constraint(table: &QualifiedName, constraint: &str) -> String {
-    alter(table, &format!("DROP CONSTRAINT {}", Ident::new(constraint)))
+    alter(
+        table,
+        &format!("DROP CONSTRAINT {}", Ident::new(constraint)),
+    )
 }
 
 /// The four steps of an online SET NOT NULL (PostgreSQL 12+ skips the scan
@@ -128,7 +150,13 @@ pub fn drop_constraint(table: &QualifiedName, constraint: &str) -> String {
 pub fn set_not_null_steps(table: &QualifiedName, column: &str, check_name: &str) -> [String; 4] {
     let col = Ident::new(column);
     [
-        alter(table, &format!("ADD CONSTRAINT {} CHECK ({col} IS NOT NULL) NOT VALID", Ident::new(check_name))),
+        alter(
+            table,
+            &format!(
+                "ADD CONSTRAINT {} CHECK ({col} IS NOT NULL) NOT VALID",
+                Ident::new(check_name)
+            ),
+        ),
         validate(table, check_name),
         alter(table, &format!("ALTER COLUMN {col} SET NOT NULL")),
         drop_constraint(table, check_name),
@@ -136,7 +164,11 @@ pub fn set_not_null_steps(table: &QualifiedName, column: &str, check_name: &str)
 }
 
 /// `CREATE UNIQUE INDEX CONCURRENTLY` for a PRIMARY KEY or UNIQUE constraint.
-pub fn create_unique_index_concurrently(table: &QualifiedName, spec: &ConstraintSpec, index: &str) -> String {
+pub fn create_unique_index_concurrently(
+    table: &QualifiedName,
+    spec: &ConstraintSpec,
+    index: &str,
+) -> String {
     let cols: Vec<Ident> = spec.columns.iter().map(Ident::new).collect();
     let mut sql = format!(
         "CREATE UNIQUE INDEX CONCURRENTLY {} ON {table} ({})",
@@ -151,8 +183,11 @@ pub fn create_unique_index_concurrently(table: &QualifiedName, spec: &Constraint
         sql.push_str(" NULLS NOT DISTINCT");
     }
     if !spec.index_options.is_empty() {
-        let opts: Vec<String> =
-            spec.index_options.iter().map(|(k, v)| format!("{} = {}", Ident::new(k), literal(v))).collect();
+        let opts: Vec<String> = spec
+            .index_options
+            .iter()
+            .map(|(k, v)| format!("{} = {}", Ident::new(k), literal(v)))
+            .collect();
         sql.push_str(&format!(" WITH ({})", opts.join(", ")));
     }
     if let Some(ts) = &spec.index_tablespace {
@@ -162,9 +197,18 @@ pub fn create_unique_index_concurrently(table: &QualifiedName, spec: &Constraint
 }
 
 /// Attach a unique index built concurrently as the constraint.
-pub fn add_constraint_using_index(table: &QualifiedName, spec: &ConstraintSpec, name: &str, primary: bool) -> String {
+pub fn add_constraint_using_index(
+    table: &QualifiedName,
+    spec: &ConstraintSpec,
+    name: &str,
+    primary: bool,
+) -> String {
     let kind = if primary { "PRIMARY KEY" } else { "UNIQUE" };
-    let mut sub = format!("ADD CONSTRAINT {} {kind} USING INDEX {}", Ident::new(name), Ident::new(name));
+    let mut sub = format!(
+        "ADD CONSTRAINT {} {kind} USING INDEX {}",
+        Ident::new(name),
+        Ident::new(name)
+    );
     if spec.deferrable {
         sub.push_str(" DEFERRABLE");
     }
@@ -185,13 +229,19 @@ mod tests {
     use crate::plan::model::ConstraintType;
 
     fn spec(contype: ConstraintType, name: Option<&str>, offset: usize) -> ConstraintSpec {
-        ConstraintSpec { name: name.map(str::to_string), ..ConstraintSpec::new(contype, vec![], offset) }
+        ConstraintSpec {
+            name: name.map(str::to_string),
+            ..ConstraintSpec::new(contype, vec![], offset)
+        }
     }
 
     #[test]
     fn object_names_follow_postgres() {
         assert_eq!(make_object_name("accounts", None, "pkey"), "accounts_pkey");
-        assert_eq!(make_object_name("accounts", Some("balance"), "check"), "accounts_balance_check");
+        assert_eq!(
+            make_object_name("accounts", Some("balance"), "check"),
+            "accounts_balance_check"
+        );
         let long = "t".repeat(70);
         let n = make_object_name(&long, Some("col"), "fkey");
         assert_eq!(n.len(), 63);
@@ -205,7 +255,10 @@ mod tests {
     #[test]
     fn choose_name_skips_taken_names() {
         let taken = |n: &str| Ok::<_, ()>(n == "t_a_check" || n == "t_a_check1");
-        assert_eq!(choose_name("t", Some("a"), "check", &taken), Ok("t_a_check2".to_string()));
+        assert_eq!(
+            choose_name("t", Some("a"), "check", &taken),
+            Ok("t_a_check2".to_string())
+        );
         assert_eq!(columns_addition(&["a".into(), "b".into()]), "a_b");
     }
 
@@ -223,7 +276,10 @@ mod tests {
             add_not_valid(&t, "ADD CONSTRAINT pos CHECK (a > 0)", &named, "pos"),
             "ALTER TABLE public.\"Acc\" ADD CONSTRAINT pos CHECK (a > 0) NOT VALID"
         );
-        assert_eq!(validate(&t, "pos"), "ALTER TABLE public.\"Acc\" VALIDATE CONSTRAINT pos");
+        assert_eq!(
+            validate(&t, "pos"),
+            "ALTER TABLE public.\"Acc\" VALIDATE CONSTRAINT pos"
+        );
     }
 
     #[test]
@@ -231,9 +287,18 @@ mod tests {
         let t = QualifiedName::new("public", "t");
         let s = set_not_null_steps(&t, "Email", "t_Email_not_null");
         assert_eq!(s[0], "ALTER TABLE public.t ADD CONSTRAINT \"t_Email_not_null\" CHECK (\"Email\" IS NOT NULL) NOT VALID");
-        assert_eq!(s[1], "ALTER TABLE public.t VALIDATE CONSTRAINT \"t_Email_not_null\"");
-        assert_eq!(s[2], "ALTER TABLE public.t ALTER COLUMN \"Email\" SET NOT NULL");
-        assert_eq!(s[3], "ALTER TABLE public.t DROP CONSTRAINT \"t_Email_not_null\"");
+        assert_eq!(
+            s[1],
+            "ALTER TABLE public.t VALIDATE CONSTRAINT \"t_Email_not_null\""
+        );
+        assert_eq!(
+            s[2],
+            "ALTER TABLE public.t ALTER COLUMN \"Email\" SET NOT NULL"
+        );
+        assert_eq!(
+            s[3],
+            "ALTER TABLE public.t DROP CONSTRAINT \"t_Email_not_null\""
+        );
     }
 
     #[test]

@@ -36,15 +36,28 @@ impl Cluster {
             .args(conf)
             .output()
             .expect("run scripts/pgcluster.sh");
-        assert!(out.status.success(), "cluster start failed: {}", String::from_utf8_lossy(&out.stderr));
-        let port = String::from_utf8_lossy(&out.stdout).trim().parse().expect("port");
+        assert!(
+            out.status.success(),
+            "cluster start failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let port = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .expect("port");
         let cluster = Cluster { dir, port };
-        cluster.client().batch_execute("CREATE EXTENSION halo_migrate").expect("CREATE EXTENSION");
+        cluster
+            .client()
+            .batch_execute("CREATE EXTENSION halo_migrate")
+            .expect("CREATE EXTENSION");
         cluster
     }
 
     pub fn connstr(&self, user: &str) -> String {
-        format!("host=127.0.0.1 port={} user={user} dbname=postgres application_name=halo_e2e", self.port)
+        format!(
+            "host=127.0.0.1 port={} user={user} dbname=postgres application_name=halo_e2e",
+            self.port
+        )
     }
 
     /// A new session as the superuser `postgres`.
@@ -59,7 +72,10 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        let _ = Command::new(repo().join("scripts/pgcluster.sh")).arg("stop").arg(self.dir.join("data")).status();
+        let _ = Command::new(repo().join("scripts/pgcluster.sh"))
+            .arg("stop")
+            .arg(self.dir.join("data"))
+            .status();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -67,7 +83,11 @@ impl Drop for Cluster {
 fn tempdir() -> PathBuf {
     use std::sync::atomic::{AtomicUsize, Ordering};
     static N: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!("halo_e2e_{}_{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst)));
+    let dir = std::env::temp_dir().join(format!(
+        "halo_e2e_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     // initdb runs as `postgres`, which must be able to enter the directory.
     let _ = Command::new("chmod").arg("755").arg(&dir).status();
@@ -76,7 +96,9 @@ fn tempdir() -> PathBuf {
 
 /// The SQLSTATE of a failed statement.
 pub fn sqlstate(err: &postgres::Error) -> String {
-    err.as_db_error().map(|e| e.code().code().to_string()).unwrap_or_else(|| format!("not a server error: {err}"))
+    err.as_db_error()
+        .map(|e| e.code().code().to_string())
+        .unwrap_or_else(|| format!("not a server error: {err}"))
 }
 
 /// A table and its control table, created with the same shape and rows.
@@ -94,7 +116,12 @@ pub fn create_with_control(c: &mut Client, table: &str, ddl_columns: &str, rows:
 
 /// One transaction of a mixed workload (insert, update, key update, delete,
 /// NULL, TOASTed value), applied identically to `table` and `table_control`.
-pub fn mixed_write(c: &mut Client, table: &str, i: i64, max_id: i64) -> Result<(), postgres::Error> {
+pub fn mixed_write(
+    c: &mut Client,
+    table: &str,
+    i: i64,
+    max_id: i64,
+) -> Result<(), postgres::Error> {
     let mut tx = c.transaction()?;
     // Values are computed once, here, so both tables get exactly the same.
     let toasted = format!("{i:x}").repeat(2000);
@@ -122,5 +149,9 @@ pub fn assert_same_rows(c: &mut Client, table: &str) {
     );
     let row = c.query_one(&q, &[]).unwrap();
     let (extra, missing, total): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
-    assert_eq!((extra, missing), (0, 0), "{table} differs from its control ({total} rows): {extra} extra, {missing} missing");
+    assert_eq!(
+        (extra, missing),
+        (0, 0),
+        "{table} differs from its control ({total} rows): {extra} extra, {missing} missing"
+    );
 }

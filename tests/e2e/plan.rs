@@ -17,19 +17,40 @@ fn plan_gives_up_after_lock_timeout_instead_of_queueing() {
 
     // A session holds ACCESS EXCLUSIVE (as a running ALTER would).
     let mut blocker = cluster.client();
-    blocker.batch_execute("BEGIN; LOCK TABLE t IN ACCESS EXCLUSIVE MODE").unwrap();
+    blocker
+        .batch_execute("BEGIN; LOCK TABLE t IN ACCESS EXCLUSIVE MODE")
+        .unwrap();
 
     let mut planner = cluster.client();
-    planner.batch_execute("SET halo_migrate.lock_timeout = '200ms'").unwrap();
+    planner
+        .batch_execute("SET halo_migrate.lock_timeout = '200ms'")
+        .unwrap();
     let started = Instant::now();
-    let err = planner.query("SELECT * FROM migrate.plan('t', 'ALTER COLUMN v TYPE bigint')", &[]).unwrap_err();
+    let err = planner
+        .query(
+            "SELECT * FROM migrate.plan('t', 'ALTER COLUMN v TYPE bigint')",
+            &[],
+        )
+        .unwrap_err();
     let waited = started.elapsed();
-    assert_eq!(sqlstate(&err), "55P03", "expected lock_not_available, got {err}");
-    assert!(waited < Duration::from_secs(3), "plan waited {waited:?} with a 200ms lock timeout");
+    assert_eq!(
+        sqlstate(&err),
+        "55P03",
+        "expected lock_not_available, got {err}"
+    );
+    assert!(
+        waited < Duration::from_secs(3),
+        "plan waited {waited:?} with a 200ms lock timeout"
+    );
 
     // Once the lock is gone, the same plan answers, and the session is usable.
     blocker.batch_execute("COMMIT").unwrap();
-    let rows = planner.query("SELECT strategy FROM migrate.plan('t', 'ALTER COLUMN v TYPE bigint')", &[]).unwrap();
+    let rows = planner
+        .query(
+            "SELECT strategy FROM migrate.plan('t', 'ALTER COLUMN v TYPE bigint')",
+            &[],
+        )
+        .unwrap();
     assert!(rows.iter().all(|r| r.get::<_, String>(0) == "rewrite"));
 }
 
@@ -38,7 +59,9 @@ fn plan_is_invisible_to_concurrent_writers() {
     let cluster = Cluster::start();
     let mut setup = cluster.client();
     create_with_control(&mut setup, "t", COLUMNS, 2000);
-    setup.batch_execute("CREATE INDEX t_v_idx ON t (v)").unwrap();
+    setup
+        .batch_execute("CREATE INDEX t_v_idx ON t (v)")
+        .unwrap();
     let fingerprint = |c: &mut postgres::Client| -> String {
         c.query_one(
             "SELECT (SELECT string_agg(relname || ':' || relfilenode, ',' ORDER BY relname) FROM pg_class
@@ -83,7 +106,9 @@ fn plan_is_invisible_to_concurrent_writers() {
         "DROP COLUMN payload",
     ] {
         for _ in 0..5 {
-            planner.query("SELECT * FROM migrate.plan('t', $1)", &[&alter]).unwrap();
+            planner
+                .query("SELECT * FROM migrate.plan('t', $1)", &[&alter])
+                .unwrap();
         }
     }
     stop.store(true, Ordering::Relaxed);
@@ -93,7 +118,11 @@ fn plan_is_invisible_to_concurrent_writers() {
         assert!(worst < Duration::from_secs(2), "a write waited {worst:?}");
     }
     assert_same_rows(&mut setup, "t");
-    assert_eq!(before, fingerprint(&mut setup), "plan() changed the catalog");
+    assert_eq!(
+        before,
+        fingerprint(&mut setup),
+        "plan() changed the catalog"
+    );
 }
 
 #[test]
@@ -109,7 +138,9 @@ fn non_owner_is_refused_with_42501_and_nothing_changes() {
         )
         .unwrap();
     let mut stranger = cluster.client_as("stranger");
-    let err = stranger.query("SELECT * FROM migrate.plan('t', 'ADD COLUMN a int')", &[]).unwrap_err();
+    let err = stranger
+        .query("SELECT * FROM migrate.plan('t', 'ADD COLUMN a int')", &[])
+        .unwrap_err();
     assert_eq!(sqlstate(&err), "42501");
     let db = err.as_db_error().unwrap();
     assert_eq!(db.message(), "must be owner of table public.t");

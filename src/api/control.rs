@@ -1,0 +1,267 @@
+//! `migrate.finish()`, `migrate.abort()` and `migrate.step()`: acting on a
+//! running migration.
+
+use super::{or_report, required, Regclass};
+use crate::driver::{self, Cutover, Outcome, CUTOVER_LOCK_KEY};
+use crate::error::{sqlstate_code, MigrateError, Result};
+use crate::locks;
+use crate::spi::{self, get};
+use crate::state::{self, Migration, Phase};
+use pgrx::datetime::Interval;
+use pgrx::prelude::*;
+use std::time::{Duration, Instant};
+
+/// Wait for the copy to catch up, swap, validate; a one-line summary.
+#[pg_extern(volatile, parallel_unsafe)]
+fn finish(tbl: Option<Regclass>, timeout: default!(Option<Interval>, "NULL")) -> String {
+    or_report(finish_migration(tbl, timeout))
+}
+
+/// Stop the migration and remove everything it created.
+#[pg_extern(volatile, parallel_unsafe)]
+fn abort(tbl: Option<Regclass>) {
+    or_report(abort_migration(tbl))
+}
+
+/// One unit of work (a copy batch, an index, a replay batch, a validation)
+/// in the caller's transaction; what it did.
+#[pg_extern(volatile, parallel_unsafe)]
+fn step(tbl: Option<Regclass>) -> String {
+    or_report(step_migration(tbl))
+}
+
+fn table_migration(tbl: Option<Regclass>) -> Result<Migration> {
+    let oid = required(tbl, "tbl")?.0;
+    state::latest_for_table(oid)?.ok_or_else(|| MigrateError::NoMigration {
+        table: crate::catalog::qualified_name(oid)
+            .ok()
+            .flatten()
+            .map_or(format!("{}", oid.to_u32()), |q| q.to_string()),
+    })
+}
+
+/// The error a failed migration stored, raised again.
+fn stored_error(m: &Migration) -> MigrateError {
+    MigrateError::Postgres {
+        code: sqlstate_code(m.error_sqlstate.as_deref().unwrap_or("XX000")),
+        message: format!("migration {} of {} failed: {}", m.id, m.table_name, m.error.as_deref().unwrap_or("unknown error")),
+        detail: m.error_detail.clone(),
+        hint: Some("The table is as it was before the migration (see migrate.status()); start it again once the cause is fixed.".into()),
+        context: String::new(),
+    }
+}
+
+fn summary(m: &Migration) -> Result<String> {
+    let secs = spi::query(
+        "SELECT extract(epoch FROM coalesce(finished_at, clock_timestamp()) - started_at)::float8
+           FROM migrate.migrations WHERE id = $1",
+        &[m.id.into()],
+        |r| get::<f64>(r, 1),
+    )?;
+    Ok(format!(
+        "migration {} of {} done: {} rows copied, {} in {:.1} s",
+        m.id,
+        m.table_name,
+        m.rows_copied,
+        if m.post_swap_sql.is_empty() {
+            "swapped".to_string()
+        } else {
+            format!("swapped, {} constraint(s) validated", m.post_swap_sql.len())
+        },
+        secs.first().copied().unwrap_or(0.0)
+    ))
+}
+
+fn ended(m: &Migration) -> Result<Option<String>> {
+    match m.phase {
+        Phase::Done => Ok(Some(summary(m)?)),
+        Phase::Failed => Err(stored_error(m)),
+        Phase::Aborted => Err(MigrateError::Postgres {
+            code: PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            message: format!("migration {} of {} was aborted", m.id, m.table_name),
+            detail: None,
+            hint: Some("Start it again with migrate.start().".into()),
+            context: String::new(),
+        }),
+        _ => Ok(None),
+    }
+}
+
+fn finish_migration(tbl: Option<Regclass>, timeout: Option<Interval>) -> Result<String> {
+    let deadline = match timeout {
+        None => None,
+        Some(i) if i.as_micros() > 0 && i.months() == 0 => Some(
+            Instant::now()
+                + Duration::from_micros(i.as_micros() as u64 + i.days() as u64 * 86_400_000_000),
+        ),
+        Some(_) => {
+            return Err(MigrateError::InvalidParameter {
+                name: "timeout",
+                detail: "It must be a positive interval.".into(),
+                hint: "Give e.g. '10 minutes', or NULL to wait as long as it takes.".into(),
+            })
+        }
+    };
+    let isolation = spi::text(
+        "SELECT pg_catalog.current_setting('transaction_isolation')",
+        &[],
+    )?;
+    if isolation.as_deref() != Some("read committed") {
+        return Err(MigrateError::Postgres {
+            code: PgSqlErrorCode::ERRCODE_ACTIVE_SQL_TRANSACTION,
+            message: "migrate.finish() must run in a READ COMMITTED transaction".into(),
+            detail: Some("It watches the migration's progress, which a snapshot taken once would never show.".into()),
+            hint: Some("Call it on its own, outside an explicit REPEATABLE READ or SERIALIZABLE transaction.".into()),
+            context: String::new(),
+        });
+    }
+    let m = table_migration(tbl)?;
+    if let Some(s) = ended(&m)? {
+        return Ok(s);
+    }
+    let id = m.id;
+    // Tell the worker we are waiting: it swaps as soon as it has caught up.
+    spi::exec(
+        "SELECT pg_catalog.pg_advisory_xact_lock($1, $2)",
+        &[CUTOVER_LOCK_KEY.into(), (id as i32).into()],
+    )?;
+    let mut last_notice = Instant::now();
+    loop {
+        let m = state::load(id)?
+            .ok_or_else(|| MigrateError::Internal(format!("migration {id} vanished")))?;
+        if let Some(s) = ended(&m)? {
+            return Ok(s);
+        }
+        let driven_by_worker = m.background && state::worker_alive(m.worker_pid)?;
+        if !driven_by_worker && m.phase == Phase::Validating {
+            // Our own swap's lock is held until this transaction commits:
+            // validating here would block writes. Leave it to step().
+            return Ok(format!(
+                "migration {id} of {} swapped; {} constraint(s) still to validate: run SELECT migrate.step('{}') after this transaction",
+                m.table_name,
+                m.post_swap_sql.len() - m.post_swap_done as usize,
+                m.table_name
+            ));
+        }
+        let pause = if driven_by_worker {
+            200
+        } else {
+            match driver::step(id, Cutover::Now)? {
+                Outcome::Progress(_) | Outcome::Finished(_) => 0,
+                Outcome::Idle { ms, .. } => ms,
+                Outcome::Busy => 200,
+            }
+        };
+        if last_notice.elapsed() >= Duration::from_secs(5) {
+            last_notice = Instant::now();
+            pgrx::notice!(
+                "halo_migrate: {} {}: {} of ~{} rows copied, {} changes waiting",
+                m.table_name,
+                m.phase.as_str(),
+                m.rows_copied,
+                m.rows_total,
+                backlog_of(&m)?
+            );
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(MigrateError::Postgres {
+                code: PgSqlErrorCode::ERRCODE_QUERY_CANCELED,
+                message: format!(
+                    "migrate.finish() timed out; migration {id} of {} is still {}",
+                    m.table_name,
+                    m.phase.as_str()
+                ),
+                detail: Some("The migration goes on; nothing was swapped.".into()),
+                hint: Some(
+                    "Call migrate.finish() again later, or cancel it with migrate.abort().".into(),
+                ),
+                context: String::new(),
+            });
+        }
+        if pause > 0 {
+            locks::sleep_ms(pause)?;
+        }
+    }
+}
+
+fn backlog_of(m: &Migration) -> Result<i64> {
+    Ok(spi::query(
+        "SELECT backlog FROM migrate.migrations WHERE id = $1",
+        &[m.id.into()],
+        |r| get::<i64>(r, 1),
+    )?
+    .first()
+    .copied()
+    .unwrap_or(0))
+}
+
+fn abort_migration(tbl: Option<Regclass>) -> Result<()> {
+    let m = table_migration(tbl)?;
+    if m.phase.is_terminal() {
+        return Err(MigrateError::NoMigration {
+            table: m.table_name,
+        });
+    }
+    if matches!(m.phase, Phase::Validating) {
+        return Err(MigrateError::not_supported(
+            "aborting a migration after its swap",
+            format!("Migration {} already put the new table in place; only constraint validation remains.", m.id),
+            "Let it finish with migrate.finish().",
+        ));
+    }
+    if let Some(pid) = m.worker_pid {
+        if state::worker_alive(Some(pid))? {
+            spi::exec("SELECT pg_catalog.pg_terminate_backend($1)", &[pid.into()])?;
+            let t0 = Instant::now();
+            while state::worker_alive(Some(pid))? {
+                if t0.elapsed() > Duration::from_secs(60) {
+                    return Err(MigrateError::Internal(format!(
+                        "the worker (pid {pid}) did not stop within a minute"
+                    )));
+                }
+                locks::sleep_ms(50)?;
+            }
+        }
+    }
+    let m = state::lock(m.id)?.ok_or_else(|| MigrateError::Busy {
+        table: m.table_name.clone(),
+        id: m.id,
+        phase: "being driven by another session",
+    })?;
+    if m.phase.is_terminal() || m.phase == Phase::Validating {
+        return Err(MigrateError::not_supported(
+            "aborting a migration that has ended or swapped",
+            format!("Migration {} is {}.", m.id, m.phase.as_str()),
+            "See migrate.status().",
+        ));
+    }
+    driver::cleanup(&m)?;
+    state::set_phase(m.id, Phase::Aborted)
+}
+
+fn step_migration(tbl: Option<Regclass>) -> Result<String> {
+    let m = table_migration(tbl)?;
+    if let Some(s) = ended(&m).unwrap_or_else(|e| Some(format!("failed: {e}"))) {
+        return Ok(s);
+    }
+    if m.background && state::worker_alive(m.worker_pid)? {
+        return Ok(format!(
+            "busy: background worker {} drives migration {}",
+            m.worker_pid.unwrap_or(0),
+            m.id
+        ));
+    }
+    let id = m.id;
+    match crate::subxact::attempt("in migrate.step()", || driver::step(id, Cutover::Never)) {
+        Ok(Outcome::Progress(s)) => Ok(s),
+        Ok(Outcome::Idle { note, .. }) => Ok(format!("{note}; run migrate.finish() to swap")),
+        Ok(Outcome::Busy) => Ok(format!(
+            "busy: another session is working on migration {id}"
+        )),
+        Ok(Outcome::Finished(p)) => Ok(p.as_str().to_string()),
+        Err(e) => {
+            driver::fail(id, &e)?;
+            Ok(format!("failed: {e}"))
+        }
+    }
+}

@@ -1,0 +1,304 @@
+//! `migrate.start(...)`: validate through the planner, then either carry the
+//! plan out at once (instant, two-phase) or set up an online rewrite
+//! (capture, shadow) and hand it to a background worker.
+
+use super::plan::{plan_steps, Planned};
+use super::{or_report, required, Regclass};
+use crate::error::{MigrateError, Result};
+use crate::ident::QualifiedName;
+use crate::plan::model::{Stage, Strategy};
+use crate::spi::{self, get};
+use crate::{capture, gucs, locks, shadow, state, swap, worker};
+use pgrx::datetime::Interval;
+use pgrx::prelude::*;
+
+/// Start an online migration; returns its id at once.
+#[pg_extern(volatile, parallel_unsafe)]
+fn start(
+    tbl: Option<Regclass>,
+    alter: Option<&str>,
+    batch_rows: default!(Option<i32>, "NULL"),
+    lock_timeout: default!(Option<Interval>, "'100ms'"),
+    auto_finish: default!(Option<bool>, "false"),
+    background: default!(Option<bool>, "true"),
+) -> i64 {
+    or_report(start_migration(
+        tbl,
+        alter,
+        batch_rows,
+        lock_timeout,
+        auto_finish,
+        background,
+    ))
+}
+
+pub(crate) struct Options {
+    pub batch_rows: i32,
+    pub lock_timeout_ms: i32,
+    pub auto_finish: bool,
+    pub background: bool,
+}
+
+/// Milliseconds of a positive interval of at most a minute.
+pub(crate) fn lock_timeout_ms(i: Interval) -> Result<i32> {
+    let us = i.as_micros();
+    if i.months() != 0 || i.days() != 0 || !(1_000..=60_000_000).contains(&us) {
+        return Err(MigrateError::InvalidParameter {
+            name: "lock_timeout",
+            detail: format!("It is {} ms.", us / 1000),
+            hint: "Give a lock timeout between 1 ms and 1 minute, e.g. '100ms'.".into(),
+        });
+    }
+    Ok((us / 1000) as i32)
+}
+
+fn start_migration(
+    tbl: Option<Regclass>,
+    alter: Option<&str>,
+    batch_rows: Option<i32>,
+    lock_timeout: Option<Interval>,
+    auto_finish: Option<bool>,
+    background: Option<bool>,
+) -> Result<i64> {
+    let opts = Options {
+        batch_rows: match batch_rows {
+            None => gucs::batch_rows(),
+            Some(n) if n > 0 => n,
+            Some(n) => {
+                return Err(MigrateError::InvalidParameter {
+                    name: "batch_rows",
+                    detail: format!("It is {n}."),
+                    hint: "Give a positive number of rows, or NULL for halo_migrate.batch_rows."
+                        .into(),
+                })
+            }
+        },
+        lock_timeout_ms: lock_timeout_ms(required(lock_timeout, "lock_timeout")?)?,
+        auto_finish: required(auto_finish, "auto_finish")?,
+        background: required(background, "background")?,
+    };
+    let alter_text = required(alter, "alter")?;
+    let planned = plan_steps(tbl, alter)?;
+    let table = QualifiedName::new(&planned.facts.schema, &planned.facts.name);
+    if let Some(live) = state::latest_for_table(pgrx::pg_sys::Oid::from(planned.facts.oid))? {
+        if !live.phase.is_terminal() {
+            return Err(MigrateError::Busy {
+                table: table.to_string(),
+                id: live.id,
+                phase: live.phase.as_str(),
+            });
+        }
+    }
+    if planned
+        .steps
+        .iter()
+        .any(|s| s.strategy == Strategy::Rewrite)
+    {
+        start_rewrite(&planned, &table, alter_text, &opts)
+    } else {
+        run_direct(&planned, &table, alter_text, &opts)
+    }
+}
+
+/// Instant and two-phase plans: each statement under a bounded lock wait,
+/// retried with back-off, in the caller's transaction.
+fn run_direct(
+    planned: &Planned,
+    table: &QualifiedName,
+    alter: &str,
+    opts: &Options,
+) -> Result<i64> {
+    if let Some(s) = planned
+        .steps
+        .iter()
+        .find(|s| s.strategy == Strategy::Concurrent)
+    {
+        return Err(MigrateError::not_supported(
+            "building an index CONCURRENTLY from migrate.start()",
+            format!(
+                "The plan needs \"{}\", which PostgreSQL cannot run inside a function.",
+                s.sql
+            ),
+            "Run the statements migrate.plan() shows one by one from psql.",
+        ));
+    }
+    for s in &planned.steps {
+        locks::retry("run the ALTER", opts.lock_timeout_ms, 50, || {
+            spi::exec(&s.sql, &[])
+        })?;
+    }
+    let strategy = if planned
+        .steps
+        .iter()
+        .any(|s| s.strategy == Strategy::TwoPhase)
+    {
+        "two-phase"
+    } else {
+        "instant"
+    };
+    insert(planned, table, alter, strategy, "done", opts)
+}
+
+fn insert(
+    planned: &Planned,
+    table: &QualifiedName,
+    alter: &str,
+    strategy: &str,
+    phase: &str,
+    o: &Options,
+) -> Result<i64> {
+    let path =
+        spi::text("SELECT pg_catalog.current_setting('search_path')", &[])?.unwrap_or_default();
+    let finished = if phase == "done" {
+        "pg_catalog.clock_timestamp()"
+    } else {
+        "NULL"
+    };
+    Ok(spi::query(
+        &format!(
+            "INSERT INTO migrate.migrations (relid, table_name, alter_sql, strategy, phase, batch_rows,
+                 lock_timeout_ms, auto_finish, background, search_path, finished_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, {finished}) RETURNING id"
+        ),
+        &[
+            pgrx::pg_sys::Oid::from(planned.facts.oid).into(),
+            table.to_string().into(),
+            alter.into(),
+            strategy.into(),
+            phase.into(),
+            o.batch_rows.into(),
+            o.lock_timeout_ms.into(),
+            o.auto_finish.into(),
+            o.background.into(),
+            path.into(),
+        ],
+        |r| get::<i64>(r, 1),
+    )?[0])
+}
+
+/// A rewrite: capture, shadow, then the worker (or `step()`) does the rest.
+fn start_rewrite(
+    planned: &Planned,
+    table: &QualifiedName,
+    alter: &str,
+    opts: &Options,
+) -> Result<i64> {
+    let facts = &planned.facts;
+    let oid = pgrx::pg_sys::Oid::from(facts.oid);
+    let mut shadow_cmds = Vec::new();
+    let (mut at_swap, mut after_swap) = (Vec::new(), Vec::new());
+    for s in &planned.steps {
+        match &s.stage {
+            Stage::Shadow(text) => shadow_cmds.push(text.clone()),
+            Stage::AtSwap => at_swap.push(s.sql.clone()),
+            Stage::AfterSwap => after_swap.push(s.sql.clone()),
+            _ => {}
+        }
+    }
+    refuse_view_dependencies(planned, oid)?;
+    let id = insert(planned, table, alter, "rewrite", "copying", opts)?;
+    let recipe = shadow::create(facts, &planned.cmds, &shadow_cmds)?;
+    capture::create_log(facts.oid, table, &recipe.log_columns, &recipe.key_columns)?;
+    locks::retry(
+        "install the capture trigger",
+        opts.lock_timeout_ms,
+        50,
+        || {
+            swap::internal_ddl(true)?;
+            for sql in capture::trigger_sql(facts.oid, table) {
+                spi::exec(&sql, &[])?;
+            }
+            swap::internal_ddl(false)
+        },
+    )?;
+    // Under the trigger's lock no write is in flight: every row that exists
+    // now lies within these blocks, and every later change is logged.
+    let (relfilenode, blocks, rows) = spi::query(
+        "SELECT c.relfilenode,
+                pg_catalog.pg_relation_size(c.oid) / pg_catalog.current_setting('block_size')::bigint,
+                c.reltuples::bigint
+           FROM pg_catalog.pg_class c WHERE c.oid = $1",
+        &[oid.into()],
+        |r| Ok((get::<pgrx::pg_sys::Oid>(r, 1)?, get::<i64>(r, 2)?, get::<i64>(r, 3)?)),
+    )?[0];
+    let rows = if rows >= 0 {
+        rows
+    } else {
+        spi::query(&format!("SELECT count(*) FROM ONLY {table}"), &[], |r| {
+            get::<i64>(r, 1)
+        })?[0]
+    };
+    state::update(
+        id,
+        "relfilenode = $2, copy_end = $3, rows_total = $4, shadow_sql = $5, swap_sql = $6, post_swap_sql = $7,
+         index_sql = $8, altered_columns = $9, added_columns = $10, copy_targets = $11, copy_exprs = $12,
+         log_keys = $13, log_as_orig = $14, key_map = $15, shadow_keys = $16, orig_keys = $17",
+        vec![
+            relfilenode.into(),
+            blocks.into(),
+            rows.into(),
+            shadow_cmds.into(),
+            at_swap.into(),
+            after_swap.into(),
+            recipe.index_sql.into(),
+            recipe.altered_columns.into(),
+            recipe.added_columns.into(),
+            recipe.copy_targets.into(),
+            recipe.copy_exprs.into(),
+            recipe.log_keys.into(),
+            recipe.log_as_orig.into(),
+            recipe.key_map.into(),
+            recipe.shadow_keys.into(),
+            recipe.orig_keys.into(),
+        ],
+    )?;
+    if opts.background {
+        let xid = spi::query(
+            "SELECT pg_catalog.pg_current_xact_id()::text::bigint",
+            &[],
+            |r| get::<i64>(r, 1),
+        )?[0];
+        // SAFETY: reading the current user's OID.
+        let role = unsafe { pgrx::pg_sys::GetUserId() };
+        worker::launch(id, role, xid)?;
+    }
+    Ok(id)
+}
+
+/// PostgreSQL cannot change or drop a column a view uses; neither can we.
+fn refuse_view_dependencies(planned: &Planned, oid: pgrx::pg_sys::Oid) -> Result<()> {
+    use crate::plan::model::CmdKind;
+    let cols: Vec<String> = planned
+        .cmds
+        .iter()
+        .filter_map(|c| match &c.kind {
+            CmdKind::AlterColumnType { column, .. } | CmdKind::DropColumn { column } => {
+                Some(column.clone())
+            }
+            _ => None,
+        })
+        .collect();
+    if cols.is_empty() {
+        return Ok(());
+    }
+    let views = spi::query(
+        "SELECT pg_catalog.string_agg(DISTINCT v.oid::pg_catalog.regclass::text, ', ')
+           FROM pg_catalog.pg_depend d
+           JOIN pg_catalog.pg_rewrite r ON r.oid = d.objid
+           JOIN pg_catalog.pg_class v ON v.oid = r.ev_class
+           JOIN pg_catalog.pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+          WHERE d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass
+            AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
+            AND d.refobjid = $1 AND v.oid <> $1 AND a.attname = ANY ($2)",
+        &[oid.into(), cols.clone().into()],
+        |r| Ok(r.get::<String>(1)?),
+    )?;
+    if let Some(Some(v)) = views.into_iter().next() {
+        return Err(MigrateError::not_supported(
+            "changing the type of, or dropping, a column a view uses",
+            format!("{v} use(s) column(s) {}.", cols.join(", ")),
+            "PostgreSQL refuses this ALTER too while the view exists: drop the view, migrate, and create it again.",
+        ));
+    }
+    Ok(())
+}

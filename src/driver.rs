@@ -1,0 +1,250 @@
+//! The phase machine of a rewrite: one unit of work per call.
+//!
+//! copying → indexing → replaying ⇄ ready → (swap) → validating → done.
+//! Whoever drives the migration — the background worker, `migrate.step()`
+//! from pg_cron, or `migrate.finish()` — calls [`step`] inside a transaction
+//! and commits after it. The migration's row is locked for the duration
+//! (SKIP LOCKED), so two drivers never work on one migration at once, and
+//! each unit's progress commits with its work.
+//!
+//! [`fail`] and [`cleanup`] remove everything a migration created before the
+//! swap; after the swap there is nothing of ours left to remove.
+
+use crate::catalog;
+use crate::copy;
+use crate::error::{MigrateError, Result};
+use crate::ident::QualifiedName;
+use crate::locks;
+use crate::plan::sqlgen;
+use crate::replay;
+use crate::spi;
+use crate::state::{self, Migration, Phase};
+use crate::swap;
+
+/// Whether this call may perform the swap when the copy has caught up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cutover {
+    /// `step()`: never; `finish()` does it.
+    Never,
+    /// The worker: when started with auto_finish, or while `finish()` waits.
+    WhenRequested,
+    /// `finish()` driving the migration itself.
+    Now,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Work was done; call again.
+    Progress(String),
+    /// Nothing to do right now; call again after a pause.
+    Idle { ms: u64, note: String },
+    /// Another driver holds the migration.
+    Busy,
+    /// The migration is over.
+    Finished(Phase),
+}
+
+/// Advisory lock keys: (HALO, migration id) is held by `finish()` while it
+/// waits for the worker to swap.
+pub const CUTOVER_LOCK_KEY: i32 = 0x48414C4F;
+
+pub fn step(id: i64, cutover: Cutover) -> Result<Outcome> {
+    let Some(m) = state::lock(id)? else {
+        return Ok(Outcome::Busy);
+    };
+    if m.phase.is_terminal() {
+        return Ok(Outcome::Finished(m.phase));
+    }
+    let table = catalog::qualified_name(m.relid)?.ok_or_else(|| {
+        MigrateError::Internal(format!("table of migration {id} no longer exists"))
+    })?;
+    spi::with_search_path(&m.search_path.clone(), || step_phase(&m, &table, cutover))
+}
+
+fn step_phase(m: &Migration, table: &QualifiedName, cutover: Cutover) -> Result<Outcome> {
+    match m.phase {
+        Phase::Copying => {
+            let (rows, next) = copy::copy_batch(m, table)?;
+            let phase = if next >= m.copy_end {
+                Phase::Indexing
+            } else {
+                Phase::Copying
+            };
+            state::update(
+                m.id,
+                "rows_copied = rows_copied + $2, copy_next = $3, phase = $4",
+                vec![(rows as i64).into(), next.into(), phase.as_str().into()],
+            )?;
+            Ok(Outcome::Progress(format!(
+                "copied {rows} rows (heap blocks {} to {next} of {})",
+                m.copy_next, m.copy_end
+            )))
+        }
+        Phase::Indexing => {
+            let done = copy::build_next_index(m)?;
+            let phase = if done {
+                Phase::Replaying
+            } else {
+                Phase::Indexing
+            };
+            state::update(
+                m.id,
+                "indexes_built = indexes_built + 1, phase = $2",
+                vec![phase.as_str().into()],
+            )?;
+            let what = m
+                .index_sql
+                .get(m.indexes_built as usize)
+                .map_or("no index to build".into(), |s| s.clone());
+            Ok(Outcome::Progress(format!("built: {what}")))
+        }
+        Phase::Replaying | Phase::Ready | Phase::Swapping => replay_or_swap(m, table, cutover),
+        Phase::Validating => {
+            let i = m.post_swap_done as usize;
+            if let Some(sql) = m.post_swap_sql.get(i) {
+                locks::retry("validate a constraint", m.lock_timeout_ms, 600, || {
+                    spi::exec(sql, &[])
+                })?;
+            }
+            let done = i + 1 >= m.post_swap_sql.len();
+            let phase = if done { Phase::Done } else { Phase::Validating };
+            state::update(m.id, "post_swap_done = post_swap_done + 1", vec![])?;
+            state::set_phase(m.id, phase)?;
+            Ok(Outcome::Progress(
+                m.post_swap_sql.get(i).cloned().unwrap_or_default(),
+            ))
+        }
+        Phase::Done | Phase::Failed | Phase::Aborted => Ok(Outcome::Finished(m.phase)),
+    }
+}
+
+fn replay_or_swap(m: &Migration, table: &QualifiedName, cutover: Cutover) -> Result<Outcome> {
+    let n = replay::replay_batch(m, table, m.batch_rows as i64)?;
+    let backlog = replay::backlog(m)?;
+    let caught_up = backlog < m.batch_rows as i64;
+    let wanted = match cutover {
+        Cutover::Never => false,
+        Cutover::Now => true,
+        Cutover::WhenRequested => m.auto_finish || finish_is_waiting(m.id)?,
+    };
+    let phase = match (caught_up, wanted) {
+        (true, true) => Phase::Swapping,
+        (true, false) => Phase::Ready,
+        (false, _) => Phase::Replaying,
+    };
+    state::update(
+        m.id,
+        "rows_replayed = rows_replayed + $2, backlog = $3, phase = $4",
+        vec![(n as i64).into(), backlog.into(), phase.as_str().into()],
+    )?;
+    if phase != Phase::Swapping {
+        return Ok(if n > 0 {
+            Outcome::Progress(format!("replayed {n} changes, {backlog} waiting"))
+        } else {
+            Outcome::Idle {
+                ms: 200,
+                note: format!("caught up ({})", phase.as_str()),
+            }
+        });
+    }
+    match locks::once("swap the table", m.lock_timeout_ms, || swap::swap(m, table)) {
+        Ok(after) => {
+            let phase = if m.post_swap_sql.is_empty() && after.is_empty() {
+                Phase::Done
+            } else {
+                Phase::Validating
+            };
+            state::update(
+                m.id,
+                "post_swap_sql = post_swap_sql || $2, swap_attempts = swap_attempts + 1, backlog = 0",
+                vec![after.into()],
+            )?;
+            state::set_phase(m.id, phase)?;
+            Ok(Outcome::Progress("swapped".into()))
+        }
+        Err(e) if locks::is_lock_timeout(&e) => {
+            let attempts: i32 = spi::query(
+                "UPDATE migrate.migrations SET swap_attempts = swap_attempts + 1 WHERE id = $1 RETURNING swap_attempts",
+                &[m.id.into()],
+                |r| spi::get(r, 1),
+            )?[0];
+            pgrx::notice!(
+                "halo_migrate: swap attempt {attempts} for {} timed out after {} ms waiting for its lock; retrying",
+                m.table_name,
+                m.lock_timeout_ms
+            );
+            let jitter =
+                spi::query("SELECT pg_catalog.random()", &[], |r| spi::get::<f64>(r, 1))?[0];
+            Ok(Outcome::Idle {
+                ms: locks::backoff_ms(attempts.max(1) as u32, jitter),
+                note: "swap lock busy".into(),
+            })
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Is `finish()` waiting for this migration (holding the cut-over lock)?
+fn finish_is_waiting(id: i64) -> Result<bool> {
+    let free = spi::query(
+        "SELECT pg_catalog.pg_try_advisory_xact_lock_shared($1, $2)",
+        &[CUTOVER_LOCK_KEY.into(), (id as i32).into()],
+        |r| spi::get::<bool>(r, 1),
+    )?;
+    Ok(!free.first().copied().unwrap_or(true))
+}
+
+/// Remove what a migration created before its swap: the triggers (under
+/// bounded lock waits), the shadow, the log, the function.
+pub fn cleanup(m: &Migration) -> Result<()> {
+    let oid = m.relid.to_u32();
+    if let Some(table) = catalog::qualified_name(m.relid)? {
+        locks::retry("remove the capture trigger", m.lock_timeout_ms, 100, || {
+            for sql in crate::capture::drop_trigger_sql(oid, &table) {
+                spi::exec(&sql, &[])?;
+            }
+            Ok(())
+        })?;
+    }
+    spi::exec(
+        &format!("DROP TABLE IF EXISTS {}", sqlgen::shadow_table(oid)),
+        &[],
+    )?;
+    crate::capture::drop_log(oid)
+}
+
+/// Record a failure and clean up. Before the swap the table is left exactly
+/// as it was; after it (validation), the swap stands and the error says so.
+pub fn fail(id: i64, e: &MigrateError) -> Result<()> {
+    let Some(m) = state::load(id)? else {
+        return Ok(());
+    };
+    if m.phase.is_terminal() {
+        return Ok(());
+    }
+    if m.phase == Phase::Validating {
+        let e = MigrateError::Postgres {
+            code: e.sqlstate(),
+            message: format!(
+                "the table was migrated, but a constraint could not be validated: {e}"
+            ),
+            detail: e.detail(),
+            hint: Some(
+                "The constraint is in place as NOT VALID; fix the offending rows and VALIDATE it."
+                    .into(),
+            ),
+            context: "after the swap".into(),
+        };
+        return state::set_failed(id, Phase::Failed, &e);
+    }
+    let cleaned = cleanup(&m);
+    state::set_failed(id, Phase::Failed, e)?;
+    if let Err(c) = cleaned {
+        state::update(
+            id,
+            "error_detail = coalesce(error_detail || E'\\n', '') || $2",
+            vec![format!("Cleanup is incomplete ({c}); run migrate.abort() to finish it.").into()],
+        )?;
+    }
+    Ok(())
+}

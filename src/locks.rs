@@ -1,0 +1,102 @@
+//! Bounded lock waits: the lock-timeout retry loop.
+//!
+//! Every statement that locks the user's table beyond ACCESS SHARE runs here:
+//! with `lock_timeout` set, inside a subtransaction, so that a timeout rolls
+//! back just that attempt. Between attempts we sleep with exponential back-off
+//! and jitter. While we wait in the lock queue, other sessions queue behind
+//! us; `lock_timeout` is what bounds their wait.
+
+use crate::error::{MigrateError, Result};
+use crate::spi;
+use crate::subxact;
+use pgrx::PgSqlErrorCode;
+
+/// Is this error a lock timeout (55P03)?
+pub fn is_lock_timeout(e: &MigrateError) -> bool {
+    e.sqlstate() == PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE
+}
+
+/// Back-off before retry number `attempt` (1-based): 50 ms doubling up to
+/// 2 s, plus up to 50 % jitter so that two waiters do not keep colliding.
+pub fn backoff_ms(attempt: u32, jitter: f64) -> u64 {
+    let base = 50u64
+        .saturating_mul(1 << attempt.saturating_sub(1).min(6))
+        .min(2000);
+    base + (base as f64 * 0.5 * jitter.clamp(0.0, 1.0)) as u64
+}
+
+/// Run `f` with `lock_timeout = timeout_ms` in a subtransaction.
+pub fn once<R>(what: &str, timeout_ms: i32, f: impl FnOnce() -> Result<R>) -> Result<R> {
+    let old =
+        spi::text("SELECT pg_catalog.current_setting('lock_timeout')", &[])?.unwrap_or_default();
+    let r = subxact::attempt(what, || {
+        spi::exec(
+            "SELECT pg_catalog.set_config('lock_timeout', $1, true)",
+            &[format!("{timeout_ms}ms").into()],
+        )?;
+        f()
+    });
+    spi::exec(
+        "SELECT pg_catalog.set_config('lock_timeout', $1, true)",
+        &[old.into()],
+    )?;
+    r
+}
+
+/// [`once`], retried on lock timeouts up to `attempts` times.
+pub fn retry<R>(
+    what: &str,
+    timeout_ms: i32,
+    attempts: u32,
+    mut f: impl FnMut() -> Result<R>,
+) -> Result<R> {
+    let mut n = 0;
+    loop {
+        n += 1;
+        match once(what, timeout_ms, &mut f) {
+            Err(e) if is_lock_timeout(&e) && n < attempts => sleep_ms(backoff_ms(n, jitter()?))?,
+            Err(e) if is_lock_timeout(&e) => {
+                return Err(MigrateError::Postgres {
+                    code: PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE,
+                    message: format!(
+                        "could not lock the table to {what} in {n} attempts of {timeout_ms} ms"
+                    ),
+                    detail: None,
+                    hint: Some(
+                        "Long transactions on the table hold the lock; see pg_locks, \
+                         or raise lock_timeout."
+                            .into(),
+                    ),
+                    context: format!("while trying to {what}"),
+                })
+            }
+            r => return r,
+        }
+    }
+}
+
+/// Sleep, interruptibly (query cancel and termination work).
+pub fn sleep_ms(ms: u64) -> Result<()> {
+    spi::exec(
+        "SELECT pg_catalog.pg_sleep($1)",
+        &[(ms as f64 / 1000.0).into()],
+    )
+}
+
+fn jitter() -> Result<f64> {
+    Ok(spi::query("SELECT pg_catalog.random()", &[], |r| spi::get::<f64>(r, 1))?[0])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        assert_eq!(backoff_ms(1, 0.0), 50);
+        assert_eq!(backoff_ms(2, 0.0), 100);
+        assert_eq!(backoff_ms(6, 0.0), 1600);
+        assert_eq!(backoff_ms(30, 0.0), 2000);
+        assert_eq!(backoff_ms(30, 1.0), 3000);
+    }
+}

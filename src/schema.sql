@@ -1,0 +1,161 @@
+-- halo_migrate's own objects. Everything lives in schema "migrate" and is
+-- schema-qualified; functions pin their search_path.
+
+-- Shadow tables, capture logs and capture functions are created here by the
+-- role that starts a migration (the owner of the table), so every role may
+-- create in this schema. Nothing here is writable by another role: each
+-- object is owned by the role that created it, and migrate.migrations is
+-- protected by row-level security.
+GRANT USAGE, CREATE ON SCHEMA migrate TO PUBLIC;
+
+CREATE TABLE migrate.migrations (
+    id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    relid           oid NOT NULL,
+    table_name      text NOT NULL,
+    alter_sql       text NOT NULL,
+    strategy        text NOT NULL,
+    phase           text NOT NULL,
+    role_oid        oid NOT NULL DEFAULT (current_user::regrole::oid),
+    batch_rows      integer NOT NULL,
+    lock_timeout_ms integer NOT NULL,
+    auto_finish     boolean NOT NULL,
+    background      boolean NOT NULL,
+    -- the table's relfilenode at start: anything that rewrites it (VACUUM FULL,
+    -- CLUSTER, a rewriting ALTER) invalidates the copy, and is detected
+    relfilenode     oid,
+    -- the rewrite recipe, generated once by start()
+    search_path     text NOT NULL,                  -- the caller's, for the user's own expressions
+    shadow_sql      text[] NOT NULL DEFAULT '{}',   -- subcommands applied to the shadow and, at the swap, to the table
+    swap_sql        text[] NOT NULL DEFAULT '{}',   -- run in the swap transaction, after the storage swap
+    index_sql       text[] NOT NULL DEFAULT '{}',   -- indexes and index-backed constraints, built after the copy
+    post_swap_sql   text[] NOT NULL DEFAULT '{}',   -- after the swap, one transaction each (VALIDATE)
+    altered_columns text[] NOT NULL DEFAULT '{}',   -- columns whose type the ALTER changes
+    added_columns   text[] NOT NULL DEFAULT '{}',   -- columns the ALTER adds
+    copy_targets    text,                           -- INSERT column list
+    copy_exprs      text,                           -- SELECT list over the original (alias o)
+    log_keys        text,                           -- key columns of the log (alias l)
+    log_as_orig     text,                           -- the log's keys named as the original's key columns
+    key_map         text,                           -- SELECT list mapping those into the shadow's key values
+    shadow_keys     text,                           -- key columns of the shadow (alias s)
+    orig_keys       text,                           -- key columns of the original (alias o)
+    -- progress
+    copy_next       bigint NOT NULL DEFAULT 0,      -- next heap block to copy
+    copy_end        bigint,                         -- heap blocks to copy (fixed when the copy starts)
+    indexes_built   integer NOT NULL DEFAULT 0,
+    post_swap_done  integer NOT NULL DEFAULT 0,
+    rows_copied     bigint NOT NULL DEFAULT 0,
+    rows_total      bigint,
+    rows_replayed   bigint NOT NULL DEFAULT 0,
+    backlog         bigint NOT NULL DEFAULT 0,
+    rate_rows_s     numeric,
+    swap_attempts   integer NOT NULL DEFAULT 0,
+    worker_pid      integer,
+    started_at      timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+    updated_at      timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+    finished_at     timestamptz,
+    error           text,
+    error_sqlstate  text,
+    error_detail    text,
+    CONSTRAINT migrations_phase_check CHECK (phase IN
+        ('copying', 'indexing', 'replaying', 'ready', 'swapping', 'validating', 'done', 'failed', 'aborted'))
+);
+COMMENT ON TABLE migrate.migrations IS
+    'halo_migrate: one row per migration; read it through migrate.status()';
+
+-- One live migration per table.
+CREATE UNIQUE INDEX migrations_one_live_per_table ON migrate.migrations (relid)
+    WHERE phase NOT IN ('done', 'failed', 'aborted');
+
+ALTER TABLE migrate.migrations ENABLE ROW LEVEL SECURITY;
+CREATE POLICY migrations_own_rows ON migrate.migrations
+    USING (pg_catalog.pg_has_role(role_oid, 'MEMBER'))
+    WITH CHECK (role_oid = current_user::regrole::oid);
+GRANT SELECT, INSERT, UPDATE, DELETE ON migrate.migrations TO PUBLIC;
+
+-- DDL on a table while it is being migrated would make the shadow diverge:
+-- refuse it, unless it is the migration's own swap.
+CREATE FUNCTION migrate.refuse_ddl_during_migration() RETURNS event_trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    busy text;
+BEGIN
+    IF current_setting('halo_migrate.swapping', true) = 'on' THEN
+        RETURN;
+    END IF;
+    SELECT m.table_name INTO busy
+      FROM pg_event_trigger_ddl_commands() c
+      JOIN migrate.migrations m
+        ON m.relid = c.objid
+        OR m.relid = (SELECT i.indrelid FROM pg_index i WHERE i.indexrelid = c.objid)
+     WHERE c.classid = 'pg_class'::regclass
+       AND m.phase NOT IN ('done', 'failed', 'aborted')
+     LIMIT 1;
+    IF busy IS NOT NULL THEN
+        RAISE EXCEPTION 'table % is being migrated by halo_migrate', busy
+            USING ERRCODE = 'object_in_use',
+                  DETAIL = 'Changing its definition now would make the migration''s copy diverge from it.',
+                  HINT = 'Wait for migrate.finish(), or cancel the migration with migrate.abort() first.';
+    END IF;
+END
+$fn$;
+COMMENT ON FUNCTION migrate.refuse_ddl_during_migration() IS
+    'halo_migrate: refuses ALTER TABLE / CREATE INDEX on a table while it is being migrated';
+
+CREATE FUNCTION migrate.refuse_drop_during_migration() RETURNS event_trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    busy text;
+BEGIN
+    IF current_setting('halo_migrate.swapping', true) = 'on' THEN
+        RETURN;
+    END IF;
+    SELECT m.table_name INTO busy
+      FROM pg_event_trigger_dropped_objects() d
+      JOIN migrate.migrations m ON m.relid = d.objid
+     WHERE d.classid = 'pg_class'::regclass
+       AND m.phase NOT IN ('done', 'failed', 'aborted')
+     LIMIT 1;
+    IF busy IS NOT NULL THEN
+        RAISE EXCEPTION 'table % is being migrated by halo_migrate', busy
+            USING ERRCODE = 'object_in_use',
+                  HINT = 'Cancel the migration with migrate.abort() first.';
+    END IF;
+END
+$fn$;
+COMMENT ON FUNCTION migrate.refuse_drop_during_migration() IS
+    'halo_migrate: refuses DROP TABLE of a table while it is being migrated';
+
+CREATE EVENT TRIGGER halo_migrate_refuse_ddl ON ddl_command_end
+    WHEN TAG IN ('ALTER TABLE', 'CREATE INDEX', 'ALTER INDEX')
+    EXECUTE FUNCTION migrate.refuse_ddl_during_migration();
+CREATE EVENT TRIGGER halo_migrate_refuse_drop ON sql_drop
+    WHEN TAG IN ('DROP TABLE')
+    EXECUTE FUNCTION migrate.refuse_drop_during_migration();
+
+CREATE FUNCTION migrate.status(tbl regclass DEFAULT NULL)
+RETURNS TABLE (id bigint, table_name text, alter_sql text, strategy text, phase text,
+               rows_copied bigint, rows_total bigint, percent numeric, backlog bigint,
+               rate_rows_s numeric, eta interval, worker_pid integer,
+               started_at timestamptz, updated_at timestamptz, error text)
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $fn$
+    SELECT m.id, m.table_name, m.alter_sql, m.strategy, m.phase,
+           m.rows_copied, m.rows_total,
+           CASE WHEN m.phase = 'done' THEN 100.0
+                WHEN m.rows_total > 0 THEN round(100.0 * least(m.rows_copied, m.rows_total) / m.rows_total, 1)
+                WHEN m.phase <> 'copying' THEN 100.0 END,
+           m.backlog,
+           r.rate,
+           CASE WHEN m.phase IN ('copying', 'indexing', 'replaying') AND r.rate > 0
+                THEN make_interval(secs => round((greatest(m.rows_total - m.rows_copied, 0) + m.backlog) / r.rate, 1)::float8)
+                WHEN m.phase IN ('ready', 'done') THEN interval '0' END,
+           CASE WHEN EXISTS (SELECT 1 FROM pg_stat_activity a
+                              WHERE a.pid = m.worker_pid AND a.backend_type = 'halo_migrate worker')
+                THEN m.worker_pid END,
+           m.started_at, m.updated_at, m.error
+      FROM migrate.migrations m
+      CROSS JOIN LATERAL (SELECT round(m.rows_copied / nullif(extract(epoch FROM m.updated_at - m.started_at), 0), 0) AS rate) r
+     WHERE tbl IS NULL OR m.relid = tbl
+     ORDER BY m.id DESC
+$fn$;
+COMMENT ON FUNCTION migrate.status(regclass) IS
+    'halo_migrate: every migration (of one table, if given), newest first: phase, progress, backlog, rate, ETA, worker, error';

@@ -1,0 +1,214 @@
+//! The state of each migration: one row of `migrate.migrations`.
+//!
+//! Progress is written in the same transaction as the work it describes (a
+//! copied batch, a replayed batch, the swap), so the row is always exactly as
+//! far as the committed work: a restarted worker continues from it.
+
+use crate::error::{MigrateError, Result};
+use crate::spi::{self, get};
+use pgrx::pg_sys::Oid;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    Copying,
+    Indexing,
+    Replaying,
+    Ready,
+    Swapping,
+    Validating,
+    Done,
+    Failed,
+    Aborted,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Copying => "copying",
+            Phase::Indexing => "indexing",
+            Phase::Replaying => "replaying",
+            Phase::Ready => "ready",
+            Phase::Swapping => "swapping",
+            Phase::Validating => "validating",
+            Phase::Done => "done",
+            Phase::Failed => "failed",
+            Phase::Aborted => "aborted",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Phase> {
+        use Phase::*;
+        [
+            Copying, Indexing, Replaying, Ready, Swapping, Validating, Done, Failed, Aborted,
+        ]
+        .into_iter()
+        .find(|p| p.as_str() == s)
+        .ok_or_else(|| MigrateError::Internal(format!("unknown phase \"{s}\"")))
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Phase::Done | Phase::Failed | Phase::Aborted)
+    }
+}
+
+/// One migration, as stored.
+#[derive(Clone, Debug)]
+pub struct Migration {
+    pub id: i64,
+    pub relid: Oid,
+    pub table_name: String,
+    pub phase: Phase,
+    #[allow(dead_code)] // shown by status(); the worker connects as it
+    pub role_oid: Oid,
+    pub batch_rows: i32,
+    pub lock_timeout_ms: i32,
+    pub auto_finish: bool,
+    pub background: bool,
+    pub relfilenode: Oid,
+    pub search_path: String,
+    pub shadow_sql: Vec<String>,
+    pub swap_sql: Vec<String>,
+    pub index_sql: Vec<String>,
+    pub post_swap_sql: Vec<String>,
+    pub altered_columns: Vec<String>,
+    pub added_columns: Vec<String>,
+    pub copy_targets: String,
+    pub copy_exprs: String,
+    pub log_keys: String,
+    pub log_as_orig: String,
+    pub key_map: String,
+    pub shadow_keys: String,
+    pub orig_keys: String,
+    pub copy_next: i64,
+    pub copy_end: i64,
+    pub indexes_built: i32,
+    pub post_swap_done: i32,
+    pub rows_copied: i64,
+    pub rows_total: i64,
+    pub worker_pid: Option<i32>,
+    pub error: Option<String>,
+    pub error_sqlstate: Option<String>,
+    pub error_detail: Option<String>,
+}
+
+const COLUMNS: &str = "id, relid, table_name, phase, role_oid, batch_rows, lock_timeout_ms, auto_finish, background,
+    coalesce(relfilenode, 0), search_path, shadow_sql, swap_sql, index_sql, post_swap_sql, altered_columns, added_columns,
+    coalesce(copy_targets, ''), coalesce(copy_exprs, ''), coalesce(log_keys, ''), coalesce(log_as_orig, ''),
+    coalesce(key_map, ''), coalesce(shadow_keys, ''), coalesce(orig_keys, ''),
+    copy_next, coalesce(copy_end, 0), indexes_built, post_swap_done, rows_copied, coalesce(rows_total, 0),
+    worker_pid, error, error_sqlstate, error_detail";
+
+fn from_row(r: &spi::Row) -> Result<Migration> {
+    Ok(Migration {
+        id: get(r, 1)?,
+        relid: get(r, 2)?,
+        table_name: get(r, 3)?,
+        phase: Phase::parse(&get::<String>(r, 4)?)?,
+        role_oid: get(r, 5)?,
+        batch_rows: get(r, 6)?,
+        lock_timeout_ms: get(r, 7)?,
+        auto_finish: get(r, 8)?,
+        background: get(r, 9)?,
+        relfilenode: get(r, 10)?,
+        search_path: get(r, 11)?,
+        shadow_sql: get(r, 12)?,
+        swap_sql: get(r, 13)?,
+        index_sql: get(r, 14)?,
+        post_swap_sql: get(r, 15)?,
+        altered_columns: get(r, 16)?,
+        added_columns: get(r, 17)?,
+        copy_targets: get(r, 18)?,
+        copy_exprs: get(r, 19)?,
+        log_keys: get(r, 20)?,
+        log_as_orig: get(r, 21)?,
+        key_map: get(r, 22)?,
+        shadow_keys: get(r, 23)?,
+        orig_keys: get(r, 24)?,
+        copy_next: get(r, 25)?,
+        copy_end: get(r, 26)?,
+        indexes_built: get(r, 27)?,
+        post_swap_done: get(r, 28)?,
+        rows_copied: get(r, 29)?,
+        rows_total: get(r, 30)?,
+        worker_pid: r.get(31)?,
+        error: r.get(32)?,
+        error_sqlstate: r.get(33)?,
+        error_detail: r.get(34)?,
+    })
+}
+
+/// The migration, locked for the caller's transaction so that only one
+/// driver (worker, `step()`, `finish()`) works on it at a time. `None` when
+/// it does not exist or another driver holds it.
+pub fn lock(id: i64) -> Result<Option<Migration>> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM migrate.migrations WHERE id = $1 FOR NO KEY UPDATE SKIP LOCKED"
+    );
+    Ok(spi::query(&sql, &[id.into()], from_row)?.into_iter().next())
+}
+
+/// The migration as last committed, without locking it.
+pub fn load(id: i64) -> Result<Option<Migration>> {
+    let sql = format!("SELECT {COLUMNS} FROM migrate.migrations WHERE id = $1");
+    Ok(spi::query(&sql, &[id.into()], from_row)?.into_iter().next())
+}
+
+/// The table's live migration, else its most recent one.
+pub fn latest_for_table(relid: Oid) -> Result<Option<Migration>> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM migrate.migrations WHERE relid = $1
+          ORDER BY phase IN ('done', 'failed', 'aborted'), id DESC LIMIT 1"
+    );
+    Ok(spi::query(&sql, &[relid.into()], from_row)?
+        .into_iter()
+        .next())
+}
+
+/// Run an UPDATE of this migration's row; `set` is the SET list, with the
+/// id as `$1` and further values from `$2`.
+pub fn update(id: i64, set: &str, args: Vec<pgrx::datum::DatumWithOid<'static>>) -> Result<()> {
+    let mut all = vec![id.into()];
+    all.extend(args);
+    spi::exec(
+        &format!("UPDATE migrate.migrations SET {set}, updated_at = pg_catalog.clock_timestamp() WHERE id = $1"),
+        &all,
+    )
+}
+
+pub fn set_phase(id: i64, phase: Phase) -> Result<()> {
+    let finished = if phase.is_terminal() {
+        ", finished_at = pg_catalog.clock_timestamp()"
+    } else {
+        ""
+    };
+    update(
+        id,
+        &format!("phase = $2{finished}"),
+        vec![phase.as_str().into()],
+    )
+}
+
+/// Record a failure: the phase, the error and when.
+pub fn set_failed(id: i64, phase: Phase, e: &MigrateError) -> Result<()> {
+    update(
+        id,
+        "phase = $2, error = $3, error_sqlstate = $4, error_detail = $5, finished_at = pg_catalog.clock_timestamp()",
+        vec![
+            phase.as_str().into(),
+            e.to_string().into(),
+            crate::error::sqlstate_text(e.sqlstate()).into(),
+            e.detail().into(),
+        ],
+    )
+}
+
+/// Is this backend pid a live halo_migrate worker?
+pub fn worker_alive(pid: Option<i32>) -> Result<bool> {
+    let Some(pid) = pid else { return Ok(false) };
+    let alive = spi::query(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity WHERE pid = $1 AND backend_type = 'halo_migrate worker')",
+        &[pid.into()],
+        |r| get::<bool>(r, 1),
+    )?;
+    Ok(alive.first().copied().unwrap_or(false))
+}

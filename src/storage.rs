@@ -1,0 +1,148 @@
+//! Storage-level operations of the swap: what SQL cannot express.
+//!
+//! The swap keeps the original table's OID, and so every catalog entry that
+//! points at it (grants, comments, triggers, policies, foreign keys, views,
+//! publications, sequences, replica identity, …). Only its storage changes:
+//!
+//! 1. [`empty_storage`] gives the table new empty files, the way TRUNCATE
+//!    does inside a transaction, but fires no trigger and logs no TRUNCATE for
+//!    logical decoding. The user's ALTER then runs on the empty table (cheap).
+//! 2. [`swap_storage`] exchanges the files of the table and the shadow (and of
+//!    each pair of indexes) in `pg_class`, as pg_repack and CLUSTER do.
+//!
+//! Invariants: callers hold ACCESS EXCLUSIVE on every relation passed here;
+//! everything is transactional (new files are dropped at abort, old ones at
+//! commit); the caller has checked that the two relations have the same
+//! physical row layout before swapping.
+
+use pgrx::pg_sys;
+use pgrx::pg_sys::Oid;
+use pgrx::IntoDatum;
+
+/// New, empty storage for `relid`, its TOAST table and all their indexes.
+pub fn empty_storage(relid: Oid) {
+    // SAFETY: called inside a transaction; relation_open takes (or re-takes)
+    // ACCESS EXCLUSIVE, so no other backend uses the relation; the Relation
+    // pointers are used only while open. This is TRUNCATE's transactional
+    // path (ExecuteTruncateGuts) without triggers and logical-decoding records.
+    unsafe {
+        let rel = pg_sys::relation_open(relid, pg_sys::AccessExclusiveLock as _);
+        pg_sys::RelationSetNewRelfilenode(rel, (*(*rel).rd_rel).relpersistence);
+        let toast = (*(*rel).rd_rel).reltoastrelid;
+        pg_sys::relation_close(rel, pg_sys::NoLock as _);
+        if toast != pg_sys::InvalidOid {
+            let t = pg_sys::relation_open(toast, pg_sys::AccessExclusiveLock as _);
+            pg_sys::RelationSetNewRelfilenode(t, (*(*t).rd_rel).relpersistence);
+            pg_sys::relation_close(t, pg_sys::NoLock as _);
+        }
+        let mut params = pg_sys::ReindexParams {
+            options: 0,
+            tablespaceOid: pg_sys::InvalidOid,
+        };
+        pg_sys::reindex_relation(relid, pg_sys::REINDEX_REL_PROCESS_TOAST as _, &mut params);
+        pg_sys::CommandCounterIncrement();
+    }
+}
+
+/// Exchange the storage of two relations of the same kind in `pg_class`:
+/// files, tablespace, size statistics and freeze horizons. With `toast_links`
+/// (heaps), the TOAST tables change owner too: TOAST pointers inside the rows
+/// name their TOAST table by OID, so the TOAST table must follow the rows.
+pub fn swap_storage(r1: Oid, r2: Oid, toast_links: bool) {
+    // SAFETY: inside a transaction, with ACCESS EXCLUSIVE held on both
+    // relations by the caller. The tuples are palloc'd copies from the
+    // syscache, modified and written back with CatalogTupleUpdate (which
+    // registers the relcache invalidations); pg_class is opened and closed
+    // here with RowExclusiveLock, as cluster.c's swap_relation_files does.
+    unsafe {
+        let class = pg_sys::table_open(pg_sys::RelationRelationId, pg_sys::RowExclusiveLock as _);
+        let t1 = class_tuple(r1);
+        let t2 = class_tuple(r2);
+        let f1 = pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_class>(t1);
+        let f2 = pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_class>(t2);
+        assert_eq!(
+            (*f1).relkind,
+            (*f2).relkind,
+            "swap_storage: relations of different kinds"
+        );
+        std::mem::swap(&mut (*f1).relfilenode, &mut (*f2).relfilenode);
+        std::mem::swap(&mut (*f1).reltablespace, &mut (*f2).reltablespace);
+        std::mem::swap(&mut (*f1).relpages, &mut (*f2).relpages);
+        std::mem::swap(&mut (*f1).reltuples, &mut (*f2).reltuples);
+        std::mem::swap(&mut (*f1).relallvisible, &mut (*f2).relallvisible);
+        std::mem::swap(&mut (*f1).relfrozenxid, &mut (*f2).relfrozenxid);
+        std::mem::swap(&mut (*f1).relminmxid, &mut (*f2).relminmxid);
+        if toast_links {
+            std::mem::swap(&mut (*f1).reltoastrelid, &mut (*f2).reltoastrelid);
+        }
+        pg_sys::CatalogTupleUpdate(class, &mut (*t1).t_self, t1);
+        pg_sys::CatalogTupleUpdate(class, &mut (*t2).t_self, t2);
+        if toast_links {
+            let pairs = [((*f1).reltoastrelid, r1), ((*f2).reltoastrelid, r2)];
+            for (toast, _) in pairs {
+                if toast != pg_sys::InvalidOid {
+                    pg_sys::deleteDependencyRecordsFor(pg_sys::RelationRelationId, toast, false);
+                }
+            }
+            for (toast, owner) in pairs {
+                if toast != pg_sys::InvalidOid {
+                    let toast_obj = address(toast);
+                    let owner_obj = address(owner);
+                    pg_sys::recordDependencyOn(
+                        &toast_obj,
+                        &owner_obj,
+                        pg_sys::DependencyType::DEPENDENCY_INTERNAL,
+                    );
+                }
+            }
+        }
+        pg_sys::heap_freetuple(t1);
+        pg_sys::heap_freetuple(t2);
+        pg_sys::table_close(class, pg_sys::RowExclusiveLock as _);
+        pg_sys::CommandCounterIncrement();
+    }
+}
+
+/// Rename a relation without permission checks (TOAST tables and their
+/// indexes, which SQL cannot rename): used to give the swapped-in TOAST table
+/// the name PostgreSQL expects, `pg_toast_<table oid>`.
+pub fn rename_internal(relid: Oid, name: &str, is_index: bool) {
+    let cname = std::ffi::CString::new(name).expect("relation names have no NUL");
+    // SAFETY: inside a transaction; the relation exists and the caller holds
+    // ACCESS EXCLUSIVE on its owning table; `cname` outlives the call.
+    unsafe {
+        pg_sys::RenameRelationInternal(relid, cname.as_ptr(), true, is_index);
+        pg_sys::CommandCounterIncrement();
+    }
+}
+
+/// A palloc'd copy of the relation's pg_class tuple.
+unsafe fn class_tuple(relid: Oid) -> pg_sys::HeapTuple {
+    let key = relid.into_datum().expect("an Oid is never NULL");
+    let zero = pg_sys::Datum::from(0usize);
+    // SAFETY (caller): inside a transaction; SearchSysCacheCopy returns a
+    // palloc'd copy or NULL.
+    let tuple = unsafe {
+        pg_sys::SearchSysCacheCopy(
+            pg_sys::SysCacheIdentifier::RELOID as _,
+            key,
+            zero,
+            zero,
+            zero,
+        )
+    };
+    assert!(
+        !tuple.is_null(),
+        "cache lookup failed for relation {}",
+        relid.to_u32()
+    );
+    tuple
+}
+
+fn address(relid: Oid) -> pg_sys::ObjectAddress {
+    pg_sys::ObjectAddress {
+        classId: pg_sys::RelationRelationId,
+        objectId: relid,
+        objectSubId: 0,
+    }
+}

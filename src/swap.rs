@@ -1,0 +1,241 @@
+//! The swap: one transaction, under ACCESS EXCLUSIVE taken with lock_timeout.
+//!
+//! 1. Lock the table and the shadow; check nothing rewrote the table.
+//! 2. Drain the capture log into the shadow: now shadow = ALTER(table).
+//! 3. Foreign keys (either direction) on columns whose type changes are
+//!    dropped here and re-added NOT VALID afterwards, to be validated after
+//!    the swap without blocking writes.
+//! 4. Give the table empty storage and run the user's ALTER on it: the
+//!    catalogs change exactly as a plain ALTER would change them — names,
+//!    grants, comments, triggers, policies, views, publications, sequences,
+//!    replica identity, statistics targets all stay — but there is no data to
+//!    rewrite.
+//! 5. Check the table's new row layout and index set are the shadow's, then
+//!    exchange their storage (`storage.rs`), and drop the shadow, the log and
+//!    the capture function.
+//!
+//! Any error rolls all of it back; the caller decides whether to retry (lock
+//! timeout) or to fail the migration.
+
+use crate::capture;
+use crate::copy;
+use crate::error::{MigrateError, Result};
+use crate::ident::{Ident, QualifiedName};
+use crate::plan::sqlgen;
+use crate::replay;
+use crate::spi::{self, get, CATALOG_PATH};
+use crate::state::Migration;
+use crate::storage;
+use pgrx::pg_sys::Oid;
+
+/// A foreign key taken off for the swap.
+struct ForeignKey {
+    table: QualifiedName,
+    name: String,
+    definition: String,
+    validated: bool,
+}
+
+/// Perform the swap. Returns the statements to run after it (VALIDATE).
+pub fn swap(m: &Migration, table: &QualifiedName) -> Result<Vec<String>> {
+    let oid = m.relid.to_u32();
+    let shadow = sqlgen::shadow_table(oid);
+    spi::exec(&format!("LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"), &[])?;
+    spi::exec(
+        &format!("LOCK TABLE {shadow} IN ACCESS EXCLUSIVE MODE"),
+        &[],
+    )?;
+    copy::check_not_rewritten(m)?;
+    while replay::replay_batch(m, table, 100_000)? > 0 {}
+
+    let shadow_oid = spi::query(
+        "SELECT $1::pg_catalog.regclass::oid",
+        &[shadow.to_string().into()],
+        |r| get::<Oid>(r, 1),
+    )?[0];
+    let fks = spi::with_search_path(CATALOG_PATH, || {
+        foreign_keys_on(m.relid, &m.altered_columns)
+    })?;
+    for fk in &fks {
+        spi::exec(
+            &sqlgen::alter(
+                &fk.table,
+                &format!("DROP CONSTRAINT {}", Ident::new(&fk.name)),
+            ),
+            &[],
+        )?;
+    }
+
+    internal_ddl(true)?;
+    for sql in capture::drop_trigger_sql(oid, table) {
+        spi::exec(&sql, &[])?;
+    }
+    storage::empty_storage(m.relid);
+    if !m.shadow_sql.is_empty() {
+        spi::exec(&sqlgen::alter(table, &m.shadow_sql.join(", ")), &[])?;
+    }
+    check_same_layout(m.relid, shadow_oid)?;
+    let pairs = index_pairs(m.relid, shadow_oid)?;
+    storage::swap_storage(m.relid, shadow_oid, true);
+    for (a, b) in pairs {
+        storage::swap_storage(a, b, false);
+    }
+    carry_sequences(m, table, &shadow)?;
+    spi::exec(&format!("DROP TABLE {shadow}"), &[])?;
+    capture::drop_log(oid)?;
+    rename_toast(m.relid)?;
+
+    let mut after = Vec::new();
+    for fk in &fks {
+        let def = if fk.validated {
+            format!("{} NOT VALID", fk.definition)
+        } else {
+            fk.definition.clone()
+        };
+        spi::exec(
+            &sqlgen::alter(
+                &fk.table,
+                &format!("ADD CONSTRAINT {} {def}", Ident::new(&fk.name)),
+            ),
+            &[],
+        )?;
+        if fk.validated {
+            after.push(sqlgen::validate(&fk.table, &fk.name));
+        }
+    }
+    for sql in &m.swap_sql {
+        spi::exec(sql, &[])?;
+    }
+    internal_ddl(false)?;
+    Ok(after)
+}
+
+/// Tell the DDL event trigger that this transaction's DDL is the migration's own.
+pub fn internal_ddl(on: bool) -> Result<()> {
+    spi::exec(
+        "SELECT pg_catalog.set_config('halo_migrate.swapping', $1, true)",
+        &[if on { "on" } else { "off" }.into()],
+    )
+}
+
+/// Foreign keys from or to the table that involve a column whose type changes.
+fn foreign_keys_on(relid: Oid, altered: &[String]) -> Result<Vec<ForeignKey>> {
+    if altered.is_empty() {
+        return Ok(vec![]);
+    }
+    spi::query(
+        "SELECT n.nspname::text, c.relname::text, con.conname::text,
+                pg_catalog.pg_get_constraintdef(con.oid), con.convalidated
+           FROM pg_catalog.pg_constraint con
+           JOIN pg_catalog.pg_class c ON c.oid = con.conrelid
+           JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+          WHERE con.contype = 'f' AND con.conrelid <> con.confrelid
+            AND ((con.confrelid = $1 AND EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
+                      WHERE a.attrelid = $1 AND a.attnum = ANY (con.confkey) AND a.attname = ANY ($2)))
+              OR (con.conrelid = $1 AND EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
+                      WHERE a.attrelid = $1 AND a.attnum = ANY (con.conkey) AND a.attname = ANY ($2))))
+          ORDER BY con.oid",
+        &[relid.into(), altered.to_vec().into()],
+        |r| {
+            Ok(ForeignKey {
+                table: QualifiedName::new(get::<String>(r, 1)?, get::<String>(r, 2)?),
+                name: get(r, 3)?,
+                definition: get(r, 4)?,
+                validated: get(r, 5)?,
+            })
+        },
+    )
+}
+
+/// The table (after the ALTER on its empty storage) and the shadow must have
+/// the same physical rows: same attributes in the same positions, same types.
+fn check_same_layout(relid: Oid, shadow: Oid) -> Result<()> {
+    let diff = spi::query(
+        "WITH a AS (
+            SELECT attrelid, attnum, attisdropped,
+                   CASE WHEN attisdropped THEN '' ELSE attname::text END AS name,
+                   CASE WHEN attisdropped THEN 0 ELSE atttypid END AS typid,
+                   CASE WHEN attisdropped THEN 0 ELSE atttypmod END AS typmod,
+                   CASE WHEN attisdropped THEN 0 ELSE attcollation END AS coll,
+                   attisdropped OR attnotnull AS not_null,
+                   CASE WHEN attisdropped THEN '' ELSE attgenerated::text END AS gen
+              FROM pg_catalog.pg_attribute WHERE attrelid IN ($1, $2) AND attnum > 0),
+         t AS (SELECT attnum, attisdropped, name, typid, typmod, coll, not_null, gen FROM a WHERE attrelid = $1),
+         s AS (SELECT attnum, attisdropped, name, typid, typmod, coll, not_null, gen FROM a WHERE attrelid = $2)
+         SELECT pg_catalog.string_agg(attnum::text, ', ') FROM ((TABLE t EXCEPT TABLE s) UNION (TABLE s EXCEPT TABLE t)) d",
+        &[relid.into(), shadow.into()],
+        |r| r.get::<String>(1).map_err(Into::into),
+    )?;
+    match diff.into_iter().next().flatten() {
+        None => Ok(()),
+        Some(cols) => Err(MigrateError::Internal(format!(
+            "after the ALTER the table and the shadow differ in columns {cols}; the swap was not done"
+        ))),
+    }
+}
+
+/// Pairs (table index, shadow index) by name, each pair checked to be the
+/// same index definition.
+fn index_pairs(relid: Oid, shadow: Oid) -> Result<Vec<(Oid, Oid)>> {
+    let rows = spi::query(
+        "WITH i AS (
+            SELECT x.indrelid, x.indexrelid, c.relname::text AS name,
+                   ROW(c.relam, x.indisunique, x.indisprimary, x.indisexclusion, x.indnullsnotdistinct,
+                       x.indnatts, x.indnkeyatts, x.indkey::text, x.indclass::text, x.indcollation::text,
+                       x.indoption::text, pg_catalog.pg_get_expr(x.indexprs, x.indrelid),
+                       pg_catalog.pg_get_expr(x.indpred, x.indrelid))::text AS def
+              FROM pg_catalog.pg_index x JOIN pg_catalog.pg_class c ON c.oid = x.indexrelid
+             WHERE x.indrelid IN ($1, $2))
+         SELECT coalesce(t.name, s.name), t.indexrelid, s.indexrelid, t.def IS NOT DISTINCT FROM s.def
+           FROM (SELECT * FROM i WHERE indrelid = $1) t
+           FULL JOIN (SELECT * FROM i WHERE indrelid = $2) s ON s.name = t.name",
+        &[relid.into(), shadow.into()],
+        |r| Ok((get::<String>(r, 1)?, r.get::<Oid>(2)?, r.get::<Oid>(3)?, get::<bool>(r, 4)?)),
+    )?;
+    rows.into_iter()
+        .map(|(name, t, s, same)| match (t, s, same) {
+            (Some(t), Some(s), true) => Ok((t, s)),
+            _ => Err(MigrateError::Internal(format!(
+                "index \"{name}\" differs between the table and the shadow after the ALTER; the swap was not done"
+            ))),
+        })
+        .collect()
+}
+
+/// A column the ALTER adds with its own sequence (serial, identity) got
+/// values from the shadow's sequence during the copy: carry its position
+/// over to the table's new sequence.
+fn carry_sequences(m: &Migration, table: &QualifiedName, shadow: &QualifiedName) -> Result<()> {
+    for col in &m.added_columns {
+        let seqs = spi::query(
+            "SELECT pg_catalog.pg_get_serial_sequence($1, $3), pg_catalog.pg_get_serial_sequence($2, $3)",
+            &[table.to_string().into(), shadow.to_string().into(), col.clone().into()],
+            |r| Ok((r.get::<String>(1)?, r.get::<String>(2)?)),
+        )?;
+        if let Some((Some(to), Some(from))) = seqs.into_iter().next() {
+            spi::exec(
+                &format!("SELECT pg_catalog.setval($1::pg_catalog.regclass, last_value, is_called) FROM {from}"),
+                &[to.into()],
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// The TOAST table that came with the shadow's rows gets the name
+/// PostgreSQL gives the table's TOAST table.
+fn rename_toast(relid: Oid) -> Result<()> {
+    let toast = spi::query(
+        "SELECT c.reltoastrelid, (SELECT indexrelid FROM pg_catalog.pg_index WHERE indrelid = c.reltoastrelid LIMIT 1)
+           FROM pg_catalog.pg_class c WHERE c.oid = $1 AND c.reltoastrelid <> 0",
+        &[relid.into()],
+        |r| Ok((get::<Oid>(r, 1)?, r.get::<Oid>(2)?)),
+    )?;
+    if let Some((t, idx)) = toast.into_iter().next() {
+        storage::rename_internal(t, &format!("pg_toast_{}", relid.to_u32()), false);
+        if let Some(i) = idx {
+            storage::rename_internal(i, &format!("pg_toast_{}_index", relid.to_u32()), true);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,163 @@
+//! The background worker that drives one migration.
+//!
+//! Launched by `start()` as a dynamic background worker (no
+//! shared_preload_libraries needed), connected to the same database as the
+//! role that called `start()` — never with more privilege. It first waits
+//! for `start()`'s transaction: if that rolled back, there is nothing to do.
+//! Then it loops: one unit of work per transaction (`driver::step`), pausing
+//! when idle, until the migration is over or it is asked to stop (SIGTERM is
+//! honoured between units, never in the middle of one).
+//!
+//! An ERROR inside a unit aborts that transaction; the worker then records
+//! the failure and cleans up in a fresh transaction (`driver::fail`).
+
+use crate::driver::{self, Cutover, Outcome};
+use crate::error::{MigrateError, Result};
+use crate::spi;
+use crate::state;
+use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags};
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use std::panic::AssertUnwindSafe;
+use std::time::Duration;
+
+pub const BACKEND_TYPE: &str = "halo_migrate worker";
+
+/// Launch the worker for migration `id`. `start_xid` is the transaction
+/// that created the migration.
+pub fn launch(id: i64, role: pg_sys::Oid, start_xid: i64) -> Result<()> {
+    // SAFETY: reading backend-global identifiers of the current session.
+    let db = unsafe { pg_sys::MyDatabaseId };
+    BackgroundWorkerBuilder::new(&format!("halo_migrate migration {id}"))
+        .set_type(BACKEND_TYPE)
+        .set_library("halo_migrate")
+        .set_function("halo_migrate_worker_main")
+        .set_argument(id.into_datum())
+        .set_extra(&format!("{} {} {start_xid}", db.to_u32(), role.to_u32()))
+        .enable_spi_access()
+        .load_dynamic()
+        .map(|_| ())
+        .map_err(|_| MigrateError::Postgres {
+            code: PgSqlErrorCode::ERRCODE_CONFIGURATION_LIMIT_EXCEEDED,
+            message: "could not start a halo_migrate background worker".into(),
+            detail: Some("All background worker slots are in use.".into()),
+            hint: Some(
+                "Raise max_worker_processes, or start with background => false and drive the \
+                 migration with migrate.step() (for example from pg_cron)."
+                    .into(),
+            ),
+            context: "while starting the migration".into(),
+        })
+}
+
+#[pg_guard]
+#[no_mangle]
+pub extern "C-unwind" fn halo_migrate_worker_main(arg: pg_sys::Datum) {
+    let id = arg.value() as i64;
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    let extra: Vec<u64> = BackgroundWorker::get_extra()
+        .split_whitespace()
+        .filter_map(|s| s.parse().ok())
+        .collect();
+    let [db, role, start_xid] = extra[..] else {
+        log!("halo_migrate worker: malformed start arguments");
+        return;
+    };
+    BackgroundWorker::connect_worker_to_spi_by_oid(
+        Some(pg_sys::Oid::from(db as u32)),
+        Some(pg_sys::Oid::from(role as u32)),
+    );
+
+    if !wait_for_start(id, start_xid as i64) {
+        return;
+    }
+    let registered = transaction(|| {
+        spi::exec(
+            "SELECT pg_catalog.set_config('application_name', $1, false)",
+            &[format!("halo_migrate migration {id}").into()],
+        )?;
+        // SAFETY: reading this backend's own pid.
+        let pid = unsafe { pg_sys::MyProcPid };
+        state::update(id, "worker_pid = $2", vec![pid.into()])
+    });
+    if let Err(e) = registered {
+        log!("halo_migrate worker for migration {id}: {e}");
+        return;
+    }
+
+    while !BackgroundWorker::sigterm_received() {
+        match transaction(|| driver::step(id, Cutover::WhenRequested)) {
+            Ok(Outcome::Progress(_)) => {}
+            Ok(Outcome::Idle { ms, .. }) => {
+                BackgroundWorker::wait_latch(Some(Duration::from_millis(ms)));
+            }
+            Ok(Outcome::Busy) => {
+                BackgroundWorker::wait_latch(Some(Duration::from_millis(500)));
+            }
+            Ok(Outcome::Finished(_)) => break,
+            Err(e) => {
+                log!("halo_migrate migration {id} failed: {e}");
+                if let Err(e2) = transaction(|| driver::fail(id, &e)) {
+                    log!("halo_migrate migration {id}: recording the failure failed too: {e2}");
+                }
+                break;
+            }
+        }
+    }
+    let _ = transaction(|| state::update(id, "worker_pid = NULL", vec![]));
+}
+
+/// Wait until `start()`'s transaction is over: true if it committed.
+fn wait_for_start(id: i64, xid: i64) -> bool {
+    loop {
+        let status = transaction(|| {
+            spi::text(
+                "SELECT pg_catalog.pg_xact_status($1::text::pg_catalog.xid8)",
+                &[xid.into()],
+            )
+        });
+        match status.ok().flatten().as_deref() {
+            Some("committed") => return true,
+            Some("in progress") => {}
+            _ => {
+                log!("halo_migrate migration {id}: start() did not commit; nothing to do");
+                return false;
+            }
+        }
+        if !BackgroundWorker::wait_latch(Some(Duration::from_millis(100))) {
+            return false;
+        }
+    }
+}
+
+/// Run `f` in a transaction of its own: committed if it returns `Ok`,
+/// aborted if it returns `Err` or raises an ERROR.
+fn transaction<R>(f: impl FnOnce() -> Result<R>) -> Result<R> {
+    // SAFETY: the worker is connected to a database and not inside a
+    // transaction (every path below ends the one it starts).
+    unsafe {
+        pg_sys::SetCurrentStatementStartTimestamp();
+        pg_sys::StartTransactionCommand();
+        pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
+    }
+    let f = AssertUnwindSafe(f);
+    let r = PgTryBuilder::new(move || {
+        let f = f;
+        (f.0)()
+    })
+    .catch_others(|e| Err(MigrateError::from_caught(e, "in the halo_migrate worker")))
+    .execute();
+    // SAFETY: the transaction started above is current: on success we pop
+    // our snapshot and commit; on error AbortCurrentTransaction releases
+    // snapshots, locks and memory, as PostgreSQL's own workers do.
+    unsafe {
+        match &r {
+            Ok(_) => {
+                pg_sys::PopActiveSnapshot();
+                pg_sys::CommitTransactionCommand();
+            }
+            Err(_) => pg_sys::AbortCurrentTransaction(),
+        }
+    }
+    r
+}
