@@ -205,6 +205,8 @@ pub fn set_failed(id: i64, phase: Phase, e: &MigrateError) -> Result<()> {
 /// Is this backend pid a live halo_migrate worker?
 pub fn worker_alive(pid: Option<i32>) -> Result<bool> {
     let Some(pid) = pid else { return Ok(false) };
+    // pg_stat_activity is read from a snapshot kept for the transaction: refresh it.
+    spi::exec("SELECT pg_catalog.pg_stat_clear_snapshot()", &[])?;
     let alive = spi::query(
         "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity WHERE pid = $1 AND backend_type = 'halo_migrate worker')",
         &[pid.into()],

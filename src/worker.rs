@@ -85,7 +85,7 @@ pub extern "C-unwind" fn halo_migrate_worker_main(arg: pg_sys::Datum) {
         return;
     }
 
-    while !BackgroundWorker::sigterm_received() {
+    while !stop_requested() {
         match transaction(|| driver::step(id, Cutover::WhenRequested)) {
             Ok(Outcome::Progress(_)) => {}
             Ok(Outcome::Idle { ms, .. }) => {
@@ -107,6 +107,13 @@ pub extern "C-unwind" fn halo_migrate_worker_main(arg: pg_sys::Datum) {
     let _ = transaction(|| state::update(id, "worker_pid = NULL", vec![]));
 }
 
+/// SIGTERM arrived (pgrx's own flag resets when read; PostgreSQL's stays set).
+fn stop_requested() -> bool {
+    // SAFETY: a sig_atomic_t flag of this process, set by the signal handler.
+    BackgroundWorker::sigterm_received()
+        || unsafe { std::ptr::read_volatile(&raw const pg_sys::ShutdownRequestPending) } != 0
+}
+
 /// Wait until `start()`'s transaction is over: true if it committed.
 fn wait_for_start(id: i64, xid: i64) -> bool {
     loop {
@@ -124,7 +131,8 @@ fn wait_for_start(id: i64, xid: i64) -> bool {
                 return false;
             }
         }
-        if !BackgroundWorker::wait_latch(Some(Duration::from_millis(100))) {
+        BackgroundWorker::wait_latch(Some(Duration::from_millis(100)));
+        if stop_requested() {
             return false;
         }
     }

@@ -126,13 +126,18 @@ fn finish_migration(tbl: Option<Regclass>, timeout: Option<Interval>) -> Result<
         &[CUTOVER_LOCK_KEY.into(), (id as i32).into()],
     )?;
     let mut last_notice = Instant::now();
+    let waiting_since = Instant::now();
     loop {
         let m = state::load(id)?
             .ok_or_else(|| MigrateError::Internal(format!("migration {id} vanished")))?;
         if let Some(s) = ended(&m)? {
             return Ok(s);
         }
-        let driven_by_worker = m.background && state::worker_alive(m.worker_pid)?;
+        // A background migration is the worker's; finish() drives it itself
+        // only when the worker is gone (or never showed up).
+        let driven_by_worker = m.background
+            && (state::worker_alive(m.worker_pid)?
+                || (m.worker_pid.is_none() && waiting_since.elapsed() < Duration::from_secs(10)));
         if !driven_by_worker && m.phase == Phase::Validating {
             // Our own swap's lock is held until this transaction commits:
             // validating here would block writes. Leave it to step().

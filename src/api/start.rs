@@ -265,7 +265,8 @@ fn start_rewrite(
     Ok(id)
 }
 
-/// PostgreSQL cannot change or drop a column a view uses; neither can we.
+/// PostgreSQL cannot change or drop a column a view or a policy uses;
+/// neither can we, and we say so before copying anything.
 fn refuse_view_dependencies(planned: &Planned, oid: pgrx::pg_sys::Oid) -> Result<()> {
     use crate::plan::model::CmdKind;
     let cols: Vec<String> = planned
@@ -282,22 +283,26 @@ fn refuse_view_dependencies(planned: &Planned, oid: pgrx::pg_sys::Oid) -> Result
         return Ok(());
     }
     let views = spi::query(
-        "SELECT pg_catalog.string_agg(DISTINCT v.oid::pg_catalog.regclass::text, ', ')
-           FROM pg_catalog.pg_depend d
-           JOIN pg_catalog.pg_rewrite r ON r.oid = d.objid
-           JOIN pg_catalog.pg_class v ON v.oid = r.ev_class
-           JOIN pg_catalog.pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
-          WHERE d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass
-            AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
-            AND d.refobjid = $1 AND v.oid <> $1 AND a.attname = ANY ($2)",
+        "SELECT pg_catalog.string_agg(DISTINCT dep, ', ') FROM (
+             SELECT 'view ' || v.oid::pg_catalog.regclass::text AS dep, d.refobjid, d.refobjsubid
+               FROM pg_catalog.pg_depend d
+               JOIN pg_catalog.pg_rewrite r ON r.oid = d.objid
+               JOIN pg_catalog.pg_class v ON v.oid = r.ev_class
+              WHERE d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass AND v.oid <> $1
+             UNION ALL
+             SELECT 'policy ' || pg_catalog.quote_ident(p.polname), d.refobjid, d.refobjsubid
+               FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_policy p ON p.oid = d.objid
+              WHERE d.classid = 'pg_catalog.pg_policy'::pg_catalog.regclass) x
+           JOIN pg_catalog.pg_attribute a ON a.attrelid = x.refobjid AND a.attnum = x.refobjsubid
+          WHERE x.refobjid = $1 AND a.attname = ANY ($2)",
         &[oid.into(), cols.clone().into()],
         |r| Ok(r.get::<String>(1)?),
     )?;
     if let Some(Some(v)) = views.into_iter().next() {
         return Err(MigrateError::not_supported(
-            "changing the type of, or dropping, a column a view uses",
+            "changing the type of, or dropping, a column a view or policy uses",
             format!("{v} use(s) column(s) {}.", cols.join(", ")),
-            "PostgreSQL refuses this ALTER too while the view exists: drop the view, migrate, and create it again.",
+            "PostgreSQL refuses this ALTER too while they exist: drop them, migrate, and create them again.",
         ));
     }
     Ok(())

@@ -128,15 +128,69 @@ pub fn mixed_write(
     for t in [table.to_string(), format!("{table}_control")] {
         let k = 1 + (i * 7919) % max_id;
         match i % 6 {
-            0 => tx.execute(&format!("INSERT INTO {t} (id, v, payload) VALUES ($1, $2, NULL) ON CONFLICT (id) DO NOTHING"), &[&(max_id + i), &i])?,
-            1 => tx.execute(&format!("UPDATE {t} SET v = v + 1 WHERE id = $1"), &[&k])?,
-            2 => tx.execute(&format!("UPDATE {t} SET id = id + 1000000000 WHERE id = $1"), &[&k])?,
-            3 => tx.execute(&format!("DELETE FROM {t} WHERE id = $1"), &[&k])?,
-            4 => tx.execute(&format!("UPDATE {t} SET payload = NULL WHERE id = $1"), &[&k])?,
-            _ => tx.execute(&format!("UPDATE {t} SET payload = $2 WHERE id = $1"), &[&k, &toasted])?,
+            // Parameters are cast in SQL so the statements fit the table
+            // before and after an ALTER changes its column types.
+            0 => tx.execute(
+                &format!("INSERT INTO {t} (id, v, payload) VALUES ($1::bigint, $2::bigint, NULL) ON CONFLICT (id) DO NOTHING"),
+                &[&(max_id + i), &i],
+            )?,
+            1 => tx.execute(&format!("UPDATE {t} SET v = v + 1 WHERE id = $1::bigint"), &[&k])?,
+            2 => tx.execute(&format!("UPDATE {t} SET id = id + 100000 WHERE id = $1::bigint"), &[&k])?,
+            3 => tx.execute(&format!("DELETE FROM {t} WHERE id = $1::bigint"), &[&k])?,
+            4 => tx.execute(&format!("UPDATE {t} SET payload = NULL WHERE id = $1::bigint"), &[&k])?,
+            _ => tx.execute(&format!("UPDATE {t} SET payload = $2 WHERE id = $1::bigint"), &[&k, &toasted])?,
         };
     }
     tx.commit()
+}
+
+/// Writers running `mixed_write` on `table` until stopped; each returns the
+/// worst latency it saw and how many transactions committed.
+pub struct Writers {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    handles: Vec<std::thread::JoinHandle<(std::time::Duration, u64)>>,
+}
+
+impl Writers {
+    pub fn start(cluster: &Cluster, table: &str, n: i64, max_id: i64) -> Writers {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let handles = (0..n)
+            .map(|w| {
+                let mut c = cluster.client();
+                let stop = stop.clone();
+                let table = table.to_string();
+                std::thread::spawn(move || {
+                    let (mut worst, mut ok) = (std::time::Duration::ZERO, 0);
+                    let mut i = w;
+                    while !stop.load(Ordering::Relaxed) {
+                        let t0 = std::time::Instant::now();
+                        // Writers may collide on keys; a failed transaction is
+                        // rolled back on both tables alike.
+                        if mixed_write(&mut c, &table, i, max_id).is_ok() {
+                            ok += 1;
+                        }
+                        worst = worst.max(t0.elapsed());
+                        i += n;
+                        std::thread::sleep(std::time::Duration::from_millis(2));
+                    }
+                    (worst, ok)
+                })
+            })
+            .collect();
+        Writers { stop, handles }
+    }
+
+    /// Stop; the worst latency and the committed transactions of all writers.
+    pub fn stop(self) -> (std::time::Duration, u64) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.handles
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .fold((std::time::Duration::ZERO, 0), |a, b| {
+                (a.0.max(b.0), a.1 + b.1)
+            })
+    }
 }
 
 /// Row-by-row equality of `table` and `table_control` (both directions of EXCEPT).

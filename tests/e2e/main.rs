@@ -4,5 +4,6 @@
 //! Each test starts its own throwaway cluster (`harness::Cluster`), so tests
 //! can crash, restart or reconfigure theirs without disturbing the others.
 
+mod engine;
 mod harness;
 mod plan;

@@ -1,0 +1,521 @@
+//! The online ALTER engine on a live cluster: start, the background worker,
+//! step(), finish() and abort(), under concurrent writers, checked against an
+//! oracle: a control table written in the same transactions and ALTERed the
+//! plain way afterwards.
+
+use crate::harness::*;
+use postgres::Client;
+use std::time::{Duration, Instant};
+
+const COLUMNS: &str = "id int PRIMARY KEY, v int NOT NULL, payload text";
+const ROWS: i64 = 20_000;
+
+fn start(c: &mut Client, table: &str, alter: &str, extra: &str) -> i64 {
+    c.query_one(
+        &format!("SELECT migrate.start('{table}', $1, batch_rows => 2000{extra})"),
+        &[&alter],
+    )
+    .unwrap_or_else(|e| panic!("start {alter}: {e:?}"))
+    .get(0)
+}
+
+fn finish(c: &mut Client, table: &str) -> String {
+    c.query_one(&format!("SELECT migrate.finish('{table}', '120s')"), &[])
+        .unwrap_or_else(|e| panic!("finish {table}: {e:?}"))
+        .get(0)
+}
+
+fn phase(c: &mut Client, id: i64) -> String {
+    c.query_one("SELECT phase FROM migrate.status() WHERE id = $1", &[&id])
+        .unwrap()
+        .get(0)
+}
+
+/// What exists in schema migrate besides the extension's own objects.
+fn leftovers(c: &mut Client) -> i64 {
+    c.query_one(
+        "SELECT count(*) FROM pg_class WHERE relnamespace = 'migrate'::regnamespace
+            AND relname NOT LIKE 'migrations%'",
+        &[],
+    )
+    .unwrap()
+    .get::<_, i64>(0)
+        + c.query_one(
+            "SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'halo_%'",
+            &[],
+        )
+        .unwrap()
+        .get::<_, i64>(0)
+}
+
+#[test]
+fn oracle_under_concurrent_writes_for_several_alters() {
+    let cluster = Cluster::start();
+    let mut c = cluster.client();
+    for (n, alter) in [
+        "ALTER COLUMN id TYPE bigint",
+        "ALTER COLUMN v TYPE bigint USING v::bigint, ADD COLUMN note text DEFAULT 'n'",
+        "ALTER COLUMN payload TYPE varchar(100000), ALTER COLUMN v TYPE numeric(20,0)",
+        "ALTER COLUMN id TYPE numeric(12,0) USING id::numeric(12,0), ADD CONSTRAINT v_positive CHECK (v > 0)",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let t = format!("t{n}");
+        create_with_control(&mut c, &t, COLUMNS, ROWS);
+        c.batch_execute(&format!("CREATE INDEX {t}_v ON {t} (v)")).unwrap();
+        let writers = Writers::start(&cluster, &t, 3, ROWS);
+        std::thread::sleep(Duration::from_millis(300));
+        let id = start(&mut c, &t, alter, "");
+        std::thread::sleep(Duration::from_millis(500));
+        let summary = finish(&mut c, &t);
+        std::thread::sleep(Duration::from_millis(300));
+        let (worst, committed) = writers.stop();
+        assert!(committed > 50, "{alter}: the writers barely ran ({committed} transactions)");
+        assert!(worst < Duration::from_secs(2), "{alter}: a write waited {worst:?}");
+        assert_eq!(phase(&mut c, id), "done", "{alter}: {summary}");
+        // The oracle: the same ALTER, done the blocking way on the control.
+        c.batch_execute(&format!("ALTER TABLE {t}_control {alter}")).unwrap();
+        assert_same_rows(&mut c, &t);
+        let types: Vec<(String, String)> = c
+            .query(
+                "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
+                  WHERE a.attrelid = $1::text::regclass AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
+                &[&t],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        let control: Vec<(String, String)> = c
+            .query(
+                "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
+                  WHERE a.attrelid = $1::text::regclass AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
+                &[&format!("{t}_control")],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        assert_eq!(types, control, "{alter}: column types differ from a plain ALTER's");
+        // Indexes are usable and the table takes writes.
+        let n: i64 = c.query_one(&format!("SELECT count(*) FROM {t} WHERE v > 0"), &[]).unwrap().get(0);
+        assert!(n > 0);
+    }
+    assert_eq!(
+        leftovers(&mut c),
+        0,
+        "objects of finished migrations were left behind"
+    );
+}
+
+#[test]
+fn dependent_objects_survive_the_swap() {
+    let cluster = Cluster::start();
+    let mut c = cluster.client();
+    c.batch_execute(
+        "CREATE ROLE app LOGIN; CREATE ROLE owner_role LOGIN;
+         CREATE TABLE parent (pid int PRIMARY KEY);
+         INSERT INTO parent SELECT g FROM generate_series(1, 10) g;
+         CREATE TABLE acc (
+             id serial PRIMARY KEY,
+             ident bigint GENERATED ALWAYS AS IDENTITY,
+             code text NOT NULL,
+             amount int CHECK (amount >= 0),
+             pid int REFERENCES parent ON DELETE CASCADE,
+             doubled int GENERATED ALWAYS AS (pid * 2) STORED,
+             doomed text,
+             CONSTRAINT acc_code_key UNIQUE (code),
+             CONSTRAINT acc_code_excl EXCLUDE USING btree (code WITH =)
+         ) WITH (fillfactor = 80);
+         ALTER TABLE acc DROP COLUMN doomed;
+         CREATE INDEX acc_lower ON acc (lower(code)) WHERE amount > 5;
+         CREATE INDEX an_index_whose_name_is_exactly_sixty_three_bytes_long_abcdefghij ON acc (amount, id);
+         INSERT INTO acc (code, amount, pid) SELECT 'c' || g, g % 100, 1 + g % 10 FROM generate_series(1, 5000) g;
+         CREATE TABLE child (cid int PRIMARY KEY, acc_id int REFERENCES acc (id) ON DELETE CASCADE);
+         INSERT INTO child SELECT g, g FROM generate_series(1, 100) g;
+         CREATE VIEW acc_codes WITH (security_barrier) AS SELECT id, code FROM acc;
+         CREATE VIEW acc_codes2 AS SELECT code FROM acc_codes;
+         COMMENT ON VIEW acc_codes IS 'codes';
+         GRANT SELECT ON acc_codes TO app;
+         CREATE TABLE audit (n int);
+         CREATE FUNCTION audit_f() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN INSERT INTO audit VALUES (1); RETURN NULL; END$$;
+         CREATE TRIGGER acc_audit AFTER INSERT ON acc FOR EACH ROW EXECUTE FUNCTION audit_f();
+         CREATE TRIGGER acc_off AFTER UPDATE ON acc FOR EACH ROW EXECUTE FUNCTION audit_f();
+         ALTER TABLE acc DISABLE TRIGGER acc_off;
+         COMMENT ON TABLE acc IS 'accounts'; COMMENT ON COLUMN acc.code IS 'the code';
+         GRANT SELECT, INSERT ON acc TO app; GRANT UPDATE (amount) ON acc TO app;
+         ALTER TABLE acc ENABLE ROW LEVEL SECURITY;
+         CREATE POLICY acc_mine ON acc FOR SELECT TO app USING (pid < 5);
+         ALTER TABLE acc REPLICA IDENTITY USING INDEX acc_code_key;
+         CREATE PUBLICATION acc_pub FOR TABLE acc;
+         ALTER TABLE acc ALTER COLUMN code SET STATISTICS 500, ALTER COLUMN code SET STORAGE EXTERNAL;
+         ALTER TABLE acc OWNER TO owner_role;
+         TRUNCATE audit;",
+    )
+    .unwrap();
+    let describe = |c: &mut Client| -> Vec<String> {
+        let q = [
+            "SELECT string_agg(conname || ':' || pg_get_constraintdef(oid), ' | ' ORDER BY conname) FROM pg_constraint WHERE conrelid = 'acc'::regclass OR confrelid = 'acc'::regclass",
+            "SELECT string_agg(pg_get_indexdef(indexrelid), ' | ' ORDER BY indexrelid::regclass::text) FROM pg_index WHERE indrelid = 'acc'::regclass",
+            "SELECT string_agg(tgname || ':' || tgenabled::text, ',' ORDER BY tgname) FROM pg_trigger WHERE tgrelid = 'acc'::regclass AND NOT tgisinternal",
+            "SELECT relacl::text || relowner::regrole::text || relrowsecurity::text || relreplident::text || coalesce(array_to_string(reloptions, ','), '') FROM pg_class WHERE oid = 'acc'::regclass",
+            "SELECT string_agg(attname || ':' || coalesce(attacl::text, '') || attstattarget || attstorage::text || attidentity::text || attgenerated::text, ',' ORDER BY attnum) FROM pg_attribute WHERE attrelid = 'acc'::regclass AND attnum > 0",
+            "SELECT obj_description('acc'::regclass) || col_description('acc'::regclass, 3) || obj_description('acc_codes'::regclass)",
+            "SELECT string_agg(polname || pg_get_expr(polqual, polrelid), ',') FROM pg_policy WHERE polrelid = 'acc'::regclass",
+            "SELECT string_agg(pubname, ',') FROM pg_publication_tables WHERE tablename = 'acc'",
+            "SELECT pg_get_viewdef('acc_codes'::regclass) || pg_get_viewdef('acc_codes2'::regclass) || (SELECT relacl::text || array_to_string(reloptions, ',') FROM pg_class WHERE oid = 'acc_codes'::regclass)",
+            "SELECT pg_get_serial_sequence('acc', 'id') || pg_get_serial_sequence('acc', 'ident') || (SELECT indexrelid::regclass::text FROM pg_index WHERE indrelid = 'acc'::regclass AND indisreplident)",
+        ];
+        q.iter()
+            .map(|q| {
+                c.query_one(*q, &[])
+                    .unwrap()
+                    .get::<_, Option<String>>(0)
+                    .unwrap_or_default()
+            })
+            .collect()
+    };
+    let before = describe(&mut c);
+    let oid: u32 = c
+        .query_one("SELECT 'acc'::regclass::oid", &[])
+        .unwrap()
+        .get(0);
+
+    let mut owner = cluster.client_as("owner_role");
+    let id = start(&mut owner, "acc", "ALTER COLUMN amount TYPE bigint", "");
+    // Writes during the copy fire the user's triggers on the table only.
+    c.batch_execute("INSERT INTO acc (code, amount, pid) VALUES ('during', 7, 2)")
+        .unwrap();
+    let summary = finish(&mut owner, "acc");
+    assert_eq!(phase(&mut c, id), "done", "{summary}");
+
+    let after = describe(&mut c);
+    // None of these descriptions prints the altered column's type, so all
+    // must be exactly as before.
+    for (b, a) in before.iter().zip(&after) {
+        assert_eq!(b, a, "a dependent object changed");
+    }
+    let same_oid: u32 = c
+        .query_one("SELECT 'acc'::regclass::oid", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(oid, same_oid, "the table keeps its OID");
+    let typ: String = c.query_one("SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'acc'::regclass AND attname = 'amount'", &[]).unwrap().get(0);
+    assert_eq!(typ, "bigint");
+    // The user's trigger fired once, for the one insert, not for the copy.
+    let audited: i64 = c
+        .query_one("SELECT count(*) FROM audit", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(audited, 1);
+    // Sequences continue, identity keeps its position, generated columns hold.
+    let row = c
+        .query_one("INSERT INTO acc (code, amount, pid) VALUES ('next', 21, 3) RETURNING id, ident, doubled", &[])
+        .unwrap();
+    assert_eq!(
+        (
+            row.get::<_, i32>(0),
+            row.get::<_, i64>(1),
+            row.get::<_, i32>(2)
+        ),
+        (5002, 5002, 6)
+    );
+    // Foreign keys still act, in both directions.
+    c.batch_execute("DELETE FROM acc WHERE id = 1").unwrap();
+    let children: i64 = c
+        .query_one("SELECT count(*) FROM child WHERE acc_id = 1", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(children, 0, "ON DELETE CASCADE from acc to child");
+    let bad = c
+        .execute(
+            "INSERT INTO acc (code, amount, pid) VALUES ('orphan', 1, 999)",
+            &[],
+        )
+        .unwrap_err();
+    assert_eq!(sqlstate(&bad), "23503");
+    let dup = c
+        .execute(
+            "INSERT INTO acc (code, amount, pid) VALUES ('c5', 1, 1)",
+            &[],
+        )
+        .unwrap_err();
+    assert_eq!(sqlstate(&dup), "23505");
+    // RLS and grants act for the application role.
+    let mut app = cluster.client_as("app");
+    let visible: i64 = app
+        .query_one("SELECT count(*) FROM acc", &[])
+        .unwrap()
+        .get(0);
+    let small: i64 = c
+        .query_one("SELECT count(*) FROM acc WHERE pid < 5", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(visible, small);
+    let no_grant = app
+        .query_one("SELECT count(*) FROM acc_codes2", &[])
+        .unwrap_err();
+    assert_eq!(
+        sqlstate(&no_grant),
+        "42501",
+        "acc_codes2 was never granted to app"
+    );
+    // A view runs as its owner (here a superuser), so RLS does not filter it.
+    let via_view: i64 = app
+        .query_one("SELECT count(*) FROM acc_codes", &[])
+        .unwrap()
+        .get(0);
+    let all: i64 = c.query_one("SELECT count(*) FROM acc", &[]).unwrap().get(0);
+    assert_eq!(via_view, all, "the view works and keeps its grant");
+    // TOAST table renamed as PostgreSQL names it.
+    let toast: String = c
+        .query_one(
+            "SELECT reltoastrelid::regclass::text FROM pg_class WHERE oid = 'acc'::regclass",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(toast, format!("pg_toast.pg_toast_{oid}"));
+    assert_eq!(leftovers(&mut c), 0);
+}
+
+#[test]
+fn a_failure_mid_copy_leaves_the_table_untouched() {
+    let cluster = Cluster::start();
+    let mut c = cluster.client();
+    c.batch_execute(
+        "CREATE TABLE f (id int PRIMARY KEY, v int, note text);
+         INSERT INTO f SELECT g, g % 50, g::text FROM generate_series(1, 30000) g;
+         UPDATE f SET note = 'not a number' WHERE id = 29990;",
+    )
+    .unwrap();
+    let fingerprint = |c: &mut Client| -> String {
+        c.query_one(
+            "SELECT (SELECT relfilenode::text FROM pg_class WHERE oid = 'f'::regclass)
+                 || (SELECT string_agg(format_type(atttypid, atttypmod), ',') FROM pg_attribute WHERE attrelid = 'f'::regclass AND attnum > 0)
+                 || (SELECT count(*) FROM pg_trigger WHERE tgrelid = 'f'::regclass)
+                 || (SELECT count(*) FROM pg_constraint WHERE conrelid = 'f'::regclass)
+                 || (SELECT md5(string_agg(f::text, ',' ORDER BY id)) FROM f)",
+            &[],
+        )
+        .unwrap()
+        .get(0)
+    };
+    let before = fingerprint(&mut c);
+    for (alter, code) in [
+        ("ALTER COLUMN note TYPE int USING note::int", "22P02"),
+        (
+            "ALTER COLUMN v TYPE bigint, ADD CONSTRAINT f_v_key UNIQUE (v)",
+            "23505",
+        ),
+        (
+            "ALTER COLUMN v TYPE bigint, ADD CONSTRAINT f_v_small CHECK (v < 40)",
+            "23514",
+        ),
+    ] {
+        let id = start(&mut c, "f", alter, "");
+        let err = c
+            .query_one("SELECT migrate.finish('f', '120s')", &[])
+            .unwrap_err();
+        assert_eq!(sqlstate(&err), code, "{alter}: {err:?}");
+        let (phase, error): (String, Option<String>) = {
+            let r = c
+                .query_one(
+                    "SELECT phase, error FROM migrate.status() WHERE id = $1",
+                    &[&id],
+                )
+                .unwrap();
+            (r.get(0), r.get(1))
+        };
+        assert_eq!(phase, "failed", "{alter}");
+        assert!(error.is_some(), "{alter}: the error is kept in status()");
+        assert_eq!(fingerprint(&mut c), before, "{alter}: the table changed");
+        assert_eq!(leftovers(&mut c), 0, "{alter}: objects left behind");
+    }
+}
+
+#[test]
+fn swap_waits_for_a_blocker_without_blocking_writers() {
+    let cluster = Cluster::start();
+    let mut c = cluster.client();
+    create_with_control(&mut c, "t", COLUMNS, ROWS);
+    let writers = Writers::start(&cluster, "t", 2, ROWS);
+    let id = start(
+        &mut c,
+        "t",
+        "ALTER COLUMN v TYPE bigint",
+        ", lock_timeout => '100ms'",
+    );
+    // Wait until the copy has caught up, then hold a lock on the table.
+    let t0 = Instant::now();
+    while phase(&mut c, id) != "ready" {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "copy never caught up"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut blocker = cluster.client();
+    blocker
+        .batch_execute("BEGIN; SELECT count(*) FROM t")
+        .unwrap();
+    let port = cluster.port;
+    let finisher = std::thread::spawn(move || {
+        let mut f = postgres::Client::connect(
+            &format!("host=127.0.0.1 port={port} user=postgres dbname=postgres"),
+            postgres::NoTls,
+        )
+        .unwrap();
+        f.query_one("SELECT migrate.finish('t', '120s')", &[])
+            .map(|r| r.get::<_, String>(0))
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    assert_ne!(
+        phase(&mut c, id),
+        "done",
+        "the swap cannot happen while the blocker holds its lock"
+    );
+    let attempts: i32 = c
+        .query_one(
+            "SELECT swap_attempts FROM migrate.migrations WHERE id = $1",
+            &[&id],
+        )
+        .unwrap()
+        .get(0);
+    assert!(attempts >= 2, "the swap is retried ({attempts} attempts)");
+    blocker.batch_execute("COMMIT").unwrap();
+    let summary = finisher.join().unwrap().expect("finish");
+    let (worst, _) = writers.stop();
+    assert_eq!(phase(&mut c, id), "done", "{summary}");
+    // Writers queued behind a swap attempt at most for its lock_timeout (plus
+    // the swap itself and scheduling noise on a shared machine).
+    assert!(
+        worst < Duration::from_millis(1500),
+        "a write waited {worst:?}"
+    );
+    c.batch_execute("ALTER TABLE t_control ALTER COLUMN v TYPE bigint")
+        .unwrap();
+    assert_same_rows(&mut c, "t");
+}
+
+#[test]
+fn step_drives_a_migration_without_a_worker_and_abort_undoes_one() {
+    let cluster = Cluster::start();
+    let mut c = cluster.client();
+    create_with_control(&mut c, "t", COLUMNS, 5000);
+    let id = start(
+        &mut c,
+        "t",
+        "ALTER COLUMN v TYPE bigint",
+        ", background => false",
+    );
+    let mut steps = 0;
+    loop {
+        let s: String = c.query_one("SELECT migrate.step('t')", &[]).unwrap().get(0);
+        mixed_write(&mut c, "t", steps, 5000).unwrap();
+        steps += 1;
+        if s.starts_with("caught up") || steps > 100 {
+            break;
+        }
+    }
+    assert_eq!(phase(&mut c, id), "ready");
+    finish(&mut c, "t");
+    c.batch_execute("ALTER TABLE t_control ALTER COLUMN v TYPE bigint")
+        .unwrap();
+    assert_same_rows(&mut c, "t");
+
+    // abort: everything the migration created goes, the table is as it was.
+    let relfilenode: u32 = c
+        .query_one(
+            "SELECT relfilenode::int8::int4 FROM pg_class WHERE oid = 't'::regclass",
+            &[],
+        )
+        .unwrap()
+        .get::<_, i32>(0) as u32;
+    let id = start(
+        &mut c,
+        "t",
+        "ALTER COLUMN payload TYPE varchar(10000), ALTER COLUMN v TYPE int",
+        "",
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    c.batch_execute("SELECT migrate.abort('t')").unwrap();
+    assert_eq!(phase(&mut c, id), "aborted");
+    assert_eq!(leftovers(&mut c), 0);
+    let now: u32 = c
+        .query_one(
+            "SELECT relfilenode::int8::int4 FROM pg_class WHERE oid = 't'::regclass",
+            &[],
+        )
+        .unwrap()
+        .get::<_, i32>(0) as u32;
+    assert_eq!(relfilenode, now);
+    assert_same_rows(&mut c, "t");
+}
+
+#[test]
+fn bad_input_and_interference_get_clear_errors() {
+    let cluster = Cluster::start();
+    let mut c = cluster.client();
+    c.batch_execute(
+        "CREATE TABLE t (id int PRIMARY KEY, v int); INSERT INTO t SELECT g, g FROM generate_series(1, 1000) g;
+         CREATE TABLE nokey (v int); CREATE ROLE stranger LOGIN;",
+    )
+    .unwrap();
+    let code = |c: &mut Client, sql: &str| sqlstate(&c.batch_execute(sql).unwrap_err());
+    assert_eq!(
+        code(
+            &mut c,
+            "SELECT migrate.start('t', 'ALTER COLUMN v TYPE bigint', batch_rows => 0)"
+        ),
+        "22023"
+    );
+    assert_eq!(
+        code(
+            &mut c,
+            "SELECT migrate.start('t', 'ALTER COLUMN v TYPE bigint', lock_timeout => '0')"
+        ),
+        "22023"
+    );
+    assert_eq!(code(&mut c, "SELECT migrate.start('t', NULL)"), "22004");
+    assert_eq!(
+        code(
+            &mut c,
+            "SELECT migrate.start('nokey', 'ALTER COLUMN v TYPE bigint')"
+        ),
+        "55000"
+    );
+    assert_eq!(
+        code(
+            &mut c,
+            "SELECT migrate.start('t', 'ALTER COLUMN v TYPE bigint; DROP TABLE t')"
+        ),
+        "42601"
+    );
+    assert_eq!(code(&mut c, "SELECT migrate.finish('t')"), "55000");
+    let mut stranger = cluster.client_as("stranger");
+    assert_eq!(
+        code(
+            &mut stranger,
+            "SELECT migrate.start('t', 'ALTER COLUMN v TYPE bigint')"
+        ),
+        "42501"
+    );
+    assert_eq!(leftovers(&mut c), 0, "refused starts leave nothing");
+
+    start(&mut c, "t", "ALTER COLUMN v TYPE bigint", "");
+    assert_eq!(
+        code(
+            &mut c,
+            "SELECT migrate.start('t', 'ALTER COLUMN v TYPE numeric')"
+        ),
+        "55006"
+    );
+    assert_eq!(code(&mut c, "TRUNCATE t"), "55006");
+    assert_eq!(code(&mut c, "ALTER TABLE t ADD COLUMN w int"), "55006");
+    assert_eq!(code(&mut c, "DROP TABLE t"), "55006");
+    finish(&mut c, "t");
+    c.batch_execute("TRUNCATE t; ALTER TABLE t ADD COLUMN w int")
+        .unwrap();
+}
