@@ -321,9 +321,19 @@ fn rewrite_folds_other_subcommands_into_the_shadow_and_adds_foreign_keys_after_t
     });
     let steps = plan(&facts(), &cmds, &[rewrite, catalog_only(), None]).unwrap();
     let sqls: Vec<&str> = steps.iter().map(|s| s.sql.as_str()).collect();
+    // Unnamed constraints get the name PostgreSQL would give them on the
+    // table, so the shadow and the table agree after the swap.
     assert_eq!(
         sqls[2],
-        "ALTER TABLE migrate.shadow_16384 ADD CHECK (email <> '')"
+        "ALTER TABLE migrate.shadow_16384 ADD CONSTRAINT accounts_email_check CHECK (email <> '')"
+    );
+    assert_eq!(
+        steps[2].stage,
+        Stage::Shadow("ADD CONSTRAINT accounts_email_check CHECK (email <> '')".into())
+    );
+    assert_eq!(
+        (&steps[5].stage, &steps[6].stage),
+        (&Stage::AtSwap, &Stage::AfterSwap)
     );
     assert!(sqls[4].starts_with("LOCK TABLE"));
     assert!(sqls[5].contains("FOREIGN KEY (email) REFERENCES users (email) NOT VALID"));

@@ -1,0 +1,47 @@
+-- The engine's SQL surface: start/step/finish/abort/status and their errors.
+CREATE EXTENSION halo_migrate;
+\set VERBOSITY default
+CREATE TABLE acct (id int PRIMARY KEY, balance int NOT NULL, note text);
+INSERT INTO acct SELECT g, g * 10, 'n' || g FROM generate_series(1, 1000) g;
+-- bad arguments: nothing is created
+SELECT migrate.start('acct', 'ALTER COLUMN balance TYPE bigint', batch_rows => -5);
+SELECT migrate.start('acct', 'ALTER COLUMN balance TYPE bigint', lock_timeout => '0');
+SELECT migrate.start('acct', 'ALTER COLUMN balance TYPE bigint', lock_timeout => '2 hours');
+SELECT migrate.start('acct', 'ALTER COLUMN balance TYPE bigint', auto_finish => NULL);
+SELECT migrate.start(NULL, 'ALTER COLUMN balance TYPE bigint');
+SELECT migrate.finish('acct');
+SELECT migrate.abort('acct');
+SELECT migrate.step('acct');
+SELECT count(*) FROM migrate.status();
+-- an instant change is carried out at once
+SELECT migrate.start('acct', 'ADD COLUMN flag boolean') AS instant_id \gset
+SELECT strategy, phase, rows_copied FROM migrate.status() WHERE id = :instant_id;
+-- a rewrite driven by step(), in this session
+SELECT migrate.start('acct', 'ALTER COLUMN balance TYPE bigint', batch_rows => 400, background => false) AS id \gset
+SELECT strategy, phase, rows_total, worker_pid FROM migrate.status() WHERE id = :id;
+SELECT migrate.start('acct', 'ALTER COLUMN note TYPE varchar(20)');
+TRUNCATE acct;
+ALTER TABLE acct ADD COLUMN other int;
+SELECT migrate.step('acct');
+SELECT migrate.step('acct');
+SELECT migrate.step('acct');
+SELECT migrate.step('acct');
+SELECT migrate.step('acct');
+UPDATE acct SET balance = -1 WHERE id = 1;
+SELECT migrate.step('acct');
+SELECT migrate.step('acct');
+SELECT phase, rows_copied, backlog FROM migrate.status() WHERE id = :id;
+SELECT migrate.finish('acct') LIKE 'migration % of public.acct done: 1000 rows copied, swapped in % s' AS finished;
+SELECT phase, percent FROM migrate.status() WHERE id = :id;
+SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'acct'::regclass AND attname = 'balance';
+SELECT count(*), sum(balance) FROM acct;
+SELECT count(*) AS leftovers FROM pg_class WHERE relnamespace = 'migrate'::regnamespace AND relname NOT LIKE 'migrations%';
+-- abort removes everything
+SELECT migrate.start('acct', 'ALTER COLUMN note TYPE varchar(20)', background => false) AS id2 \gset
+SELECT migrate.step('acct');
+SELECT migrate.abort('acct');
+SELECT phase FROM migrate.status() WHERE id = :id2;
+SELECT count(*) AS leftovers FROM pg_class WHERE relnamespace = 'migrate'::regnamespace AND relname NOT LIKE 'migrations%';
+SELECT count(*) AS triggers FROM pg_trigger WHERE tgrelid = 'acct'::regclass;
+DROP TABLE acct;
+DROP EXTENSION halo_migrate;
