@@ -5,7 +5,7 @@ PG_CONFIG ?= /usr/lib/postgresql/15/bin/pg_config
 PGRX_TEST_DATA ?= /tmp/halo_pgrx_test_data
 export USER ?= $(shell id -un)
 
-.PHONY: setup install test test-unit test-regress test-e2e demo clean
+.PHONY: setup install test test-unit test-regress test-e2e demo bench clean
 
 setup:
 	bash scripts/setup.sh
@@ -29,6 +29,10 @@ test-e2e: install
 ## A demonstration on a throwaway local cluster.
 demo: install
 	bash scripts/demo.sh
+
+## The benchmark: plain ALTER against halo_migrate under a pgbench write load.
+bench: install
+	bash bench/run.sh
 
 clean:
 	cargo clean

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# The benchmark: plain ALTER TABLE against halo_migrate on the same table,
+# under the same rate-limited pgbench write load, in one run. Prints a table
+# of medians and ratios. Usage: bench/run.sh  (ROWS, RATE, REPEAT to override)
+set -euo pipefail
+set -m  # background jobs get their own process group and take SIGINT
+cd "$(dirname "$0")/.."
+ROWS=${ROWS:-2000000}; RATE=${RATE:-200}; REPEAT=${REPEAT:-3}
+ALTER="ALTER COLUMN amount TYPE bigint"
+dir=$(mktemp -d /tmp/halo_bench.XXXXXX); chmod 755 "$dir"
+trap 'scripts/pgcluster.sh stop "$dir/data" >/dev/null 2>&1; rm -rf "$dir"' EXIT
+port=$(scripts/pgcluster.sh start "$dir/data" "shared_buffers = 1GB" "max_wal_size = 8GB" "checkpoint_timeout = 30min")
+export PGHOST=127.0.0.1 PGPORT=$port PGUSER=postgres PGDATABASE=postgres
+q() { psql -X -q -v ON_ERROR_STOP=1 -At "$@"; }
+now() { date +%s.%N; }
+q -c "CREATE EXTENSION halo_migrate"
+
+fresh_table() {
+    q -c "DROP TABLE IF EXISTS bench CASCADE" \
+      -c "CREATE TABLE bench (id serial PRIMARY KEY, account int NOT NULL, amount int NOT NULL, note text)" \
+      -c "INSERT INTO bench (account, amount, note) SELECT g % 10000, g % 1000, md5(g::text) FROM generate_series(1, $ROWS) g" \
+      -c "CREATE INDEX bench_account ON bench (account)" \
+      -c "CREATE VIEW bench_view AS SELECT id, account FROM bench" \
+      -c "VACUUM ANALYZE bench" -c "CHECKPOINT"
+}
+
+# run_under_load NAME SQL...: time the SQL while pgbench writes at RATE tx/s.
+run_under_load() {
+    local name=$1; shift
+    rm -f "$dir/$name".log*
+    pgbench -n -c 4 -j 2 -R "$RATE" -T 600 -D rows="$ROWS" -f bench/write.sql -l --log-prefix="$dir/$name.log" >/dev/null 2>&1 &
+    local pg=$!
+    sleep 2
+    local t0; t0=$(now)
+    for sql in "$@"; do q -c "$sql" >/dev/null; done
+    local t1; t1=$(now)
+    sleep 1
+    kill -INT $pg; wait $pg 2>/dev/null || true
+    read -r worst p99 stalls n < <(python3 bench/latency.py "$dir/$name.log" "$t0" "$t1")
+    echo "$name $(awk "BEGIN {print $t1 - $t0}") $worst $p99 $stalls"
+}
+
+# Write throughput at saturation, without and with the capture trigger.
+throughput() {
+    pgbench -n -c 4 -j 2 -T 10 -D rows="$ROWS" -f bench/write.sql 2>/dev/null | awk '/^tps/ {print $3; exit}'
+}
+
+results=()
+for i in $(seq "$REPEAT"); do
+    fresh_table
+    results+=("$(run_under_load plain "ALTER TABLE bench $ALTER")")
+    fresh_table
+    results+=("$(run_under_load halo "SELECT migrate.start('bench', '$ALTER')" "SELECT migrate.finish('bench')")")
+    q -c "SELECT count(*) FROM bench" >/dev/null
+    fresh_table
+    tps_plain=$(throughput)
+    q -c "SELECT migrate.start('bench', '$ALTER', background => false)" >/dev/null
+    tps_trigger=$(throughput)
+    q -c "SELECT migrate.abort('bench')" >/dev/null
+    results+=("tps $tps_plain $tps_trigger")
+done
+
+printf '%s\n' "${results[@]}" > "$dir/results.txt"
+python3 - "$dir/results.txt" "$ROWS" "$RATE" "$REPEAT" <<'PY'
+import statistics, sys
+rows = [l.split() for l in open(sys.argv[1])]
+med = lambda name, col: statistics.median(float(r[col]) for r in rows if r[0] == name)
+print(f"\nhalo_migrate benchmark: {int(sys.argv[2]):,} rows, ALTER COLUMN amount TYPE bigint, "
+      f"pgbench write load at {sys.argv[3]} tx/s, median of {sys.argv[4]} runs\n")
+print(f"{'method':<14}{'wall s':>9}{'worst write ms':>16}{'p99 write ms':>14}{'seconds w/o writes':>20}")
+for m in ("plain", "halo"):
+    print(f"{m:<14}{med(m,1):>9.2f}{med(m,2):>16.1f}{med(m,3):>14.1f}{med(m,4):>20.0f}")
+print(f"\nhalo / plain wall time: {med('halo',1) / med('plain',1):.2f}x")
+tp, tt = med("tps", 1), med("tps", 2)
+print(f"write throughput at saturation: {tp:.0f} tps without capture trigger, {tt:.0f} with ({100*tt/tp:.0f}%)")
+PY
