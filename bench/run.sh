@@ -3,9 +3,11 @@
 # under the same rate-limited pgbench write load, in one run. Prints a table
 # of medians and ratios. Usage: bench/run.sh  (ROWS, RATE, REPEAT to override)
 set -euo pipefail
-set -m  # background jobs get their own process group and take SIGINT
 cd "$(dirname "$0")/.."
 ROWS=${ROWS:-2000000}; RATE=${RATE:-200}; REPEAT=${REPEAT:-3}
+# The write load runs for a fixed LOAD_S seconds and ends on its own (so its
+# per-transaction log is complete); each migration must finish within it.
+LOAD_S=${LOAD_S:-$(( 10 + ROWS / 100000 ))}
 ALTER="ALTER COLUMN amount TYPE bigint"
 dir=$(mktemp -d /tmp/halo_bench.XXXXXX); chmod 755 "$dir"
 trap 'scripts/pgcluster.sh stop "$dir/data" >/dev/null 2>&1; rm -rf "$dir"' EXIT
@@ -28,14 +30,16 @@ fresh_table() {
 run_under_load() {
     local name=$1; shift
     rm -f "$dir/$name".log*
-    pgbench -n -c 4 -j 2 -R "$RATE" -T 600 -D rows="$ROWS" -f bench/write.sql -l --log-prefix="$dir/$name.log" >/dev/null 2>&1 &
+    pgbench -n -c 4 -j 2 -R "$RATE" -T "$LOAD_S" -D rows="$ROWS" -f bench/write.sql -l --log-prefix="$dir/$name.log" >/dev/null 2>&1 &
     local pg=$!
     sleep 2
     local t0; t0=$(now)
     for sql in "$@"; do q -c "$sql" >/dev/null; done
     local t1; t1=$(now)
-    sleep 1
-    kill -INT $pg; wait $pg 2>/dev/null || true
+    wait $pg || true
+    if [ "$(awk "BEGIN {print ($t1 - $t0 > $LOAD_S - 3)}")" = 1 ]; then
+        echo "bench: $name outlasted the ${LOAD_S}s write load; raise LOAD_S" >&2
+    fi
     read -r worst p99 stalls n < <(python3 bench/latency.py "$dir/$name.log" "$t0" "$t1")
     echo "$name $(awk "BEGIN {print $t1 - $t0}") $worst $p99 $stalls"
 }
