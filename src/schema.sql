@@ -73,7 +73,8 @@ CREATE POLICY migrations_own_rows ON migrate.migrations
 GRANT SELECT, INSERT, UPDATE, DELETE ON migrate.migrations TO PUBLIC;
 
 -- DDL on a table while it is being migrated would make the shadow diverge:
--- refuse it, unless it is the migration's own swap.
+-- refuse it until the swap (unless it is the swap itself); after the swap
+-- (validating) nothing of the copy is left to diverge.
 CREATE FUNCTION migrate.refuse_ddl_during_migration() RETURNS event_trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
@@ -88,7 +89,7 @@ BEGIN
         ON m.relid = c.objid
         OR m.relid = (SELECT i.indrelid FROM pg_index i WHERE i.indexrelid = c.objid)
      WHERE c.classid = 'pg_class'::regclass
-       AND m.phase NOT IN ('done', 'failed', 'aborted')
+       AND m.phase IN ('copying', 'indexing', 'replaying', 'ready', 'swapping')
      LIMIT 1;
     IF busy IS NOT NULL THEN
         RAISE EXCEPTION 'table % is being migrated by halo_migrate', busy
@@ -113,7 +114,7 @@ BEGIN
       FROM pg_event_trigger_dropped_objects() d
       JOIN migrate.migrations m ON m.relid = d.objid
      WHERE d.classid = 'pg_class'::regclass
-       AND m.phase NOT IN ('done', 'failed', 'aborted')
+       AND m.phase IN ('copying', 'indexing', 'replaying', 'ready', 'swapping')
      LIMIT 1;
     IF busy IS NOT NULL THEN
         RAISE EXCEPTION 'table % is being migrated by halo_migrate', busy

@@ -53,6 +53,9 @@ pub fn swap(m: &Migration, table: &QualifiedName) -> Result<Vec<String>> {
         &[shadow.to_string().into()],
         |r| get::<Oid>(r, 1),
     )?[0];
+    // From here on, DDL on the table is the migration's own (the event
+    // trigger lets it through), including dropping its foreign keys.
+    internal_ddl(true)?;
     let fks = spi::with_search_path(CATALOG_PATH, || {
         foreign_keys_on(m.relid, &m.altered_columns)
     })?;
@@ -65,8 +68,6 @@ pub fn swap(m: &Migration, table: &QualifiedName) -> Result<Vec<String>> {
             &[],
         )?;
     }
-
-    internal_ddl(true)?;
     for sql in capture::drop_trigger_sql(oid, table) {
         spi::exec(&sql, &[])?;
     }

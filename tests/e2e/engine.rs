@@ -519,3 +519,48 @@ fn bad_input_and_interference_get_clear_errors() {
     c.batch_execute("TRUNCATE t; ALTER TABLE t ADD COLUMN w int")
         .unwrap();
 }
+
+#[test]
+fn foreign_keys_on_altered_columns_come_back_validated() {
+    let cluster = Cluster::start();
+    let mut c = cluster.client();
+    c.batch_execute(
+        "CREATE TABLE p (id int PRIMARY KEY, v int);
+         INSERT INTO p SELECT g, g FROM generate_series(1, 3000) g;
+         CREATE TABLE ch (cid int PRIMARY KEY, pid int CONSTRAINT ch_pid_fkey REFERENCES p (id) ON DELETE CASCADE);
+         INSERT INTO ch SELECT g, 1 + g % 3000 FROM generate_series(1, 6000) g;",
+    )
+    .unwrap();
+    let fk = |c: &mut Client| -> (String, bool) {
+        let r = c
+            .query_one("SELECT pg_get_constraintdef(oid), convalidated FROM pg_constraint WHERE conname = 'ch_pid_fkey'", &[])
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    let before = fk(&mut c);
+    // Incoming: the referenced key changes type.
+    let id = start(&mut c, "p", "ALTER COLUMN id TYPE bigint", "");
+    finish(&mut c, "p");
+    assert_eq!(phase(&mut c, id), "done");
+    assert_eq!(
+        fk(&mut c),
+        before,
+        "the foreign key is back, validated, with its action"
+    );
+    // Outgoing: the referencing column changes type.
+    let id = start(&mut c, "ch", "ALTER COLUMN pid TYPE bigint", "");
+    finish(&mut c, "ch");
+    assert_eq!(phase(&mut c, id), "done");
+    assert_eq!(fk(&mut c), before);
+    c.batch_execute("DELETE FROM p WHERE id = 5").unwrap();
+    let left: i64 = c
+        .query_one("SELECT count(*) FROM ch WHERE pid = 5", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0, "ON DELETE CASCADE still acts");
+    let err = c
+        .execute("INSERT INTO ch VALUES (99999, 123456)", &[])
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), "23503");
+    assert_eq!(leftovers(&mut c), 0);
+}
