@@ -179,6 +179,16 @@ pub fn qualified_name(oid: Oid) -> Result<Option<crate::ident::QualifiedName>> {
     Ok(rows.into_iter().next())
 }
 
+/// The OID of a relation, by (qualified) name.
+pub fn relation_oid(name: &str) -> Result<Oid> {
+    spi::query("SELECT $1::pg_catalog.regclass::oid", &[name.into()], |r| {
+        get::<Oid>(r, 1)
+    })?
+    .into_iter()
+    .next()
+    .ok_or_else(|| MigrateError::Internal(format!("relation {name} vanished")))
+}
+
 /// The relation's current relfilenode (0 if it is gone).
 pub fn relfilenode(oid: Oid) -> Result<Oid> {
     let rows = spi::query(

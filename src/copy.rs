@@ -63,29 +63,14 @@ pub fn check_not_rewritten(m: &Migration) -> Result<()> {
     Ok(())
 }
 
-/// Delete from the shadow every row whose key is in the log: those rows
-/// changed after the copy began and may be stale or duplicated; replay
-/// copies them again. One pass over the shadow, hashed against the log.
-pub fn remove_logged_keys(m: &Migration) -> Result<u64> {
-    let oid = m.relid.to_u32();
-    let sql = format!(
-        "DELETE FROM {shadow} s USING (SELECT DISTINCT {map} FROM (SELECT {as_orig} FROM {log} l) o) m
-          WHERE ({skeys}) = ({mkeys})",
-        shadow = sqlgen::shadow_table(oid),
-        log = sqlgen::log_table(oid),
-        map = m.key_map,
-        as_orig = m.log_as_orig,
-        skeys = m.shadow_keys,
-        mkeys = m.log_keys.replace("l.", "m."),
-    );
-    spi::exec_count(&sql, &[])
-}
-
 /// Build the next index of the shadow (the first call first removes the
 /// rows that changed during the copy). Returns true when all are built.
 pub fn build_next_index(m: &Migration) -> Result<bool> {
     if m.indexes_built == 0 {
-        remove_logged_keys(m)?;
+        // Rows that changed after the copy began may be stale or copied
+        // twice; all are in the log. Remove them before any unique index
+        // exists; replay copies them again.
+        crate::replay::delete_logged_keys(m, "", &[])?;
     }
     if let Some(sql) = m.index_sql.get(m.indexes_built as usize) {
         spi::with_search_path(CATALOG_PATH, || spi::exec(sql, &[]))?;

@@ -173,10 +173,8 @@ fn replay_or_swap(m: &Migration, table: &QualifiedName, cutover: Cutover) -> Res
                 m.table_name,
                 m.lock_timeout_ms
             );
-            let jitter =
-                spi::query("SELECT pg_catalog.random()", &[], |r| spi::get::<f64>(r, 1))?[0];
             Ok(Outcome::Idle {
-                ms: locks::backoff_ms(attempts.max(1) as u32, jitter),
+                ms: locks::backoff_ms(attempts.max(1) as u32, locks::jitter()?),
                 note: "swap lock busy".into(),
             })
         }

@@ -83,7 +83,8 @@ pub fn sleep_ms(ms: u64) -> Result<()> {
     )
 }
 
-fn jitter() -> Result<f64> {
+/// A random number in [0, 1), for back-off jitter.
+pub fn jitter() -> Result<f64> {
     Ok(spi::query("SELECT pg_catalog.random()", &[], |r| spi::get::<f64>(r, 1))?[0])
 }
 

@@ -74,12 +74,7 @@ pub fn probe(
             &format!("{create} {clone} (LIKE {original} INCLUDING ALL)"),
             &[],
         )?;
-        let clone_oid = spi::query("SELECT $1::regclass::oid", &[clone.as_str().into()], |r| {
-            get::<Oid>(r, 1)
-        })?
-        .into_iter()
-        .next()
-        .ok_or_else(|| MigrateError::Internal("the probe clone vanished".into()))?;
+        let clone_oid = crate::catalog::relation_oid(&clone)?;
 
         let mut out = Vec::with_capacity(cmds.len());
         for (i, stmt) in statements.iter().enumerate() {

@@ -30,18 +30,7 @@ pub fn replay_batch(m: &Migration, table: &QualifiedName, limit: i64) -> Result<
     }
     let n = ids.len() as u64;
     let ids = || ids.clone().into();
-    spi::exec(
-        &format!(
-            "DELETE FROM {shadow} s
-              USING (SELECT DISTINCT {map} FROM (SELECT {as_orig} FROM {log} l WHERE l.id = ANY($1)) o) m
-              WHERE ({skeys}) = ({mkeys})",
-            map = m.key_map,
-            as_orig = m.log_as_orig,
-            skeys = m.shadow_keys,
-            mkeys = m.log_keys.replace("l.", "m."),
-        ),
-        &[ids()],
-    )?;
+    delete_logged_keys(m, "WHERE l.id = ANY($1)", &[ids()])?;
     spi::exec(
         &format!(
             "INSERT INTO {shadow} ({targets}) OVERRIDING SYSTEM VALUE
@@ -56,6 +45,34 @@ pub fn replay_batch(m: &Migration, table: &QualifiedName, limit: i64) -> Result<
     )?;
     spi::exec(&format!("DELETE FROM {log} WHERE id = ANY($1)"), &[ids()])?;
     Ok(n)
+}
+
+/// Delete the shadow rows whose keys are in the log rows `filter` selects
+/// (alias `l`), mapped into the shadow's key values. One pass over the
+/// shadow hashed against the keys, or index probes for a small batch.
+pub fn delete_logged_keys(
+    m: &Migration,
+    filter: &str,
+    args: &[pgrx::datum::DatumWithOid],
+) -> Result<u64> {
+    let oid = m.relid.to_u32();
+    let mkeys: Vec<String> = (1..=m.log_keys.split(", ").count())
+        .map(|i| format!("m.k{i}"))
+        .collect();
+    spi::exec_count(
+        &format!(
+            "DELETE FROM {shadow} s
+              USING (SELECT DISTINCT {map} FROM (SELECT {as_orig} FROM {log} l {filter}) o) m
+              WHERE ({skeys}) = ({mkeys})",
+            shadow = sqlgen::shadow_table(oid),
+            log = sqlgen::log_table(oid),
+            map = m.key_map,
+            as_orig = m.log_as_orig,
+            skeys = m.shadow_keys,
+            mkeys = mkeys.join(", "),
+        ),
+        args,
+    )
 }
 
 /// Log rows waiting (an estimate from the id range: two index probes).

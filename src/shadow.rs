@@ -256,11 +256,7 @@ fn recipe(
     oid: Oid,
     shadow: &QualifiedName,
 ) -> Result<Recipe> {
-    let shadow_oid = spi::query(
-        "SELECT $1::pg_catalog.regclass::oid",
-        &[shadow.to_string().into()],
-        |r| get::<Oid>(r, 1),
-    )?[0];
+    let shadow_oid = crate::catalog::relation_oid(&shadow.to_string())?;
     // Indexes are built after the copy: keep their post-ALTER definitions, drop them now.
     let index_sql = index_definitions(shadow_oid, shadow)?;
     let drops = spi::query(

@@ -58,8 +58,8 @@ pub struct Migration {
     pub relid: Oid,
     pub table_name: String,
     pub phase: Phase,
-    #[allow(dead_code)] // shown by status(); the worker connects as it
-    pub role_oid: Oid,
+    /// Captured changes not yet replayed, as of the last unit of work.
+    pub backlog: i64,
     pub batch_rows: i32,
     pub lock_timeout_ms: i32,
     pub auto_finish: bool,
@@ -91,7 +91,7 @@ pub struct Migration {
     pub error_detail: Option<String>,
 }
 
-const COLUMNS: &str = "id, relid, table_name, phase, role_oid, batch_rows, lock_timeout_ms, auto_finish, background,
+const COLUMNS: &str = "id, relid, table_name, phase, backlog, batch_rows, lock_timeout_ms, auto_finish, background,
     coalesce(relfilenode, 0), search_path, shadow_sql, swap_sql, index_sql, post_swap_sql, altered_columns, added_columns,
     coalesce(copy_targets, ''), coalesce(copy_exprs, ''), coalesce(log_keys, ''), coalesce(log_as_orig, ''),
     coalesce(key_map, ''), coalesce(shadow_keys, ''), coalesce(orig_keys, ''),
@@ -104,7 +104,7 @@ fn from_row(r: &spi::Row) -> Result<Migration> {
         relid: get(r, 2)?,
         table_name: get(r, 3)?,
         phase: Phase::parse(&get::<String>(r, 4)?)?,
-        role_oid: get(r, 5)?,
+        backlog: get(r, 5)?,
         batch_rows: get(r, 6)?,
         lock_timeout_ms: get(r, 7)?,
         auto_finish: get(r, 8)?,

@@ -48,11 +48,7 @@ pub fn swap(m: &Migration, table: &QualifiedName) -> Result<Vec<String>> {
     copy::check_not_rewritten(m)?;
     while replay::replay_batch(m, table, 100_000)? > 0 {}
 
-    let shadow_oid = spi::query(
-        "SELECT $1::pg_catalog.regclass::oid",
-        &[shadow.to_string().into()],
-        |r| get::<Oid>(r, 1),
-    )?[0];
+    let shadow_oid = crate::catalog::relation_oid(&shadow.to_string())?;
     // From here on, DDL on the table is the migration's own (the event
     // trigger lets it through), including dropping its foreign keys.
     internal_ddl(true)?;

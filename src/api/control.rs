@@ -90,10 +90,10 @@ fn ended(m: &Migration) -> Result<Option<String>> {
 fn finish_migration(tbl: Option<Regclass>, timeout: Option<Interval>) -> Result<String> {
     let deadline = match timeout {
         None => None,
-        Some(i) if i.as_micros() > 0 && i.months() == 0 => Some(
-            Instant::now()
-                + Duration::from_micros(i.as_micros() as u64 + i.days() as u64 * 86_400_000_000),
-        ),
+        // as_micros() already counts the days and months of the interval.
+        Some(i) if i.as_micros() > 0 => {
+            Some(Instant::now() + Duration::from_micros(i.as_micros() as u64))
+        }
         Some(_) => {
             return Err(MigrateError::InvalidParameter {
                 name: "timeout",
@@ -165,7 +165,7 @@ fn finish_migration(tbl: Option<Regclass>, timeout: Option<Interval>) -> Result<
                 m.phase.as_str(),
                 m.rows_copied,
                 m.rows_total,
-                backlog_of(&m)?
+                m.backlog
             );
         }
         if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -187,17 +187,6 @@ fn finish_migration(tbl: Option<Regclass>, timeout: Option<Interval>) -> Result<
             locks::sleep_ms(pause)?;
         }
     }
-}
-
-fn backlog_of(m: &Migration) -> Result<i64> {
-    Ok(spi::query(
-        "SELECT backlog FROM migrate.migrations WHERE id = $1",
-        &[m.id.into()],
-        |r| get::<i64>(r, 1),
-    )?
-    .first()
-    .copied()
-    .unwrap_or(0))
 }
 
 fn abort_migration(tbl: Option<Regclass>) -> Result<()> {

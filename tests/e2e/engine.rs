@@ -360,6 +360,22 @@ fn swap_waits_for_a_blocker_without_blocking_writers() {
     blocker
         .batch_execute("BEGIN; SELECT count(*) FROM t")
         .unwrap();
+    // finish() with a timeout gives up with 57014; the migration goes on.
+    let t1 = Instant::now();
+    let err = c
+        .query_one("SELECT migrate.finish('t', '1s')", &[])
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), "57014", "{err:?}");
+    assert!(
+        t1.elapsed() < Duration::from_secs(5),
+        "a 1 s timeout took {:?}",
+        t1.elapsed()
+    );
+    assert_eq!(
+        phase(&mut c, id),
+        "swapping",
+        "the migration is still waiting to swap"
+    );
     let port = cluster.port;
     let finisher = std::thread::spawn(move || {
         let mut f = postgres::Client::connect(
