@@ -55,6 +55,11 @@ pub fn step(id: i64, cutover: Cutover) -> Result<Outcome> {
     if m.phase.is_terminal() {
         return Ok(Outcome::Finished(m.phase));
     }
+    if m.is_concurrent() {
+        return Err(MigrateError::Internal(format!(
+            "migration {id} builds an index CONCURRENTLY: only its worker runs it"
+        )));
+    }
     let table = catalog::qualified_name(m.relid)?.ok_or_else(|| {
         MigrateError::Internal(format!("table of migration {id} no longer exists"))
     })?;
@@ -195,6 +200,9 @@ fn finish_is_waiting(id: i64) -> Result<bool> {
 /// Remove what a migration created before its swap: the triggers (under
 /// bounded lock waits), the shadow, the log, the function.
 pub fn cleanup(m: &Migration) -> Result<()> {
+    if m.is_concurrent() {
+        return crate::concurrent::cleanup(m);
+    }
     let oid = m.relid.to_u32();
     if let Some(table) = catalog::qualified_name(m.relid)? {
         locks::retry("remove the capture trigger", m.lock_timeout_ms, 100, || {

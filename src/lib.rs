@@ -12,6 +12,8 @@
 //! - `copy`, `replay`, `swap` — the three data phases of a rewrite; `storage` — the
 //!   catalog-level storage exchange the swap needs
 //! - `driver`   — the phase machine (one unit of work per call); `worker` — the background worker
+//! - `concurrent` — ADD PRIMARY KEY / UNIQUE via an index built CONCURRENTLY, which the
+//!   worker runs as a top-level command (`toplevel`)
 //! - `state`    — the migrations table; `locks` — the lock-timeout retry loop
 //! - `gucs`     — settings; `error` — the one error type
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -21,6 +23,7 @@ use pgrx::prelude::*;
 mod api;
 mod capture;
 mod catalog;
+mod concurrent;
 mod copy;
 mod driver;
 mod error;
@@ -38,6 +41,7 @@ mod state;
 mod storage;
 mod subxact;
 mod swap;
+mod toplevel;
 mod worker;
 
 pgrx::extension_sql_file!("schema.sql", name = "schema", bootstrap);

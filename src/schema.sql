@@ -27,7 +27,9 @@ CREATE TABLE migrate.migrations (
     search_path     text NOT NULL,                  -- the caller's, for the user's own expressions
     shadow_sql      text[] NOT NULL DEFAULT '{}',   -- subcommands applied to the shadow and, at the swap, to the table
     swap_sql        text[] NOT NULL DEFAULT '{}',   -- run in the swap transaction, after the storage swap
-    index_sql       text[] NOT NULL DEFAULT '{}',   -- indexes and index-backed constraints, built after the copy
+    index_sql       text[] NOT NULL DEFAULT '{}',   -- indexes and index-backed constraints, built after the copy;
+                                                    -- for a concurrent plan, its statements in order
+    concurrent_indexes text[] NOT NULL DEFAULT '{}', -- concurrent plan: the indexes it builds (removed on failure)
     post_swap_sql   text[] NOT NULL DEFAULT '{}',   -- after the swap, one transaction each (VALIDATE)
     altered_columns text[] NOT NULL DEFAULT '{}',   -- columns whose type the ALTER changes
     added_columns   text[] NOT NULL DEFAULT '{}',   -- columns the ALTER adds
@@ -142,6 +144,8 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $fn$
     SELECT m.id, m.table_name, m.alter_sql, m.strategy, m.phase,
            m.rows_copied, m.rows_total,
            CASE WHEN m.phase = 'done' THEN 100.0
+                WHEN m.strategy = 'concurrent'
+                THEN round(100.0 * m.indexes_built / greatest(cardinality(m.index_sql), 1), 1)
                 WHEN m.rows_total > 0 THEN round(100.0 * least(m.rows_copied, m.rows_total) / m.rows_total, 1)
                 WHEN m.phase <> 'copying' THEN 100.0 END,
            m.backlog,
@@ -160,3 +164,51 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $fn$
 $fn$;
 COMMENT ON FUNCTION migrate.status(regclass) IS
     'halo_migrate: every migration (of one table, if given), newest first: phase, progress, backlog, rate, ETA, worker, error';
+
+-- Waiting from a client without holding a snapshot: CREATE INDEX
+-- CONCURRENTLY (the concurrent strategy) waits for every transaction with an
+-- older snapshot, so a function cannot wait for it; a procedure can, by
+-- committing between checks.
+CREATE PROCEDURE migrate.wait(tbl regclass, timeout interval DEFAULT NULL)
+-- No SET search_path: a procedure with one cannot COMMIT. Everything is
+-- schema-qualified instead.
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    m migrate.migrations;
+    deadline timestamptz := pg_catalog.clock_timestamp() + timeout;
+BEGIN
+    IF tbl IS NULL THEN
+        RAISE EXCEPTION 'tbl must not be NULL' USING ERRCODE = '22004';
+    END IF;
+    IF timeout IS NOT NULL AND timeout <= interval '0' THEN
+        RAISE EXCEPTION 'invalid value for timeout' USING ERRCODE = '22023', DETAIL = 'It must be a positive interval.',
+            HINT = 'Give e.g. ''10 minutes'', or NULL to wait as long as it takes.';
+    END IF;
+    LOOP
+        SELECT * INTO m FROM migrate.migrations mm WHERE mm.relid = tbl
+         ORDER BY mm.phase IN ('done', 'failed', 'aborted'), mm.id DESC LIMIT 1;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'table % has no migration', tbl USING ERRCODE = '55000',
+                HINT = pg_catalog.format('Start one with SELECT migrate.start(%L, ''<subcommands>'').', tbl::text);
+        END IF;
+        EXIT WHEN m.phase IN ('done', 'ready');
+        IF m.phase = 'failed' THEN
+            RAISE EXCEPTION 'migration % of % failed: %', m.id, m.table_name, m.error
+                USING ERRCODE = coalesce(m.error_sqlstate, 'XX000'), DETAIL = coalesce(m.error_detail, ''),
+                      HINT = 'The table is as it was before the migration (see migrate.status()).';
+        ELSIF m.phase = 'aborted' THEN
+            RAISE EXCEPTION 'migration % of % was aborted', m.id, m.table_name USING ERRCODE = '55000',
+                HINT = 'Start it again with migrate.start().';
+        ELSIF pg_catalog.clock_timestamp() > deadline THEN
+            RAISE EXCEPTION 'migrate.wait() timed out; migration % of % is still %', m.id, m.table_name, m.phase
+                USING ERRCODE = '57014', DETAIL = 'The migration goes on.';
+        END IF;
+        COMMIT;
+        PERFORM pg_catalog.pg_sleep(0.2);
+    END LOOP;
+    RAISE NOTICE 'migration % of % is %', m.id, m.table_name, m.phase;
+END
+$fn$;
+COMMENT ON PROCEDURE migrate.wait(regclass, interval) IS
+    'halo_migrate: wait, committing between checks, until the table''s migration is done or ready for its cut-over; raises its error if it failed';
+GRANT EXECUTE ON PROCEDURE migrate.wait(regclass, interval) TO PUBLIC;

@@ -89,6 +89,17 @@ pub struct Migration {
     pub error: Option<String>,
     pub error_sqlstate: Option<String>,
     pub error_detail: Option<String>,
+    /// "rewrite" or "concurrent" (instant and two-phase plans end in start()).
+    pub strategy: String,
+    /// Concurrent plan: the indexes it builds, by bare name.
+    pub concurrent_indexes: Vec<String>,
+}
+
+impl Migration {
+    /// A concurrent plan, run statement by statement by the worker.
+    pub fn is_concurrent(&self) -> bool {
+        self.strategy == "concurrent"
+    }
 }
 
 const COLUMNS: &str = "id, relid, table_name, phase, backlog, batch_rows, lock_timeout_ms, auto_finish, background,
@@ -96,7 +107,7 @@ const COLUMNS: &str = "id, relid, table_name, phase, backlog, batch_rows, lock_t
     coalesce(copy_targets, ''), coalesce(copy_exprs, ''), coalesce(log_keys, ''), coalesce(log_as_orig, ''),
     coalesce(key_map, ''), coalesce(shadow_keys, ''), coalesce(orig_keys, ''),
     copy_next, coalesce(copy_end, 0), indexes_built, post_swap_done, rows_copied, coalesce(rows_total, 0),
-    worker_pid, error, error_sqlstate, error_detail";
+    worker_pid, error, error_sqlstate, error_detail, strategy, concurrent_indexes";
 
 fn from_row(r: &spi::Row) -> Result<Migration> {
     Ok(Migration {
@@ -134,6 +145,8 @@ fn from_row(r: &spi::Row) -> Result<Migration> {
         error: r.get(32)?,
         error_sqlstate: r.get(33)?,
         error_detail: r.get(34)?,
+        strategy: get(r, 35)?,
+        concurrent_indexes: get(r, 36)?,
     })
 }
 

@@ -15,6 +15,7 @@ use crate::driver::{self, Cutover, Outcome};
 use crate::error::{MigrateError, Result};
 use crate::spi;
 use crate::state;
+use crate::{concurrent, toplevel};
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
@@ -85,6 +86,16 @@ pub extern "C-unwind" fn halo_migrate_worker_main(arg: pg_sys::Datum) {
         return;
     }
 
+    match transaction(|| state::load(id)) {
+        Ok(Some(m)) if m.is_concurrent() => run_concurrent(id),
+        Ok(_) => run_rewrite(id),
+        Err(e) => log!("halo_migrate worker for migration {id}: {e}"),
+    }
+    let _ = transaction(|| state::update(id, "worker_pid = NULL", vec![]));
+}
+
+/// A rewrite: one unit of work per transaction until it is over.
+fn run_rewrite(id: i64) {
     while !stop_requested() {
         match transaction(|| driver::step(id, Cutover::WhenRequested)) {
             Ok(Outcome::Progress(_)) => {}
@@ -95,16 +106,52 @@ pub extern "C-unwind" fn halo_migrate_worker_main(arg: pg_sys::Datum) {
                 BackgroundWorker::wait_latch(Some(Duration::from_millis(500)));
             }
             Ok(Outcome::Finished(_)) => break,
-            Err(e) => {
-                log!("halo_migrate migration {id} failed: {e}");
-                if let Err(e2) = transaction(|| driver::fail(id, &e)) {
-                    log!("halo_migrate migration {id}: recording the failure failed too: {e2}");
-                }
-                break;
-            }
+            Err(e) => return record_failure(id, &e),
         }
     }
-    let _ = transaction(|| state::update(id, "worker_pid = NULL", vec![]));
+}
+
+/// A concurrent plan: its statements in order, the index build as a
+/// top-level command, progress committed after each.
+fn run_concurrent(id: i64) {
+    // Our own CREATE INDEX and ALTER TABLE pass the DDL guard.
+    if let Err(e) = transaction(|| {
+        spi::exec(
+            "SELECT pg_catalog.set_config('halo_migrate.swapping', 'on', false)",
+            &[],
+        )
+    }) {
+        return record_failure(id, &e);
+    }
+    while !stop_requested() {
+        let m = match transaction(|| state::load(id)) {
+            Ok(Some(m)) if !m.phase.is_terminal() => m,
+            Ok(_) => return,
+            Err(e) => return record_failure(id, &e),
+        };
+        let Some(sql) = m.index_sql.get(m.indexes_built as usize) else {
+            let _ = transaction(|| state::set_phase(id, state::Phase::Done));
+            return;
+        };
+        let ran = if concurrent::needs_top_level(sql) {
+            toplevel::exec(sql)
+        } else {
+            transaction(|| concurrent::run_statement(&m, sql))
+        };
+        let recorded = ran.and_then(|_| {
+            transaction(|| state::update(id, "indexes_built = indexes_built + 1", vec![]))
+        });
+        if let Err(e) = recorded {
+            return record_failure(id, &e);
+        }
+    }
+}
+
+fn record_failure(id: i64, e: &MigrateError) {
+    log!("halo_migrate migration {id} failed: {e}");
+    if let Err(e2) = transaction(|| driver::fail(id, e)) {
+        log!("halo_migrate migration {id}: recording the failure failed too: {e2}");
+    }
 }
 
 /// SIGTERM arrived (pgrx's own flag resets when read; PostgreSQL's stays set).

@@ -52,6 +52,12 @@ fn stored_error(m: &Migration) -> MigrateError {
 }
 
 fn summary(m: &Migration) -> Result<String> {
+    if m.strategy != "rewrite" {
+        return Ok(format!(
+            "migration {} of {} done ({})",
+            m.id, m.table_name, m.strategy
+        ));
+    }
     let secs = spi::query(
         "SELECT extract(epoch FROM coalesce(finished_at, clock_timestamp()) - started_at)::float8
            FROM migrate.migrations WHERE id = $1",
@@ -118,6 +124,21 @@ fn finish_migration(tbl: Option<Regclass>, timeout: Option<Interval>) -> Result<
     let m = table_migration(tbl)?;
     if let Some(s) = ended(&m)? {
         return Ok(s);
+    }
+    if m.is_concurrent() {
+        return Err(MigrateError::Postgres {
+            code: PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            message: format!(
+                "migration {} of {} is still building its index CONCURRENTLY",
+                m.id, m.table_name
+            ),
+            detail: Some("CREATE INDEX CONCURRENTLY waits for every transaction that holds an older snapshot, this one included: a function that waited for it would wait forever.".into()),
+            hint: Some(format!(
+                "CALL migrate.wait('{}') waits for it (it commits between checks); or watch migrate.status().",
+                m.table_name.replace('\'', "''")
+            )),
+            context: String::new(),
+        });
     }
     let id = m.id;
     // Tell the worker we are waiting: it swaps as soon as it has caught up.
@@ -203,8 +224,15 @@ fn abort_migration(tbl: Option<Regclass>) -> Result<()> {
             "Let it finish with migrate.finish().",
         ));
     }
+    let mut cancelled = false;
     if let Some(pid) = m.worker_pid {
         if state::worker_alive(Some(pid))? {
+            if m.is_concurrent() {
+                // SIGTERM is only looked at between statements; a CREATE
+                // INDEX CONCURRENTLY can wait for long, so cancel it.
+                spi::exec("SELECT pg_catalog.pg_cancel_backend($1)", &[pid.into()])?;
+                cancelled = true;
+            }
             spi::exec("SELECT pg_catalog.pg_terminate_backend($1)", &[pid.into()])?;
             let t0 = Instant::now();
             while state::worker_alive(Some(pid))? {
@@ -222,6 +250,15 @@ fn abort_migration(tbl: Option<Regclass>) -> Result<()> {
         id: m.id,
         phase: "being driven by another session",
     })?;
+    if cancelled && m.phase == Phase::Failed && m.error_sqlstate.as_deref() == Some("57014") {
+        // The worker failed because we cancelled it, and cleaned up.
+        state::update(
+            m.id,
+            "error = NULL, error_sqlstate = NULL, error_detail = NULL",
+            vec![],
+        )?;
+        return state::set_phase(m.id, Phase::Aborted);
+    }
     if m.phase.is_terminal() || m.phase == Phase::Validating {
         return Err(MigrateError::not_supported(
             "aborting a migration that has ended or swapped",
@@ -244,6 +281,20 @@ fn step_migration(tbl: Option<Regclass>) -> Result<String> {
             m.worker_pid.unwrap_or(0),
             m.id
         ));
+    }
+    if m.is_concurrent() {
+        return Err(MigrateError::Postgres {
+            code: PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            message: format!(
+                "migration {} of {} has no worker to build its index",
+                m.id, m.table_name
+            ),
+            detail: Some(
+                "An index built CONCURRENTLY can only be built by the background worker.".into(),
+            ),
+            hint: Some("Run migrate.abort() and start the migration again.".into()),
+            context: String::new(),
+        });
     }
     let id = m.id;
     match crate::subxact::attempt("in migrate.step()", || driver::step(id, Cutover::Never)) {

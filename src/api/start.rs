@@ -89,12 +89,11 @@ fn start_migration(
             });
         }
     }
-    if planned
-        .steps
-        .iter()
-        .any(|s| s.strategy == Strategy::Rewrite)
-    {
+    let has = |k: Strategy| planned.steps.iter().any(|s| s.strategy == k);
+    if has(Strategy::Rewrite) {
         start_rewrite(&planned, &table, alter_text, &opts)
+    } else if has(Strategy::Concurrent) {
+        start_concurrent(&planned, &table, alter_text, &opts)
     } else {
         run_direct(&planned, &table, alter_text, &opts)
     }
@@ -108,20 +107,6 @@ fn run_direct(
     alter: &str,
     opts: &Options,
 ) -> Result<i64> {
-    if let Some(s) = planned
-        .steps
-        .iter()
-        .find(|s| s.strategy == Strategy::Concurrent)
-    {
-        return Err(MigrateError::not_supported(
-            "building an index CONCURRENTLY from migrate.start()",
-            format!(
-                "The plan needs \"{}\", which PostgreSQL cannot run inside a function.",
-                s.sql
-            ),
-            "Run the statements migrate.plan() shows one by one from psql.",
-        ));
-    }
     for s in &planned.steps {
         locks::retry("run the ALTER", opts.lock_timeout_ms, 50, || {
             spi::exec(&s.sql, &[])
@@ -137,6 +122,53 @@ fn run_direct(
         "instant"
     };
     insert(planned, table, alter, strategy, "done", opts)
+}
+
+/// A plan with an index built CONCURRENTLY, which no function can run: the
+/// worker runs the plan's statements, the index build as a top-level command.
+fn start_concurrent(
+    planned: &Planned,
+    table: &QualifiedName,
+    alter: &str,
+    opts: &Options,
+) -> Result<i64> {
+    if !opts.background {
+        return Err(MigrateError::not_supported(
+            "background => false for an index built CONCURRENTLY",
+            "CREATE INDEX CONCURRENTLY cannot run inside a function, so neither migrate.step() nor migrate.finish() can build it; only the background worker can.".to_string(),
+            "Start it with background => true (the default).",
+        ));
+    }
+    let statements: Vec<String> = planned.steps.iter().map(|s| s.sql.clone()).collect();
+    let indexes: Vec<String> = planned
+        .steps
+        .iter()
+        .filter_map(|s| match &s.stage {
+            Stage::BuildIndex(name) => Some(name.clone()),
+            _ => None,
+        })
+        .collect();
+    let id = insert(planned, table, alter, "concurrent", "indexing", opts)?;
+    state::update(
+        id,
+        "index_sql = $2, concurrent_indexes = $3",
+        vec![statements.into(), indexes.into()],
+    )?;
+    launch_worker(id)?;
+    Ok(id)
+}
+
+/// Hand migration `id` to a background worker, which starts once this
+/// transaction commits.
+fn launch_worker(id: i64) -> Result<()> {
+    let xid = spi::query(
+        "SELECT pg_catalog.pg_current_xact_id()::text::bigint",
+        &[],
+        |r| get::<i64>(r, 1),
+    )?[0];
+    // SAFETY: reading the current user's OID.
+    let role = unsafe { pgrx::pg_sys::GetUserId() };
+    worker::launch(id, role, xid)
 }
 
 fn insert(
@@ -253,14 +285,7 @@ fn start_rewrite(
         ],
     )?;
     if opts.background {
-        let xid = spi::query(
-            "SELECT pg_catalog.pg_current_xact_id()::text::bigint",
-            &[],
-            |r| get::<i64>(r, 1),
-        )?[0];
-        // SAFETY: reading the current user's OID.
-        let role = unsafe { pgrx::pg_sys::GetUserId() };
-        worker::launch(id, role, xid)?;
+        launch_worker(id)?;
     }
     Ok(id)
 }

@@ -171,12 +171,14 @@ pub fn build_plan(
                     }
                 }
                 let name = constraint_name(spec, &choose)?;
-                steps.push(step(
+                let mut build = step(
                     Strategy::Concurrent,
                     sqlgen::create_unique_index_concurrently(&table, spec, &name),
                     Some(LockMode::ShareUpdateExclusive),
                     "the index is built CONCURRENTLY: reads and writes continue",
-                ));
+                );
+                build.stage = Stage::BuildIndex(name.clone());
+                steps.push(build);
                 let attach = sqlgen::add_constraint_using_index(&table, spec, &name, primary);
                 let lock = (oracle.lock_of)(&attach)?;
                 steps.push(step(

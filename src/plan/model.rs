@@ -257,6 +257,9 @@ impl Strategy {
 pub enum Stage {
     /// At once, on the table itself (instant, two-phase, concurrent steps).
     Direct,
+    /// Concurrent: `CREATE INDEX CONCURRENTLY` of this index (its bare
+    /// name), run by the background worker as a top-level command.
+    BuildIndex(String),
     /// Rewrite: install the capture trigger.
     Capture,
     /// Rewrite: this subcommand text (unnamed constraints named) is applied

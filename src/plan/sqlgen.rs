@@ -164,6 +164,10 @@ pub fn set_not_null_steps(table: &QualifiedName, column: &str, check_name: &str)
 }
 
 /// `CREATE UNIQUE INDEX CONCURRENTLY` for a PRIMARY KEY or UNIQUE constraint.
+/// How every concurrent index build we generate begins: such a statement
+/// must run as a top-level command.
+pub const CREATE_UNIQUE_INDEX_CONCURRENTLY: &str = "CREATE UNIQUE INDEX CONCURRENTLY";
+
 pub fn create_unique_index_concurrently(
     table: &QualifiedName,
     spec: &ConstraintSpec,
@@ -171,7 +175,7 @@ pub fn create_unique_index_concurrently(
 ) -> String {
     let cols: Vec<Ident> = spec.columns.iter().map(Ident::new).collect();
     let mut sql = format!(
-        "CREATE UNIQUE INDEX CONCURRENTLY {} ON {table} ({})",
+        "{CREATE_UNIQUE_INDEX_CONCURRENTLY} {} ON {table} ({})",
         Ident::new(index),
         ident_list(&cols)
     );

@@ -4,6 +4,7 @@
 //! Each test starts its own throwaway cluster (`harness::Cluster`), so tests
 //! can crash, restart or reconfigure theirs without disturbing the others.
 
+mod concurrent;
 mod engine;
 mod harness;
 mod plan;
