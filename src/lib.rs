@@ -10,7 +10,8 @@
 //! - `ident`    — the one way identifiers get into SQL
 //! - `shadow`   — the shadow table and the copy/replay recipe; `capture` — log and trigger
 //! - `copy`, `replay`, `swap` — the three data phases of a rewrite; `storage` — the
-//!   catalog-level storage exchange the swap needs
+//!   catalog-level storage exchange the swap needs; `views` — views and policies
+//!   on altered columns, recreated around the ALTER
 //! - `driver`   — the phase machine (one unit of work per call); `worker` — the background worker
 //! - `concurrent` — ADD PRIMARY KEY / UNIQUE via an index built CONCURRENTLY, which the
 //!   worker runs as a top-level command (`toplevel`)
@@ -42,6 +43,7 @@ mod storage;
 mod subxact;
 mod swap;
 mod toplevel;
+mod views;
 mod worker;
 
 pgrx::extension_sql_file!("schema.sql", name = "schema", bootstrap);

@@ -9,7 +9,9 @@
 //!    catalogs change exactly as a plain ALTER would change them — names,
 //!    grants, comments, triggers, policies, views, publications, sequences,
 //!    replica identity, statistics targets all stay — but there is no data to
-//!    rewrite.
+//!    rewrite. Views and policies on columns whose type changes, which
+//!    PostgreSQL would refuse, are dropped first and created again after
+//!    (`views.rs`).
 //! 5. Check the table's new row layout and index set are the shadow's, then
 //!    exchange their storage (`storage.rs`), and drop the shadow, the log and
 //!    the capture function.
@@ -26,6 +28,7 @@ use crate::replay;
 use crate::spi::{self, get, CATALOG_PATH};
 use crate::state::Migration;
 use crate::storage;
+use crate::views;
 use pgrx::pg_sys::Oid;
 
 /// A foreign key taken off for the swap.
@@ -67,10 +70,13 @@ pub fn swap(m: &Migration, table: &QualifiedName) -> Result<Vec<String>> {
     for sql in capture::drop_trigger_sql(oid, table) {
         spi::exec(&sql, &[])?;
     }
+    let saved = views::save(m.relid, &m.altered_columns)?;
+    views::drop_saved(table, &saved)?;
     storage::empty_storage(m.relid);
     if !m.shadow_sql.is_empty() {
         spi::exec(&sqlgen::alter(table, &m.shadow_sql.join(", ")), &[])?;
     }
+    views::recreate(table, &saved)?;
     check_same_layout(m.relid, shadow_oid)?;
     let pairs = index_pairs(m.relid, shadow_oid)?;
     storage::swap_storage(m.relid, shadow_oid, true);

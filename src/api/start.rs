@@ -8,7 +8,7 @@ use crate::error::{MigrateError, Result};
 use crate::ident::QualifiedName;
 use crate::plan::model::{Stage, Strategy};
 use crate::spi::{self, get};
-use crate::{capture, gucs, locks, shadow, state, swap, worker};
+use crate::{capture, gucs, locks, shadow, state, swap, views, worker};
 use pgrx::datetime::Interval;
 use pgrx::prelude::*;
 
@@ -107,9 +107,23 @@ fn run_direct(
     alter: &str,
     opts: &Options,
 ) -> Result<i64> {
-    for s in &planned.steps {
+    let oid = pgrx::pg_sys::Oid::from(planned.facts.oid);
+    let saved = views::save(oid, &type_changed_columns(planned))?;
+    if saved.views.is_empty() && saved.policies.is_empty() {
+        for s in &planned.steps {
+            locks::retry("run the ALTER", opts.lock_timeout_ms, 50, || {
+                spi::exec(&s.sql, &[])
+            })?;
+        }
+    } else {
+        // An instant type change under views: PostgreSQL would refuse it, so
+        // take them off and put them back in one bounded attempt.
         locks::retry("run the ALTER", opts.lock_timeout_ms, 50, || {
-            spi::exec(&s.sql, &[])
+            views::drop_saved(table, &saved)?;
+            for s in &planned.steps {
+                spi::exec(&s.sql, &[])?;
+            }
+            views::recreate(table, &saved)
         })?;
     }
     let strategy = if planned
@@ -290,17 +304,30 @@ fn start_rewrite(
     Ok(id)
 }
 
-/// PostgreSQL cannot change or drop a column a view or a policy uses;
-/// neither can we, and we say so before copying anything.
+/// Columns whose type the plan changes.
+fn type_changed_columns(planned: &Planned) -> Vec<String> {
+    use crate::plan::model::CmdKind;
+    planned
+        .cmds
+        .iter()
+        .filter_map(|c| match &c.kind {
+            CmdKind::AlterColumnType { column, .. } => Some(column.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// PostgreSQL cannot drop a column a view or a policy uses, and neither can
+/// we; we say so before copying anything. Views and policies on columns
+/// whose type changes are recreated at the swap, if they can be exactly.
 fn refuse_view_dependencies(planned: &Planned, oid: pgrx::pg_sys::Oid) -> Result<()> {
     use crate::plan::model::CmdKind;
+    views::check(oid, &type_changed_columns(planned))?;
     let cols: Vec<String> = planned
         .cmds
         .iter()
         .filter_map(|c| match &c.kind {
-            CmdKind::AlterColumnType { column, .. } | CmdKind::DropColumn { column } => {
-                Some(column.clone())
-            }
+            CmdKind::DropColumn { column } => Some(column.clone()),
             _ => None,
         })
         .collect();
@@ -325,9 +352,9 @@ fn refuse_view_dependencies(planned: &Planned, oid: pgrx::pg_sys::Oid) -> Result
     )?;
     if let Some(Some(v)) = views.into_iter().next() {
         return Err(MigrateError::not_supported(
-            "changing the type of, or dropping, a column a view or policy uses",
+            "dropping a column a view or policy uses",
             format!("{v} use(s) column(s) {}.", cols.join(", ")),
-            "PostgreSQL refuses this ALTER too while they exist: drop them, migrate, and create them again.",
+            "PostgreSQL refuses this ALTER too while they exist: drop them (or change them not to use the column), then migrate.",
         ));
     }
     Ok(())
