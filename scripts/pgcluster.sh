@@ -3,6 +3,7 @@
 # local port: for the demo, the SQL regression tests and manual checks.
 #   pgcluster.sh start DIR [extra postgresql.conf lines...]  -> prints the port
 #   pgcluster.sh stop DIR
+#   pgcluster.sh crash-restart DIR  (stop -m immediate, as in a crash; start again)
 set -euo pipefail
 BIN=/usr/lib/postgresql/15/bin
 cmd=${1:?start|stop}; dir=${2:?data directory}
@@ -34,5 +35,9 @@ start)
 stop)
     [ -f "$dir/PG_VERSION" ] && as_pg "$BIN/pg_ctl" -D "$dir" -m fast -w stop >/dev/null 2>&1 || true
     ;;
-*) echo "usage: $0 start|stop DIR" >&2; exit 2 ;;
+crash-restart)
+    as_pg "$BIN/pg_ctl" -D "$dir" -m immediate -w stop >/dev/null
+    as_pg "$BIN/pg_ctl" -D "$dir" -l "$dir/server.log" -w start >/dev/null
+    ;;
+*) echo "usage: $0 start|stop|crash-restart DIR" >&2; exit 2 ;;
 esac

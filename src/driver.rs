@@ -20,6 +20,8 @@ use crate::replay;
 use crate::spi;
 use crate::state::{self, Migration, Phase};
 use crate::swap;
+use crate::throttle;
+use std::time::Instant;
 
 /// Whether this call may perform the swap when the copy has caught up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,6 +57,12 @@ pub fn step(id: i64, cutover: Cutover) -> Result<Outcome> {
     if m.phase.is_terminal() {
         return Ok(Outcome::Finished(m.phase));
     }
+    if m.paused {
+        return Ok(Outcome::Idle {
+            ms: 500,
+            note: "paused; migrate.resume() continues".into(),
+        });
+    }
     if m.is_concurrent() {
         return Err(MigrateError::Internal(format!(
             "migration {id} builds an index CONCURRENTLY: only its worker runs it"
@@ -69,21 +77,40 @@ pub fn step(id: i64, cutover: Cutover) -> Result<Outcome> {
 fn step_phase(m: &Migration, table: &QualifiedName, cutover: Cutover) -> Result<Outcome> {
     match m.phase {
         Phase::Copying => {
+            if let Some(note) = throttle::hold(m)? {
+                return Ok(Outcome::Idle { ms: 1000, note });
+            }
+            let t0 = Instant::now();
             let (rows, next) = copy::copy_batch(m, table)?;
+            let took_ms = t0.elapsed().as_secs_f64() * 1000.0;
             let phase = if next >= m.copy_end {
                 Phase::Indexing
             } else {
                 Phase::Copying
             };
+            let batch_rows = throttle::adapt_batch_rows(m.batch_rows, took_ms, m.target_batch_ms);
             state::update(
                 m.id,
-                "rows_copied = rows_copied + $2, copy_next = $3, phase = $4",
-                vec![(rows as i64).into(), next.into(), phase.as_str().into()],
+                "rows_copied = rows_copied + $2, copy_next = $3, phase = $4, batch_rows = $5",
+                vec![
+                    (rows as i64).into(),
+                    next.into(),
+                    phase.as_str().into(),
+                    batch_rows.into(),
+                ],
             )?;
-            Ok(Outcome::Progress(format!(
-                "copied {rows} rows (heap blocks {} to {next} of {})",
+            let note = format!(
+                "copied {rows} rows (heap blocks {} to {next} of {}) in {took_ms:.0} ms",
                 m.copy_next, m.copy_end
-            )))
+            );
+            Ok(if m.batch_pause_ms > 0 {
+                Outcome::Idle {
+                    ms: m.batch_pause_ms as u64,
+                    note,
+                }
+            } else {
+                Outcome::Progress(note)
+            })
         }
         Phase::Indexing => {
             let done = copy::build_next_index(m)?;
@@ -148,7 +175,10 @@ fn replay_or_swap(m: &Migration, table: &QualifiedName, cutover: Cutover) -> Res
         } else {
             Outcome::Idle {
                 ms: 200,
-                note: format!("caught up ({})", phase.as_str()),
+                note: format!(
+                    "caught up ({}); run migrate.finish() to swap",
+                    phase.as_str()
+                ),
             }
         });
     }

@@ -5,6 +5,9 @@ use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
 static LOCK_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(100);
 static BATCH_ROWS: GucSetting<i32> = GucSetting::<i32>::new(20_000);
 static SWAPPING: GucSetting<bool> = GucSetting::<bool>::new(false);
+static BATCH_PAUSE_MS: GucSetting<i32> = GucSetting::<i32>::new(0);
+static TARGET_BATCH_MS: GucSetting<i32> = GucSetting::<i32>::new(0);
+static MAX_REPLICA_LAG_MS: GucSetting<i32> = GucSetting::<i32>::new(0);
 
 pub fn init() {
     GucRegistry::define_int_guc(
@@ -28,6 +31,36 @@ pub fn init() {
         GucContext::Userset,
         GucFlags::default(),
     );
+    GucRegistry::define_int_guc(
+        c"halo_migrate.batch_pause",
+        c"Pause after each copy batch of a new migration.",
+        c"Gives the server room between batches; change a running migration with migrate.throttle().",
+        &BATCH_PAUSE_MS,
+        0,
+        3_600_000,
+        GucContext::Userset,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_int_guc(
+        c"halo_migrate.target_batch_time",
+        c"Adapt the batch size of a new migration so that a copy batch takes this long (0: fixed size).",
+        c"After each batch, batch_rows is scaled by target / actual duration, by at most 2x per batch.",
+        &TARGET_BATCH_MS,
+        0,
+        3_600_000,
+        GucContext::Userset,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_int_guc(
+        c"halo_migrate.max_replica_lag",
+        c"Hold a new migration's copy while a standby's replay lag exceeds this (0: off).",
+        c"Read from pg_stat_replication.replay_lag, which needs the privileges of pg_read_all_stats.",
+        &MAX_REPLICA_LAG_MS,
+        0,
+        86_400_000,
+        GucContext::Userset,
+        GucFlags::UNIT_MS,
+    );
     GucRegistry::define_bool_guc(
         c"halo_migrate.swapping",
         c"Set by halo_migrate during a swap (internal).",
@@ -46,4 +79,19 @@ pub fn batch_rows() -> i32 {
 /// halo_migrate.lock_timeout, in milliseconds.
 pub fn lock_timeout_ms() -> i32 {
     LOCK_TIMEOUT_MS.get()
+}
+
+/// halo_migrate.batch_pause, in milliseconds.
+pub fn batch_pause_ms() -> i32 {
+    BATCH_PAUSE_MS.get()
+}
+
+/// halo_migrate.target_batch_time, in milliseconds (0: off).
+pub fn target_batch_ms() -> i32 {
+    TARGET_BATCH_MS.get()
+}
+
+/// halo_migrate.max_replica_lag, in milliseconds (0: off).
+pub fn max_replica_lag_ms() -> i32 {
+    MAX_REPLICA_LAG_MS.get()
 }

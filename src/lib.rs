@@ -42,6 +42,7 @@ mod state;
 mod storage;
 mod subxact;
 mod swap;
+mod throttle;
 mod toplevel;
 mod views;
 mod worker;

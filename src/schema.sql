@@ -40,6 +40,11 @@ CREATE TABLE migrate.migrations (
     key_map         text,                           -- SELECT list mapping those into the shadow's key values
     shadow_keys     text,                           -- key columns of the shadow (alias s)
     orig_keys       text,                           -- key columns of the original (alias o)
+    -- runtime control (pause, resume, throttle)
+    paused          boolean NOT NULL DEFAULT false,
+    batch_pause_ms  integer NOT NULL DEFAULT 0,     -- sleep after each copy batch
+    target_batch_ms integer,                        -- adapt batch_rows so a copy batch takes this long
+    max_replica_lag_ms integer,                     -- wait while a standby's replay lag exceeds this
     -- progress
     copy_next       bigint NOT NULL DEFAULT 0,      -- next heap block to copy
     copy_end        bigint,                         -- heap blocks to copy (fixed when the copy starts)
@@ -141,7 +146,15 @@ RETURNS TABLE (id bigint, table_name text, alter_sql text, strategy text, phase 
                rate_rows_s numeric, eta interval, worker_pid integer,
                started_at timestamptz, updated_at timestamptz, error text)
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $fn$
-    SELECT m.id, m.table_name, m.alter_sql, m.strategy, m.phase,
+    SELECT m.id, m.table_name, m.alter_sql, m.strategy,
+           CASE WHEN m.phase IN ('done', 'failed', 'aborted') THEN m.phase
+                WHEN m.paused THEN 'paused'
+                -- a worker was running it and is gone (terminated, crashed, server restarted)
+                WHEN m.worker_pid IS NOT NULL AND NOT EXISTS (
+                     SELECT 1 FROM pg_stat_activity a
+                      WHERE a.pid = m.worker_pid AND a.backend_type = 'halo_migrate worker')
+                THEN 'interrupted'
+                ELSE m.phase END,
            m.rows_copied, m.rows_total,
            CASE WHEN m.phase = 'done' THEN 100.0
                 WHEN m.strategy = 'concurrent'
@@ -199,6 +212,12 @@ BEGIN
         ELSIF m.phase = 'aborted' THEN
             RAISE EXCEPTION 'migration % of % was aborted', m.id, m.table_name USING ERRCODE = '55000',
                 HINT = 'Start it again with migrate.start().';
+        ELSIF m.worker_pid IS NOT NULL AND NOT EXISTS (
+                SELECT 1 FROM pg_catalog.pg_stat_activity a
+                 WHERE a.pid OPERATOR(pg_catalog.=) m.worker_pid AND a.backend_type OPERATOR(pg_catalog.=) 'halo_migrate worker') THEN
+            RAISE EXCEPTION 'migration % of % is interrupted: its worker is gone', m.id, m.table_name
+                USING ERRCODE = '55000',
+                      HINT = pg_catalog.format('SELECT migrate.resume(%L) continues it from its last checkpoint.', m.table_name);
         ELSIF pg_catalog.clock_timestamp() > deadline THEN
             RAISE EXCEPTION 'migrate.wait() timed out; migration % of % is still %', m.id, m.table_name, m.phase
                 USING ERRCODE = '57014', DETAIL = 'The migration goes on.';

@@ -93,6 +93,13 @@ pub struct Migration {
     pub strategy: String,
     /// Concurrent plan: the indexes it builds, by bare name.
     pub concurrent_indexes: Vec<String>,
+    /// Runtime control (`pause`, `throttle`); 0 means off.
+    pub paused: bool,
+    pub batch_pause_ms: i32,
+    pub target_batch_ms: i32,
+    pub max_replica_lag_ms: i32,
+    /// The role that started the migration: its worker runs as this role.
+    pub role_oid: Oid,
 }
 
 impl Migration {
@@ -107,7 +114,8 @@ const COLUMNS: &str = "id, relid, table_name, phase, backlog, batch_rows, lock_t
     coalesce(copy_targets, ''), coalesce(copy_exprs, ''), coalesce(log_keys, ''), coalesce(log_as_orig, ''),
     coalesce(key_map, ''), coalesce(shadow_keys, ''), coalesce(orig_keys, ''),
     copy_next, coalesce(copy_end, 0), indexes_built, post_swap_done, rows_copied, coalesce(rows_total, 0),
-    worker_pid, error, error_sqlstate, error_detail, strategy, concurrent_indexes";
+    worker_pid, error, error_sqlstate, error_detail, strategy, concurrent_indexes,
+    paused, batch_pause_ms, coalesce(target_batch_ms, 0), coalesce(max_replica_lag_ms, 0), role_oid";
 
 fn from_row(r: &spi::Row) -> Result<Migration> {
     Ok(Migration {
@@ -147,6 +155,11 @@ fn from_row(r: &spi::Row) -> Result<Migration> {
         error_detail: r.get(34)?,
         strategy: get(r, 35)?,
         concurrent_indexes: get(r, 36)?,
+        paused: get(r, 37)?,
+        batch_pause_ms: get(r, 38)?,
+        target_batch_ms: get(r, 39)?,
+        max_replica_lag_ms: get(r, 40)?,
+        role_oid: get(r, 41)?,
     })
 }
 

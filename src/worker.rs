@@ -24,9 +24,20 @@ use std::time::Duration;
 
 pub const BACKEND_TYPE: &str = "halo_migrate worker";
 
+/// Launch the worker for migration `id`, as `role`, to begin once the
+/// current transaction commits (and not at all if it rolls back).
+pub fn launch_after_commit(id: i64, role: pg_sys::Oid) -> Result<()> {
+    let xid = spi::query(
+        "SELECT pg_catalog.pg_current_xact_id()::text::bigint",
+        &[],
+        |r| spi::get::<i64>(r, 1),
+    )?[0];
+    launch(id, role, xid)
+}
+
 /// Launch the worker for migration `id`. `start_xid` is the transaction
 /// that created the migration.
-pub fn launch(id: i64, role: pg_sys::Oid, start_xid: i64) -> Result<()> {
+fn launch(id: i64, role: pg_sys::Oid, start_xid: i64) -> Result<()> {
     // SAFETY: reading backend-global identifiers of the current session.
     let db = unsafe { pg_sys::MyDatabaseId };
     BackgroundWorkerBuilder::new(&format!("halo_migrate migration {id}"))
@@ -86,20 +97,35 @@ pub extern "C-unwind" fn halo_migrate_worker_main(arg: pg_sys::Datum) {
         return;
     }
 
+    // worker_pid stays set when the worker exits: a migration that is not
+    // over and whose worker is gone shows as interrupted in status().
     match transaction(|| state::load(id)) {
         Ok(Some(m)) if m.is_concurrent() => run_concurrent(id),
         Ok(_) => run_rewrite(id),
         Err(e) => log!("halo_migrate worker for migration {id}: {e}"),
     }
-    let _ = transaction(|| state::update(id, "worker_pid = NULL", vec![]));
+}
+
+/// What the worker is doing, in pg_stat_activity's `state` and `query`.
+fn report(running: bool, what: &str) {
+    let text = std::ffi::CString::new(what.replace('\0', "")).unwrap_or_default();
+    let state = if running {
+        pg_sys::BackendState::STATE_RUNNING
+    } else {
+        pg_sys::BackendState::STATE_IDLE
+    };
+    // SAFETY: outside a transaction, as PostgreSQL's own backends report
+    // between statements; the text is copied into shared memory.
+    unsafe { pg_sys::pgstat_report_activity(state, text.as_ptr()) };
 }
 
 /// A rewrite: one unit of work per transaction until it is over.
 fn run_rewrite(id: i64) {
     while !stop_requested() {
         match transaction(|| driver::step(id, Cutover::WhenRequested)) {
-            Ok(Outcome::Progress(_)) => {}
-            Ok(Outcome::Idle { ms, .. }) => {
+            Ok(Outcome::Progress(what)) => report(true, &what),
+            Ok(Outcome::Idle { ms, note }) => {
+                report(false, &note);
                 BackgroundWorker::wait_latch(Some(Duration::from_millis(ms)));
             }
             Ok(Outcome::Busy) => {
@@ -133,8 +159,14 @@ fn run_concurrent(id: i64) {
             let _ = transaction(|| state::set_phase(id, state::Phase::Done));
             return;
         };
+        if m.paused {
+            report(false, "paused; migrate.resume() continues");
+            BackgroundWorker::wait_latch(Some(Duration::from_millis(500)));
+            continue;
+        }
         let ran = if concurrent::needs_top_level(sql) {
-            toplevel::exec(sql)
+            // A build cut short (a crash, a restart) left its index behind.
+            transaction(|| concurrent::cleanup(&m)).and_then(|_| toplevel::exec(sql))
         } else {
             transaction(|| concurrent::run_statement(&m, sql))
         };

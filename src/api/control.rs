@@ -30,7 +30,7 @@ fn step(tbl: Option<Regclass>) -> String {
     or_report(step_migration(tbl))
 }
 
-fn table_migration(tbl: Option<Regclass>) -> Result<Migration> {
+pub(super) fn table_migration(tbl: Option<Regclass>) -> Result<Migration> {
     let oid = required(tbl, "tbl")?.0;
     state::latest_for_table(oid)?.ok_or_else(|| MigrateError::NoMigration {
         table: crate::catalog::qualified_name(oid)
@@ -181,9 +181,10 @@ fn finish_migration(tbl: Option<Regclass>, timeout: Option<Interval>) -> Result<
         if last_notice.elapsed() >= Duration::from_secs(5) {
             last_notice = Instant::now();
             pgrx::notice!(
-                "halo_migrate: {} {}: {} of ~{} rows copied, {} changes waiting",
+                "halo_migrate: {} {}{}: {} of ~{} rows copied, {} changes waiting",
                 m.table_name,
                 m.phase.as_str(),
+                if m.paused { " (paused)" } else { "" },
                 m.rows_copied,
                 m.rows_total,
                 m.backlog
@@ -299,7 +300,7 @@ fn step_migration(tbl: Option<Regclass>) -> Result<String> {
     let id = m.id;
     match crate::subxact::attempt("in migrate.step()", || driver::step(id, Cutover::Never)) {
         Ok(Outcome::Progress(s)) => Ok(s),
-        Ok(Outcome::Idle { note, .. }) => Ok(format!("{note}; run migrate.finish() to swap")),
+        Ok(Outcome::Idle { note, .. }) => Ok(note),
         Ok(Outcome::Busy) => Ok(format!(
             "busy: another session is working on migration {id}"
         )),

@@ -7,6 +7,7 @@
 
 pub mod control;
 pub mod plan;
+pub mod runtime;
 pub mod start;
 
 use crate::error::{MigrateError, Result};

@@ -175,14 +175,9 @@ fn start_concurrent(
 /// Hand migration `id` to a background worker, which starts once this
 /// transaction commits.
 fn launch_worker(id: i64) -> Result<()> {
-    let xid = spi::query(
-        "SELECT pg_catalog.pg_current_xact_id()::text::bigint",
-        &[],
-        |r| get::<i64>(r, 1),
-    )?[0];
     // SAFETY: reading the current user's OID.
     let role = unsafe { pgrx::pg_sys::GetUserId() };
-    worker::launch(id, role, xid)
+    worker::launch_after_commit(id, role)
 }
 
 fn insert(
@@ -203,8 +198,10 @@ fn insert(
     Ok(spi::query(
         &format!(
             "INSERT INTO migrate.migrations (relid, table_name, alter_sql, strategy, phase, batch_rows,
-                 lock_timeout_ms, auto_finish, background, search_path, finished_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, {finished}) RETURNING id"
+                 lock_timeout_ms, auto_finish, background, search_path, finished_at,
+                 batch_pause_ms, target_batch_ms, max_replica_lag_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, {finished}, $11,
+                     NULLIF($12, 0), NULLIF($13, 0)) RETURNING id"
         ),
         &[
             pgrx::pg_sys::Oid::from(planned.facts.oid).into(),
@@ -217,6 +214,9 @@ fn insert(
             o.auto_finish.into(),
             o.background.into(),
             path.into(),
+            gucs::batch_pause_ms().into(),
+            gucs::target_batch_ms().into(),
+            gucs::max_replica_lag_ms().into(),
         ],
         |r| get::<i64>(r, 1),
     )?[0])

@@ -70,6 +70,19 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// Stop the server with `-m immediate` (no shutdown checkpoint, every
+    /// backend and worker killed, as in a crash) and start it again.
+    pub fn restart_immediate(&self) {
+        let status = Command::new(repo().join("scripts/pgcluster.sh"))
+            .arg("crash-restart")
+            .arg(self.dir.join("data"))
+            .status()
+            .expect("run scripts/pgcluster.sh");
+        assert!(status.success(), "crash-restart failed");
+    }
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
         let _ = Command::new(repo().join("scripts/pgcluster.sh"))

@@ -7,4 +7,5 @@
 mod concurrent;
 mod engine;
 mod harness;
+mod operations;
 mod plan;

@@ -1,0 +1,180 @@
+//! `migrate.pause()`, `migrate.resume()` and `migrate.throttle()`: steering
+//! a running migration. Each changes the migration's row; every driver reads
+//! it before each unit of work, so a change takes effect within one batch.
+
+use super::control::table_migration;
+use super::{or_report, Regclass};
+use crate::error::{MigrateError, Result};
+use crate::spi::{self, get};
+use crate::state::{self, Migration, Phase};
+use crate::worker;
+use pgrx::datetime::Interval;
+use pgrx::prelude::*;
+
+/// Hold the migration still after the unit of work in progress.
+#[pg_extern(volatile, parallel_unsafe)]
+fn pause(tbl: Option<Regclass>) -> String {
+    or_report(pause_migration(tbl))
+}
+
+/// Continue a paused or interrupted migration; relaunch its worker if gone.
+#[pg_extern(volatile, parallel_unsafe)]
+fn resume(tbl: Option<Regclass>) -> String {
+    or_report(resume_migration(tbl))
+}
+
+/// Change how fast the migration copies; NULL leaves a setting as it is.
+#[pg_extern(volatile, parallel_unsafe)]
+fn throttle(
+    tbl: Option<Regclass>,
+    batch_rows: default!(Option<i32>, "NULL"),
+    batch_pause: default!(Option<Interval>, "NULL"),
+    target_batch_time: default!(Option<Interval>, "NULL"),
+    max_replica_lag: default!(Option<Interval>, "NULL"),
+) -> String {
+    or_report(throttle_migration(
+        tbl,
+        batch_rows,
+        batch_pause,
+        target_batch_time,
+        max_replica_lag,
+    ))
+}
+
+/// The table's live migration, locked against concurrent control calls.
+fn live(tbl: Option<Regclass>) -> Result<Migration> {
+    let m = table_migration(tbl)?;
+    if m.phase.is_terminal() {
+        return Err(MigrateError::NoMigration {
+            table: m.table_name,
+        });
+    }
+    spi::exec(
+        "SELECT 1 FROM migrate.migrations WHERE id = $1 FOR NO KEY UPDATE",
+        &[m.id.into()],
+    )?;
+    state::load(m.id)?.ok_or_else(|| MigrateError::Internal(format!("migration {} vanished", m.id)))
+}
+
+fn pause_migration(tbl: Option<Regclass>) -> Result<String> {
+    let m = live(tbl)?;
+    state::update(m.id, "paused = true", vec![])?;
+    Ok(format!(
+        "migration {} of {} paused (it was {}); migrate.resume() continues it",
+        m.id,
+        m.table_name,
+        m.phase.as_str()
+    ))
+}
+
+fn resume_migration(tbl: Option<Regclass>) -> Result<String> {
+    let m = live(tbl)?;
+    state::update(m.id, "paused = false", vec![])?;
+    let relaunch = m.background && !state::worker_alive(m.worker_pid)?;
+    if relaunch {
+        // The worker runs as the role that started the migration, whoever
+        // resumes it (only members of that role see the migration at all).
+        worker::launch_after_commit(m.id, m.role_oid)?;
+    }
+    Ok(format!(
+        "migration {} of {} resumed in phase {}{}",
+        m.id,
+        m.table_name,
+        m.phase.as_str(),
+        if relaunch {
+            "; a new worker starts when this transaction commits"
+        } else if m.background {
+            ""
+        } else {
+            "; drive it with migrate.step()"
+        }
+    ))
+}
+
+/// Milliseconds of a non-negative interval of at most a day.
+fn interval_ms(i: Option<Interval>, name: &'static str) -> Result<Option<i32>> {
+    let Some(i) = i else { return Ok(None) };
+    let us = i.as_micros();
+    if !(0..=86_400_000_000).contains(&us) {
+        return Err(MigrateError::InvalidParameter {
+            name,
+            detail: format!("It is {} ms.", us / 1000),
+            hint: "Give an interval between 0 (off) and 1 day.".into(),
+        });
+    }
+    Ok(Some((us / 1000) as i32))
+}
+
+fn throttle_migration(
+    tbl: Option<Regclass>,
+    batch_rows: Option<i32>,
+    batch_pause: Option<Interval>,
+    target_batch_time: Option<Interval>,
+    max_replica_lag: Option<Interval>,
+) -> Result<String> {
+    if let Some(n) = batch_rows {
+        if !(1..=10_000_000).contains(&n) {
+            return Err(MigrateError::InvalidParameter {
+                name: "batch_rows",
+                detail: format!("It is {n}."),
+                hint: "Give a number of rows between 1 and 10000000.".into(),
+            });
+        }
+    }
+    let pause = interval_ms(batch_pause, "batch_pause")?;
+    let target = interval_ms(target_batch_time, "target_batch_time")?;
+    let lag = interval_ms(max_replica_lag, "max_replica_lag")?;
+    if lag.is_some_and(|l| l > 0) {
+        let can_read = spi::query(
+            "SELECT pg_catalog.has_function_privilege('pg_catalog.pg_stat_get_wal_senders()', 'EXECUTE')
+                AND pg_catalog.pg_has_role('pg_read_all_stats', 'USAGE')",
+            &[],
+            |r| get::<bool>(r, 1),
+        )?;
+        if !can_read.first().copied().unwrap_or(false) {
+            return Err(MigrateError::Postgres {
+                code: PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+                message: "max_replica_lag needs to read standbys' replay lag".into(),
+                detail: Some("pg_stat_replication shows replay_lag only to roles with the privileges of pg_read_all_stats.".into()),
+                hint: Some("GRANT pg_read_all_stats TO the role that runs the migration.".into()),
+                context: String::new(),
+            });
+        }
+    }
+    let m = live(tbl)?;
+    if m.phase == Phase::Validating {
+        return Err(MigrateError::not_supported(
+            "throttling a migration after its swap",
+            format!("Migration {} only has constraints left to validate.", m.id),
+            "Let it finish.",
+        ));
+    }
+    let row = spi::query(
+        "UPDATE migrate.migrations
+            SET batch_rows = coalesce($2, batch_rows),
+                batch_pause_ms = coalesce($3, batch_pause_ms),
+                target_batch_ms = CASE WHEN $4 IS NULL THEN target_batch_ms ELSE NULLIF($4, 0) END,
+                max_replica_lag_ms = CASE WHEN $5 IS NULL THEN max_replica_lag_ms ELSE NULLIF($5, 0) END,
+                updated_at = pg_catalog.clock_timestamp()
+          WHERE id = $1
+      RETURNING batch_rows, batch_pause_ms, coalesce(target_batch_ms, 0), coalesce(max_replica_lag_ms, 0)",
+        &[m.id.into(), batch_rows.into(), pause.into(), target.into(), lag.into()],
+        |r| Ok((get::<i32>(r, 1)?, get::<i32>(r, 2)?, get::<i32>(r, 3)?, get::<i32>(r, 4)?)),
+    )?[0];
+    let off = |ms: i32| {
+        if ms > 0 {
+            format!("{ms} ms")
+        } else {
+            "off".to_string()
+        }
+    };
+    Ok(format!(
+        "migration {} of {}: batch_rows {}, batch_pause {}, target_batch_time {}, max_replica_lag {}",
+        m.id,
+        m.table_name,
+        row.0,
+        off(row.1),
+        off(row.2),
+        off(row.3)
+    ))
+}

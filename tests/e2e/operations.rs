@@ -1,0 +1,234 @@
+//! Operating a long migration: detached progress, pause/resume, throttling,
+//! a worker terminated or a server stopped mid-copy and then resumed, and a
+//! migration driven by pg_cron. Each ends with the oracle comparison.
+
+use crate::harness::*;
+use postgres::Client;
+use std::time::{Duration, Instant};
+
+const COLUMNS: &str = "id int PRIMARY KEY, v int NOT NULL, payload text";
+const ALTER: &str = "ALTER COLUMN v TYPE bigint";
+
+fn copied(c: &mut Client, id: i64) -> (String, i64) {
+    let r = c
+        .query_one(
+            "SELECT phase, rows_copied FROM migrate.status() WHERE id = $1",
+            &[&id],
+        )
+        .unwrap();
+    (r.get(0), r.get(1))
+}
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !f() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(90),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn finish_and_compare(c: &mut Client, table: &str) {
+    let s: String = c
+        .query_one(&format!("SELECT migrate.finish('{table}', '120s')"), &[])
+        .unwrap()
+        .get(0);
+    assert!(s.contains("done"), "{s}");
+    c.batch_execute(&format!("ALTER TABLE {table}_control {ALTER}"))
+        .unwrap();
+    assert_same_rows(c, table);
+}
+
+#[test]
+fn detached_pause_resume_and_throttle() {
+    let cluster = Cluster::start();
+    let mut c = cluster.client();
+    create_with_control(&mut c, "t", COLUMNS, 200_000);
+    let writers = Writers::start(&cluster, "t", 2, 200_000);
+    // Started by a session that then goes away: the copy goes on.
+    let id: i64 = {
+        let mut s = cluster.client();
+        s.query_one(
+            "SELECT migrate.start('t', $1, batch_rows => 2000)",
+            &[&ALTER],
+        )
+        .unwrap()
+        .get(0)
+    };
+    let slow = c
+        .query_one("SELECT migrate.throttle('t', batch_pause => '300ms')", &[])
+        .unwrap()
+        .get::<_, String>(0);
+    assert!(slow.contains("batch_pause 300 ms"), "{slow}");
+    wait_until("the copy to start", || copied(&mut c, id).1 > 0);
+
+    // Throttled: at most one 2000-row batch per 300 ms.
+    let a = copied(&mut c, id).1;
+    std::thread::sleep(Duration::from_millis(1500));
+    let b = copied(&mut c, id).1;
+    assert!(
+        b > a && b - a <= 7 * 2100,
+        "copied {} rows in 1.5 s at 300 ms per batch",
+        b - a
+    );
+
+    // Paused: nothing moves.
+    c.batch_execute("SELECT migrate.pause('t')").unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    let (phase, p1) = copied(&mut c, id);
+    assert_eq!(phase, "paused");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(copied(&mut c, id).1, p1, "a paused migration copied rows");
+    let activity: String = c
+        .query_one(
+            "SELECT query FROM pg_stat_activity WHERE backend_type = 'halo_migrate worker'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(activity.contains("paused"), "{activity}");
+
+    // Resumed, unthrottled, with adaptive batches: it speeds up.
+    c.batch_execute(
+        "SELECT migrate.resume('t');
+         SELECT migrate.throttle('t', batch_pause => '0', target_batch_time => '500ms');",
+    )
+    .unwrap();
+    wait_until("the copy to move again", || copied(&mut c, id).1 > p1);
+    wait_until("the batch size to adapt", || {
+        c.query_one(
+            "SELECT batch_rows FROM migrate.migrations WHERE id = $1",
+            &[&id],
+        )
+        .unwrap()
+        .get::<_, i32>(0)
+            > 2000
+            || copied(&mut c, id).0 != "copying"
+    });
+    let (worst, _) = writers.stop();
+    assert!(worst < Duration::from_secs(2), "a write waited {worst:?}");
+    finish_and_compare(&mut c, "t");
+
+    // Bad settings change nothing.
+    for (call, code) in [
+        ("SELECT migrate.throttle('t', batch_rows => 0)", "22023"),
+        ("SELECT migrate.pause('t')", "55000"),
+        ("SELECT migrate.throttle(NULL)", "22004"),
+    ] {
+        let e = c.query_one(call, &[]).unwrap_err();
+        assert_eq!(sqlstate(&e), code, "{call}: {e:?}");
+    }
+}
+
+#[test]
+fn worker_terminated_mid_copy_then_resumed() {
+    let cluster = Cluster::start();
+    let mut c = cluster.client();
+    create_with_control(&mut c, "t", COLUMNS, 100_000);
+    c.batch_execute("SET halo_migrate.batch_pause = '100ms'")
+        .unwrap();
+    let writers = Writers::start(&cluster, "t", 2, 100_000);
+    let id: i64 = c
+        .query_one(
+            "SELECT migrate.start('t', $1, batch_rows => 2000)",
+            &[&ALTER],
+        )
+        .unwrap()
+        .get(0);
+    wait_until("the copy to start", || copied(&mut c, id).1 > 0);
+    c.batch_execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE backend_type = 'halo_migrate worker'",
+    )
+    .unwrap();
+    wait_until("the migration to show as interrupted", || {
+        copied(&mut c, id).0 == "interrupted"
+    });
+    let (_, at) = copied(&mut c, id);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(copied(&mut c, id).1, at, "nothing copies without a worker");
+    let e = c.batch_execute("CALL migrate.wait('t', '5s')").unwrap_err();
+    assert_eq!(sqlstate(&e), "55000", "{e:?}");
+
+    let r: String = c
+        .query_one("SELECT migrate.resume('t')", &[])
+        .unwrap()
+        .get(0);
+    assert!(r.contains("new worker"), "{r}");
+    wait_until("the copy to go on", || copied(&mut c, id).1 > at);
+    c.batch_execute("SELECT migrate.throttle('t', batch_pause => '0')")
+        .unwrap();
+    writers.stop();
+    finish_and_compare(&mut c, "t");
+}
+
+#[test]
+fn immediate_shutdown_mid_copy_then_resumed() {
+    let cluster = Cluster::start();
+    let mut c = cluster.client();
+    create_with_control(&mut c, "t", COLUMNS, 100_000);
+    c.batch_execute("SET halo_migrate.batch_pause = '100ms'")
+        .unwrap();
+    let writers = Writers::start(&cluster, "t", 2, 100_000);
+    let id: i64 = c
+        .query_one(
+            "SELECT migrate.start('t', $1, batch_rows => 2000)",
+            &[&ALTER],
+        )
+        .unwrap()
+        .get(0);
+    wait_until("the copy to start", || copied(&mut c, id).1 > 0);
+    cluster.restart_immediate();
+    // Writers lose their connections; a transaction cut short is rolled back
+    // on both tables alike.
+    writers.stop();
+    let mut c = cluster.client();
+    let (phase, at) = copied(&mut c, id);
+    assert_eq!(phase, "interrupted");
+    assert!(at > 0);
+
+    let writers = Writers::start(&cluster, "t", 2, 100_000);
+    c.batch_execute("SELECT migrate.resume('t')").unwrap();
+    wait_until("the copy to go on", || copied(&mut c, id).1 > at);
+    c.batch_execute("SELECT migrate.throttle('t', batch_pause => '0')")
+        .unwrap();
+    writers.stop();
+    finish_and_compare(&mut c, "t");
+}
+
+#[test]
+fn pg_cron_drives_a_migration_to_completion() {
+    let cluster = Cluster::start_with(&[
+        "shared_preload_libraries = 'pg_cron'",
+        "cron.database_name = 'postgres'",
+        "cron.use_background_workers = on",
+    ]);
+    let mut c = cluster.client();
+    create_with_control(&mut c, "t", COLUMNS, 20_000);
+    c.batch_execute("CREATE EXTENSION pg_cron").unwrap();
+    let id: i64 = c
+        .query_one(
+            "SELECT migrate.start('t', $1, batch_rows => 5000, background => false)",
+            &[&ALTER],
+        )
+        .unwrap()
+        .get(0);
+    // pg_cron 1.4 runs jobs once a minute: each run takes many steps.
+    c.batch_execute(
+        "SELECT cron.schedule('halo-step', '* * * * *',
+                $$SELECT migrate.step('t') FROM generate_series(1, 50)$$)",
+    )
+    .unwrap();
+    let writers = Writers::start(&cluster, "t", 2, 20_000);
+    wait_until("pg_cron to bring the copy to ready", || {
+        c.query_one("SELECT phase FROM migrate.status() WHERE id = $1", &[&id])
+            .unwrap()
+            .get::<_, String>(0)
+            == "ready"
+    });
+    writers.stop();
+    c.batch_execute("SELECT cron.unschedule('halo-step')")
+        .unwrap();
+    finish_and_compare(&mut c, "t");
+}
