@@ -41,6 +41,22 @@ SELECT count(*) AS leftovers FROM pg_class WHERE relnamespace = 'migrate'::regna
 -- abort removes everything
 SELECT migrate.start('acct', 'ALTER COLUMN note TYPE varchar(20)', background => false) AS id2 \gset
 SELECT regexp_replace(migrate.step('acct'), 'shadow_[0-9]+', 'shadow_<oid>') AS step;
+-- runtime control: pause holds step() still, throttle validates and reports
+SELECT migrate.pause('acct');
+SELECT phase FROM migrate.status() WHERE id = :id2;
+SELECT migrate.step('acct');
+SELECT migrate.throttle('acct', batch_rows => 500, batch_pause => '10ms', target_batch_time => '1s');
+SELECT migrate.throttle('acct', batch_rows => -1);
+SELECT migrate.throttle('acct', batch_pause => '2 days');
+CREATE ROLE halo_no_stats;
+GRANT SELECT, UPDATE ON migrate.migrations TO halo_no_stats;
+UPDATE migrate.migrations SET role_oid = 'halo_no_stats'::regrole WHERE id = :id2;
+SET ROLE halo_no_stats;
+SELECT migrate.throttle('acct', max_replica_lag => '5s');
+RESET ROLE;
+SELECT migrate.throttle('acct', max_replica_lag => '5s', target_batch_time => '0');
+SELECT migrate.resume('acct');
+SELECT phase FROM migrate.status() WHERE id = :id2;
 SELECT migrate.abort('acct');
 SELECT phase FROM migrate.status() WHERE id = :id2;
 SELECT count(*) AS leftovers FROM pg_class WHERE relnamespace = 'migrate'::regnamespace AND relname NOT LIKE 'migrations%';
@@ -53,4 +69,6 @@ CREATE TABLE never_migrated (id int PRIMARY KEY);
 CALL migrate.wait('never_migrated');
 CALL migrate.wait('acct');
 DROP TABLE acct, never_migrated;
+REVOKE ALL ON migrate.migrations FROM halo_no_stats;
+DROP ROLE halo_no_stats;
 DROP EXTENSION halo_migrate;

@@ -100,7 +100,7 @@ fn step_phase(m: &Migration, table: &QualifiedName, cutover: Cutover) -> Result<
                 ],
             )?;
             let note = format!(
-                "copied {rows} rows (heap blocks {} to {next} of {}) in {took_ms:.0} ms",
+                "copied {rows} rows (heap blocks {} to {next} of {})",
                 m.copy_next, m.copy_end
             );
             Ok(if m.batch_pause_ms > 0 {

@@ -122,14 +122,13 @@ fn detached_pause_resume_and_throttle() {
     }
 }
 
-#[test]
-fn worker_terminated_mid_copy_then_resumed() {
-    let cluster = Cluster::start();
-    let mut c = cluster.client();
-    create_with_control(&mut c, "t", COLUMNS, 100_000);
+/// 100k rows under two writers, copied slowly (100 ms between batches);
+/// returns once the copy has begun.
+fn slow_copy_under_writers(cluster: &Cluster, c: &mut Client) -> (Writers, i64) {
+    create_with_control(c, "t", COLUMNS, 100_000);
     c.batch_execute("SET halo_migrate.batch_pause = '100ms'")
         .unwrap();
-    let writers = Writers::start(&cluster, "t", 2, 100_000);
+    let writers = Writers::start(cluster, "t", 2, 100_000);
     let id: i64 = c
         .query_one(
             "SELECT migrate.start('t', $1, batch_rows => 2000)",
@@ -137,7 +136,15 @@ fn worker_terminated_mid_copy_then_resumed() {
         )
         .unwrap()
         .get(0);
-    wait_until("the copy to start", || copied(&mut c, id).1 > 0);
+    wait_until("the copy to start", || copied(c, id).1 > 0);
+    (writers, id)
+}
+
+#[test]
+fn worker_terminated_mid_copy_then_resumed() {
+    let cluster = Cluster::start();
+    let mut c = cluster.client();
+    let (writers, id) = slow_copy_under_writers(&cluster, &mut c);
     c.batch_execute(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE backend_type = 'halo_migrate worker'",
     )
@@ -167,18 +174,7 @@ fn worker_terminated_mid_copy_then_resumed() {
 fn immediate_shutdown_mid_copy_then_resumed() {
     let cluster = Cluster::start();
     let mut c = cluster.client();
-    create_with_control(&mut c, "t", COLUMNS, 100_000);
-    c.batch_execute("SET halo_migrate.batch_pause = '100ms'")
-        .unwrap();
-    let writers = Writers::start(&cluster, "t", 2, 100_000);
-    let id: i64 = c
-        .query_one(
-            "SELECT migrate.start('t', $1, batch_rows => 2000)",
-            &[&ALTER],
-        )
-        .unwrap()
-        .get(0);
-    wait_until("the copy to start", || copied(&mut c, id).1 > 0);
+    let (writers, id) = slow_copy_under_writers(&cluster, &mut c);
     cluster.restart_immediate();
     // Writers lose their connections; a transaction cut short is rolled back
     // on both tables alike.
