@@ -82,21 +82,28 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON migrate.migrations TO PUBLIC;
 -- DDL on a table while it is being migrated would make the shadow diverge:
 -- refuse it until the swap (unless it is the swap itself); after the swap
 -- (validating) nothing of the copy is left to diverge.
+CREATE FUNCTION migrate.migrating(rel oid) RETURNS text
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $fn$
+    SELECT m.table_name FROM migrate.migrations m
+     WHERE m.relid = rel
+       AND m.phase IN ('copying', 'indexing', 'replaying', 'ready', 'swapping')
+       AND coalesce(current_setting('halo_migrate.swapping', true), '') <> 'on'
+$fn$;
+COMMENT ON FUNCTION migrate.migrating(oid) IS
+    'halo_migrate: the name of this table if a migration guards it from DDL now (before its swap, and unless the DDL is the migration''s own)';
+
 CREATE FUNCTION migrate.refuse_ddl_during_migration() RETURNS event_trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     busy text;
 BEGIN
-    IF current_setting('halo_migrate.swapping', true) = 'on' THEN
-        RETURN;
-    END IF;
-    SELECT m.table_name INTO busy
-      FROM pg_event_trigger_ddl_commands() c
-      JOIN migrate.migrations m
-        ON m.relid = c.objid
-        OR m.relid = (SELECT i.indrelid FROM pg_index i WHERE i.indexrelid = c.objid)
-     WHERE c.classid = 'pg_class'::regclass
-       AND m.phase IN ('copying', 'indexing', 'replaying', 'ready', 'swapping')
+    -- an index's DDL guards its table
+    SELECT t.name INTO busy
+      FROM (SELECT migrate.migrating(coalesce(i.indrelid, c.objid)) AS name
+              FROM pg_event_trigger_ddl_commands() c
+              LEFT JOIN pg_index i ON i.indexrelid = c.objid
+             WHERE c.classid = 'pg_class'::regclass) t
+     WHERE t.name IS NOT NULL
      LIMIT 1;
     IF busy IS NOT NULL THEN
         RAISE EXCEPTION 'table % is being migrated by halo_migrate', busy
@@ -114,14 +121,11 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     busy text;
 BEGIN
-    IF current_setting('halo_migrate.swapping', true) = 'on' THEN
-        RETURN;
-    END IF;
-    SELECT m.table_name INTO busy
-      FROM pg_event_trigger_dropped_objects() d
-      JOIN migrate.migrations m ON m.relid = d.objid
-     WHERE d.classid = 'pg_class'::regclass
-       AND m.phase IN ('copying', 'indexing', 'replaying', 'ready', 'swapping')
+    SELECT t.name INTO busy
+      FROM (SELECT migrate.migrating(d.objid) AS name
+              FROM pg_event_trigger_dropped_objects() d
+             WHERE d.classid = 'pg_class'::regclass) t
+     WHERE t.name IS NOT NULL
      LIMIT 1;
     IF busy IS NOT NULL THEN
         RAISE EXCEPTION 'table % is being migrated by halo_migrate', busy
@@ -140,6 +144,14 @@ CREATE EVENT TRIGGER halo_migrate_refuse_drop ON sql_drop
     WHEN TAG IN ('DROP TABLE')
     EXECUTE FUNCTION migrate.refuse_drop_during_migration();
 
+CREATE FUNCTION migrate.worker_alive(pid integer) RETURNS boolean
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $fn$
+    SELECT EXISTS (SELECT 1 FROM pg_stat_activity a
+                    WHERE a.pid = worker_alive.pid AND a.backend_type = 'halo_migrate worker')
+$fn$;
+COMMENT ON FUNCTION migrate.worker_alive(integer) IS
+    'halo_migrate: is this pid a live halo_migrate worker?';
+
 CREATE FUNCTION migrate.status(tbl regclass DEFAULT NULL)
 RETURNS TABLE (id bigint, table_name text, alter_sql text, strategy text, phase text,
                rows_copied bigint, rows_total bigint, percent numeric, backlog bigint,
@@ -150,10 +162,7 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $fn$
            CASE WHEN m.phase IN ('done', 'failed', 'aborted') THEN m.phase
                 WHEN m.paused THEN 'paused'
                 -- a worker was running it and is gone (terminated, crashed, server restarted)
-                WHEN m.worker_pid IS NOT NULL AND NOT EXISTS (
-                     SELECT 1 FROM pg_stat_activity a
-                      WHERE a.pid = m.worker_pid AND a.backend_type = 'halo_migrate worker')
-                THEN 'interrupted'
+                WHEN m.worker_pid IS NOT NULL AND NOT w.alive THEN 'interrupted'
                 ELSE m.phase END,
            m.rows_copied, m.rows_total,
            CASE WHEN m.phase = 'done' THEN 100.0
@@ -166,12 +175,11 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $fn$
            CASE WHEN m.phase IN ('copying', 'indexing', 'replaying') AND r.rate > 0
                 THEN make_interval(secs => round((greatest(m.rows_total - m.rows_copied, 0) + m.backlog) / r.rate, 1)::float8)
                 WHEN m.phase IN ('ready', 'done') THEN interval '0' END,
-           CASE WHEN EXISTS (SELECT 1 FROM pg_stat_activity a
-                              WHERE a.pid = m.worker_pid AND a.backend_type = 'halo_migrate worker')
-                THEN m.worker_pid END,
+           CASE WHEN w.alive THEN m.worker_pid END,
            m.started_at, m.updated_at, m.error
       FROM migrate.migrations m
       CROSS JOIN LATERAL (SELECT round(m.rows_copied / nullif(extract(epoch FROM m.updated_at - m.started_at), 0), 0) AS rate) r
+      CROSS JOIN LATERAL (SELECT migrate.worker_alive(m.worker_pid) AS alive) w
      WHERE tbl IS NULL OR m.relid = tbl
      ORDER BY m.id DESC
 $fn$;
@@ -212,9 +220,7 @@ BEGIN
         ELSIF m.phase = 'aborted' THEN
             RAISE EXCEPTION 'migration % of % was aborted', m.id, m.table_name USING ERRCODE = '55000',
                 HINT = 'Start it again with migrate.start().';
-        ELSIF m.worker_pid IS NOT NULL AND NOT EXISTS (
-                SELECT 1 FROM pg_catalog.pg_stat_activity a
-                 WHERE a.pid OPERATOR(pg_catalog.=) m.worker_pid AND a.backend_type OPERATOR(pg_catalog.=) 'halo_migrate worker') THEN
+        ELSIF m.worker_pid IS NOT NULL AND NOT migrate.worker_alive(m.worker_pid) THEN
             RAISE EXCEPTION 'migration % of % is interrupted: its worker is gone', m.id, m.table_name
                 USING ERRCODE = '55000',
                       HINT = pg_catalog.format('SELECT migrate.resume(%L) continues it from its last checkpoint.', m.table_name);

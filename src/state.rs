@@ -233,10 +233,8 @@ pub fn worker_alive(pid: Option<i32>) -> Result<bool> {
     let Some(pid) = pid else { return Ok(false) };
     // pg_stat_activity is read from a snapshot kept for the transaction: refresh it.
     spi::exec("SELECT pg_catalog.pg_stat_clear_snapshot()", &[])?;
-    let alive = spi::query(
-        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity WHERE pid = $1 AND backend_type = 'halo_migrate worker')",
-        &[pid.into()],
-        |r| get::<bool>(r, 1),
-    )?;
+    let alive = spi::query("SELECT migrate.worker_alive($1)", &[pid.into()], |r| {
+        get::<bool>(r, 1)
+    })?;
     Ok(alive.first().copied().unwrap_or(false))
 }

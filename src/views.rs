@@ -187,9 +187,12 @@ pub fn check(relid: Oid, columns: &[String]) -> Result<()> {
     if columns.is_empty() {
         return Ok(());
     }
-    let views = dependent_views(relid, columns)?;
+    check_views(&dependent_views(relid, columns)?)
+}
+
+fn check_views(views: &[(Oid, String, String, String)]) -> Result<()> {
     let oids: Vec<Oid> = views.iter().map(|v| v.0).collect();
-    for (oid, schema, name, kind) in &views {
+    for (oid, schema, name, kind) in views {
         let view = QualifiedName::new(schema, name);
         if kind != "v" {
             return Err(refuse(
@@ -226,15 +229,47 @@ pub fn check(relid: Oid, columns: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// PostgreSQL cannot drop a column that a view or a policy uses, and
+/// neither can we: refuse before anything is copied.
+pub fn refuse_dropped(relid: Oid, columns: &[String]) -> Result<()> {
+    if columns.is_empty() {
+        return Ok(());
+    }
+    let users = spi::text(
+        "SELECT pg_catalog.string_agg(DISTINCT dep, ', ') FROM (
+             SELECT 'view ' || v.oid::pg_catalog.regclass::text AS dep, d.refobjid, d.refobjsubid
+               FROM pg_catalog.pg_depend d
+               JOIN pg_catalog.pg_rewrite r ON r.oid = d.objid
+               JOIN pg_catalog.pg_class v ON v.oid = r.ev_class
+              WHERE d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass AND v.oid <> $1
+             UNION ALL
+             SELECT 'policy ' || pg_catalog.quote_ident(p.polname), d.refobjid, d.refobjsubid
+               FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_policy p ON p.oid = d.objid
+              WHERE d.classid = 'pg_catalog.pg_policy'::pg_catalog.regclass) x
+           JOIN pg_catalog.pg_attribute a ON a.attrelid = x.refobjid AND a.attnum = x.refobjsubid
+          WHERE x.refobjid = $1 AND a.attname = ANY ($2)",
+        &[relid.into(), columns.to_vec().into()],
+    )?;
+    match users {
+        None => Ok(()),
+        Some(u) => Err(MigrateError::not_supported(
+            "dropping a column a view or policy uses",
+            format!("{u} use(s) column(s) {}.", columns.join(", ")),
+            "PostgreSQL refuses this ALTER too while they exist: drop them (or change them not to use the column), then migrate.",
+        )),
+    }
+}
+
 /// Read everything needed to recreate the views and policies on `columns`.
 pub fn save(relid: Oid, columns: &[String]) -> Result<Saved> {
     if columns.is_empty() {
         return Ok(Saved::default());
     }
-    check(relid, columns)?;
+    let views = dependent_views(relid, columns)?;
+    check_views(&views)?;
     spi::with_search_path(CATALOG_PATH, || {
         let mut saved = Saved::default();
-        for (oid, schema, name, _) in dependent_views(relid, columns)? {
+        for (oid, schema, name, _) in views {
             saved
                 .views
                 .push(read_view(oid, QualifiedName::new(schema, name))?);

@@ -107,25 +107,19 @@ fn run_direct(
     alter: &str,
     opts: &Options,
 ) -> Result<i64> {
-    let oid = pgrx::pg_sys::Oid::from(planned.facts.oid);
-    let saved = views::save(oid, &type_changed_columns(planned))?;
-    if saved.views.is_empty() && saved.policies.is_empty() {
+    // An instant type change under views: PostgreSQL would refuse it, so the
+    // views (if any) come off and go back on within the same bounded attempt.
+    let saved = views::save(
+        pgrx::pg_sys::Oid::from(planned.facts.oid),
+        &changed_columns(planned).0,
+    )?;
+    locks::retry("run the ALTER", opts.lock_timeout_ms, 50, || {
+        views::drop_saved(table, &saved)?;
         for s in &planned.steps {
-            locks::retry("run the ALTER", opts.lock_timeout_ms, 50, || {
-                spi::exec(&s.sql, &[])
-            })?;
+            spi::exec(&s.sql, &[])?;
         }
-    } else {
-        // An instant type change under views: PostgreSQL would refuse it, so
-        // take them off and put them back in one bounded attempt.
-        locks::retry("run the ALTER", opts.lock_timeout_ms, 50, || {
-            views::drop_saved(table, &saved)?;
-            for s in &planned.steps {
-                spi::exec(&s.sql, &[])?;
-            }
-            views::recreate(table, &saved)
-        })?;
-    }
+        views::recreate(table, &saved)
+    })?;
     let strategy = if planned
         .steps
         .iter()
@@ -304,58 +298,24 @@ fn start_rewrite(
     Ok(id)
 }
 
-/// Columns whose type the plan changes.
-fn type_changed_columns(planned: &Planned) -> Vec<String> {
+/// Columns the plan changes the type of, and columns it drops.
+fn changed_columns(planned: &Planned) -> (Vec<String>, Vec<String>) {
     use crate::plan::model::CmdKind;
-    planned
-        .cmds
-        .iter()
-        .filter_map(|c| match &c.kind {
-            CmdKind::AlterColumnType { column, .. } => Some(column.clone()),
-            _ => None,
-        })
-        .collect()
+    let (mut typed, mut dropped) = (Vec::new(), Vec::new());
+    for c in &planned.cmds {
+        match &c.kind {
+            CmdKind::AlterColumnType { column, .. } => typed.push(column.clone()),
+            CmdKind::DropColumn { column } => dropped.push(column.clone()),
+            _ => {}
+        }
+    }
+    (typed, dropped)
 }
 
-/// PostgreSQL cannot drop a column a view or a policy uses, and neither can
-/// we; we say so before copying anything. Views and policies on columns
-/// whose type changes are recreated at the swap, if they can be exactly.
+/// Views and policies on columns whose type changes are recreated at the
+/// swap if they can be exactly; on dropped columns they are refused.
 fn refuse_view_dependencies(planned: &Planned, oid: pgrx::pg_sys::Oid) -> Result<()> {
-    use crate::plan::model::CmdKind;
-    views::check(oid, &type_changed_columns(planned))?;
-    let cols: Vec<String> = planned
-        .cmds
-        .iter()
-        .filter_map(|c| match &c.kind {
-            CmdKind::DropColumn { column } => Some(column.clone()),
-            _ => None,
-        })
-        .collect();
-    if cols.is_empty() {
-        return Ok(());
-    }
-    let views = spi::query(
-        "SELECT pg_catalog.string_agg(DISTINCT dep, ', ') FROM (
-             SELECT 'view ' || v.oid::pg_catalog.regclass::text AS dep, d.refobjid, d.refobjsubid
-               FROM pg_catalog.pg_depend d
-               JOIN pg_catalog.pg_rewrite r ON r.oid = d.objid
-               JOIN pg_catalog.pg_class v ON v.oid = r.ev_class
-              WHERE d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass AND v.oid <> $1
-             UNION ALL
-             SELECT 'policy ' || pg_catalog.quote_ident(p.polname), d.refobjid, d.refobjsubid
-               FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_policy p ON p.oid = d.objid
-              WHERE d.classid = 'pg_catalog.pg_policy'::pg_catalog.regclass) x
-           JOIN pg_catalog.pg_attribute a ON a.attrelid = x.refobjid AND a.attnum = x.refobjsubid
-          WHERE x.refobjid = $1 AND a.attname = ANY ($2)",
-        &[oid.into(), cols.clone().into()],
-        |r| Ok(r.get::<String>(1)?),
-    )?;
-    if let Some(Some(v)) = views.into_iter().next() {
-        return Err(MigrateError::not_supported(
-            "dropping a column a view or policy uses",
-            format!("{v} use(s) column(s) {}.", cols.join(", ")),
-            "PostgreSQL refuses this ALTER too while they exist: drop them (or change them not to use the column), then migrate.",
-        ));
-    }
-    Ok(())
+    let (typed, dropped) = changed_columns(planned);
+    views::check(oid, &typed)?;
+    views::refuse_dropped(oid, &dropped)
 }
