@@ -5,7 +5,7 @@ PG_CONFIG ?= /usr/lib/postgresql/15/bin/pg_config
 PGRX_TEST_DATA ?= /tmp/halo_pgrx_test_data
 export USER ?= $(shell id -un)
 
-.PHONY: setup install test test-unit test-regress test-e2e demo bench clean
+.PHONY: setup install test test-unit test-regress test-e2e test-cli demo bench clean
 
 setup:
 	bash scripts/setup.sh
@@ -13,18 +13,22 @@ setup:
 install: setup
 	cargo pgrx install --pg-config $(PG_CONFIG)
 
-## All tests: Rust unit tests and #[pg_test]s, SQL regression, end to end.
-test: setup test-unit install test-regress test-e2e
+## All tests: Rust unit tests and #[pg_test]s, SQL regression, end to end, the CLI.
+test: setup test-unit install test-regress test-e2e test-cli
 
 # Plain unit tests and in-server #[pg_test]s (cargo pgrx test runs both).
 test-unit: setup
-	cargo pgrx test pg15 --runas postgres --pgdata $(PGRX_TEST_DATA)
+	cargo pgrx test pg15 -p halo_migrate --runas postgres --pgdata $(PGRX_TEST_DATA)
 
 test-regress: install
 	bash scripts/regress.sh
 
 test-e2e: install
 	cargo test --features e2e --test e2e
+
+# The command line (cli/): its unit tests, and its tests against real clusters.
+test-cli: install
+	cargo test -p halo_migrate_cli --features e2e
 
 ## A demonstration on a throwaway local cluster.
 demo: install

@@ -17,8 +17,14 @@ pub struct Cluster {
     pub port: u16,
 }
 
+/// The workspace root (this harness is shared with `cli/tests`).
 fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    if dir.join("scripts/pgcluster.sh").exists() {
+        dir
+    } else {
+        dir.parent().expect("workspace root").to_path_buf()
+    }
 }
 
 impl Cluster {
@@ -83,6 +89,23 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// Make `user` log in over TCP with a SCRAM password (the cluster
+    /// otherwise trusts everyone).
+    pub fn require_password(&self, user: &str) {
+        let hba = self.dir.join("data/pg_hba.conf");
+        let old = std::fs::read_to_string(&hba).expect("read pg_hba.conf");
+        std::fs::write(
+            &hba,
+            format!("host all {user} 127.0.0.1/32 scram-sha-256\n{old}"),
+        )
+        .expect("write pg_hba.conf");
+        self.client()
+            .batch_execute("SELECT pg_reload_conf()")
+            .expect("reload");
+    }
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
         let _ = Command::new(repo().join("scripts/pgcluster.sh"))
@@ -105,6 +128,18 @@ fn tempdir() -> PathBuf {
     // initdb runs as `postgres`, which must be able to enter the directory.
     let _ = Command::new("chmod").arg("755").arg(&dir).status();
     dir
+}
+
+/// Poll `f` until it holds; fail the test after 2 minutes.
+pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let t0 = std::time::Instant::now();
+    while !f() {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(120),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
 
 /// The SQLSTATE of a failed statement.

@@ -4,7 +4,7 @@
 
 use crate::harness::*;
 use postgres::Client;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const COLUMNS: &str = "id int PRIMARY KEY, v int NOT NULL, payload text";
 const ALTER: &str = "ALTER COLUMN v TYPE bigint";
@@ -17,17 +17,6 @@ fn copied(c: &mut Client, id: i64) -> (String, i64) {
         )
         .unwrap();
     (r.get(0), r.get(1))
-}
-
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let t0 = Instant::now();
-    while !f() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(90),
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn finish_and_compare(c: &mut Client, table: &str) {

@@ -1,0 +1,580 @@
+//! The `halo_migrate` binary against real clusters: the dry run changes
+//! nothing, `--execute` migrates under concurrent writers (checked row by
+//! row against a control table), the actions on a running migration, Ctrl-C,
+//! connecting like psql, and the exit code of every error path.
+
+#[path = "../../tests/e2e/harness.rs"]
+mod harness;
+
+use harness::{assert_same_rows, create_with_control, wait_until, Cluster, Writers};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_halo_migrate");
+
+/// The tool with the cluster's connection flags, and no PG* variables from
+/// the environment that runs the tests.
+fn tool(cluster: &Cluster, args: &[&str]) -> Command {
+    tool_as(cluster, "postgres", "postgres", args)
+}
+
+fn tool_as(cluster: &Cluster, user: &str, db: &str, args: &[&str]) -> Command {
+    let mut cmd = bare();
+    cmd.args([
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &cluster.port.to_string(),
+        "-U",
+        user,
+        "-d",
+        db,
+    ]);
+    cmd.args(args).stdin(Stdio::null());
+    cmd
+}
+
+/// The tool with no connection flags and no PG* variables.
+fn bare() -> Command {
+    let mut cmd = Command::new(BIN);
+    for v in [
+        "PGHOST",
+        "PGPORT",
+        "PGUSER",
+        "PGDATABASE",
+        "PGPASSWORD",
+        "PGPASSFILE",
+    ] {
+        cmd.env_remove(v);
+    }
+    cmd.stdin(Stdio::null());
+    cmd
+}
+
+fn run(cluster: &Cluster, args: &[&str]) -> (i32, String, String) {
+    outcome(tool(cluster, args).output().expect("run halo_migrate"))
+}
+
+fn outcome(out: Output) -> (i32, String, String) {
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn one<T: for<'a> postgres::types::FromSql<'a>>(c: &mut postgres::Client, sql: &str) -> T {
+    c.query_one(sql, &[]).unwrap().get(0)
+}
+
+fn interrupt(child: &Child) {
+    let ok = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -INT");
+}
+
+#[test]
+fn dry_run_changes_nothing() {
+    let cluster = Cluster::start();
+    let mut c = cluster.client();
+    c.batch_execute("CREATE TABLE t (id int PRIMARY KEY, v int); INSERT INTO t SELECT g, g FROM generate_series(1, 1000) g")
+        .unwrap();
+    let before: String = one(&mut c, "SELECT string_agg(attname || ':' || atttypid::regtype, ',' ORDER BY attnum) FROM pg_attribute WHERE attrelid = 't'::regclass AND attnum > 0");
+    let (code, out, err) = run(
+        &cluster,
+        &[
+            "--table=t",
+            "--alter=ALTER COLUMN id TYPE bigint",
+            "--alter",
+            "ADD CHECK (v > 0)",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("ALTER COLUMN id TYPE bigint") && out.contains("ADD CHECK (v > 0)"),
+        "{out}"
+    );
+    assert!(out.contains("| rewrite "), "{out}");
+    assert!(out.contains("Dry run: nothing was changed."), "{out}");
+    let after: String = one(&mut c, "SELECT string_agg(attname || ':' || atttypid::regtype, ',' ORDER BY attnum) FROM pg_attribute WHERE attrelid = 't'::regclass AND attnum > 0");
+    assert_eq!(before, after);
+    assert_eq!(
+        one::<i64>(&mut c, "SELECT count(*) FROM migrate.migrations"),
+        0
+    );
+    assert_eq!(
+        one::<i64>(
+            &mut c,
+            "SELECT count(*) FROM pg_trigger WHERE tgrelid = 't'::regclass"
+        ),
+        0
+    );
+    assert_eq!(one::<i64>(&mut c, "SELECT count(*) FROM pg_class WHERE relnamespace = 'migrate'::regnamespace AND relname LIKE 'shadow%'"), 0);
+}
+
+#[test]
+fn execute_migrates_under_writers() {
+    let cluster = Cluster::start();
+    let mut c = cluster.client();
+    create_with_control(
+        &mut c,
+        "acc",
+        "id int PRIMARY KEY, v int, payload text",
+        50_000,
+    );
+    let writers = Writers::start(&cluster, "acc", 3, 50_000);
+    std::thread::sleep(Duration::from_millis(300));
+    let (code, out, err) = run(
+        &cluster,
+        &[
+            "-t",
+            "acc",
+            "-a",
+            "ALTER COLUMN id TYPE bigint",
+            "-a",
+            "ALTER COLUMN v TYPE bigint",
+            "--execute",
+            "--batch-rows=5000",
+            "--lock-timeout=200",
+        ],
+    );
+    let (worst, committed) = writers.stop();
+    assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
+    assert!(
+        out.contains("Started migration") && out.contains("done: "),
+        "{out}"
+    );
+    // Not a terminal: progress comes as lines on stderr.
+    assert!(
+        err.contains("halo_migrate: public.acc") && err.contains("copying"),
+        "{err}"
+    );
+    assert!(committed > 0);
+    eprintln!("worst write {worst:?}, {committed} transactions");
+    assert_eq!(
+        one::<String>(&mut c, "SELECT string_agg(atttypid::regtype::text, ',' ORDER BY attnum) FROM pg_attribute WHERE attrelid = 'acc'::regclass AND attname IN ('id', 'v')"),
+        "bigint,bigint"
+    );
+    assert_same_rows(&mut c, "acc");
+}
+
+#[test]
+fn cut_over_later_and_act_on_a_running_migration() {
+    let cluster = Cluster::start();
+    let mut c = cluster.client();
+    create_with_control(
+        &mut c,
+        "acc",
+        "id int PRIMARY KEY, v int, payload text",
+        30_000,
+    );
+    let writers = Writers::start(&cluster, "acc", 2, 30_000);
+    // --no-finish: copy and catch up, then leave; the swap waits for --finish.
+    let (code, out, err) = run(
+        &cluster,
+        &[
+            "-t",
+            "acc",
+            "-a",
+            "ADD COLUMN note text DEFAULT 'x' NOT NULL",
+            "-a",
+            "ALTER COLUMN v TYPE numeric",
+            "--execute",
+            "--no-finish",
+            "-q",
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("--finish"), "{out}");
+    assert!(!out.contains("Plan for"), "-q prints no plan: {out}");
+    let (code, out, _) = run(&cluster, &["--status"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("public.acc") && (out.contains("replaying") || out.contains("ready")),
+        "{out}"
+    );
+    let (code, out, err) = run(
+        &cluster,
+        &["-t", "acc", "--batch-pause=20", "--max-replica-lag=5s"],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.trim().is_empty());
+    assert_eq!(
+        one::<i32>(&mut c, "SELECT batch_pause_ms FROM migrate.migrations"),
+        20
+    );
+    assert_eq!(run(&cluster, &["-t", "acc", "--pause"]).0, 0);
+    assert_eq!(
+        one::<String>(&mut c, "SELECT phase FROM migrate.status()"),
+        "paused"
+    );
+    assert_eq!(
+        run(&cluster, &["-t", "acc", "--resume", "--batch-rows=777"]).0,
+        0
+    );
+    assert_eq!(
+        one::<i32>(&mut c, "SELECT batch_rows FROM migrate.migrations"),
+        777
+    );
+    // Settings that go nowhere are refused before connecting.
+    assert_eq!(
+        run(&cluster, &["-t", "acc", "--abort", "--batch-rows=5"]).0,
+        2
+    );
+    let (code, out, err) = run(&cluster, &["-t", "acc", "--finish"]);
+    writers.stop();
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("done: "), "{out}");
+    c.batch_execute("ALTER TABLE acc_control ADD COLUMN note text DEFAULT 'x' NOT NULL, ALTER COLUMN v TYPE numeric")
+        .unwrap();
+    assert_same_rows(&mut c, "acc");
+    // --finish on a finished migration repeats its summary.
+    assert_eq!(run(&cluster, &["-t", "acc", "--finish"]).0, 0);
+}
+
+#[test]
+fn error_paths_have_their_exit_codes() {
+    let cluster = Cluster::start();
+    let mut c = cluster.client();
+    c.batch_execute(
+        "CREATE TABLE t (id int PRIMARY KEY, note text);
+         INSERT INTO t SELECT g, CASE WHEN g = 3 THEN 'three' ELSE g::text END FROM generate_series(1, 10) g;
+         CREATE ROLE bob LOGIN;",
+    )
+    .unwrap();
+    c.batch_execute("CREATE DATABASE bare").unwrap();
+    // cannot connect: nothing listens on port 1
+    let (code, _, err) = outcome(
+        Command::new(BIN)
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                "1",
+                "-U",
+                "postgres",
+                "-t",
+                "t",
+                "-a",
+                "x",
+            ])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(code, 3, "{err}");
+    assert!(
+        err.contains("cannot connect to host \"127.0.0.1\", port 1"),
+        "{err}"
+    );
+    // cannot connect: no such database
+    let (code, _, err) = outcome(
+        tool_as(&cluster, "postgres", "nosuchdb", &["-t", "t", "-a", "x"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(code, 3, "{err}");
+    // extension not installed, with the fix
+    let (code, _, err) = outcome(
+        tool_as(
+            &cluster,
+            "postgres",
+            "bare",
+            &["-t", "t", "-a", "DROP COLUMN note"],
+        )
+        .output()
+        .unwrap(),
+    );
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("CREATE EXTENSION halo_migrate"), "{err}");
+    // table missing
+    for args in [
+        &["-t", "nope", "-a", "DROP COLUMN note"][..],
+        &["-t", "nope", "--status"],
+        &["-t", "nosuchschema.t", "--abort"],
+    ] {
+        let (code, _, err) = run(&cluster, args);
+        assert_eq!(code, 5, "{args:?}: {err}");
+    }
+    // permission denied: bob does not own t
+    let (code, _, err) = outcome(
+        tool_as(
+            &cluster,
+            "bob",
+            "postgres",
+            &["-t", "t", "-a", "DROP COLUMN note", "--execute"],
+        )
+        .output()
+        .unwrap(),
+    );
+    assert_eq!(code, 6, "{err}");
+    assert!(err.contains("must be owner"), "{err}");
+    // the migration fails on the data (row 3): exit 1, the server's message, table intact
+    let (code, _, err) = run(
+        &cluster,
+        &[
+            "-t",
+            "t",
+            "-a",
+            "ALTER COLUMN note TYPE int USING note::int",
+            "--execute",
+            "-q",
+        ],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("invalid input syntax for type integer: \"three\""),
+        "{err}"
+    );
+    assert_eq!(one::<String>(&mut c, "SELECT atttypid::regtype::text FROM pg_attribute WHERE attrelid = 't'::regclass AND attname = 'note'"), "text");
+    // refused by the planner: exit 1 with the server's hint
+    let (code, _, err) = run(&cluster, &["-t", "t", "-a", "ALTER COLUMN note TYPE int"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("HINT:"), "{err}");
+    // usage errors never connect
+    let (code, _, err) = outcome(
+        Command::new(BIN)
+            .args(["-p", "1", "--execute"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(code, 2, "{err}");
+    let (code, _, _) = outcome(Command::new(BIN).args(["--no-such-flag"]).output().unwrap());
+    assert_eq!(code, 2);
+    let (code, out, _) = outcome(Command::new(BIN).arg("--help").output().unwrap());
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("--execute") && out.contains("Exit codes"),
+        "{out}"
+    );
+}
+
+/// A copy slow enough to interrupt: 200 batches with a pause after each.
+fn slow_start(cluster: &Cluster, extra: &[&str]) -> Child {
+    let mut c = cluster.client();
+    c.batch_execute("CREATE TABLE big (id int PRIMARY KEY, v int); INSERT INTO big SELECT g, g FROM generate_series(1, 100000) g")
+        .unwrap();
+    let mut args = vec![
+        "-t",
+        "big",
+        "-a",
+        "ALTER COLUMN v TYPE bigint",
+        "--execute",
+        "--batch-rows=500",
+        "--batch-pause=100",
+    ];
+    args.extend(extra);
+    let child = tool(cluster, &args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("the copy to start", || {
+        c.query_opt(
+            "SELECT FROM migrate.migrations WHERE phase = 'copying' AND rows_copied > 0",
+            &[],
+        )
+        .unwrap()
+        .is_some()
+    });
+    child
+}
+
+#[test]
+fn ctrl_c_leaves_the_migration_running() {
+    let cluster = Cluster::start();
+    let mut c = cluster.client();
+    let child = slow_start(&cluster, &[]);
+    interrupt(&child);
+    let (code, _, err) = outcome(child.wait_with_output().unwrap());
+    assert_eq!(code, 130, "{err}");
+    assert!(
+        err.contains("goes on in the server")
+            && err.contains("--finish")
+            && err.contains("--abort"),
+        "{err}"
+    );
+    let rows =
+        |c: &mut postgres::Client| one::<i64>(c, "SELECT rows_copied FROM migrate.migrations");
+    let before = rows(&mut c);
+    wait_until("the worker to go on copying", || rows(&mut c) > before);
+    assert_eq!(run(&cluster, &["-t", "big", "--abort"]).0, 0);
+    assert_eq!(
+        one::<String>(&mut c, "SELECT phase FROM migrate.migrations"),
+        "aborted"
+    );
+}
+
+#[test]
+fn ctrl_c_with_abort_on_interrupt_aborts() {
+    let cluster = Cluster::start();
+    let mut c = cluster.client();
+    let child = slow_start(&cluster, &["--abort-on-interrupt"]);
+    interrupt(&child);
+    let (code, _, err) = outcome(child.wait_with_output().unwrap());
+    assert_eq!(code, 130, "{err}");
+    assert!(err.contains("was aborted"), "{err}");
+    assert_eq!(
+        one::<String>(&mut c, "SELECT phase FROM migrate.migrations"),
+        "aborted"
+    );
+    assert_eq!(one::<String>(&mut c, "SELECT atttypid::regtype::text FROM pg_attribute WHERE attrelid = 'big'::regclass AND attname = 'v'"), "integer");
+}
+
+#[test]
+fn ctrl_c_during_a_blocked_cut_over_rolls_it_back() {
+    let cluster = Cluster::start();
+    let mut c = cluster.client();
+    c.batch_execute("CREATE TABLE t (id int PRIMARY KEY, v int); INSERT INTO t SELECT g, g FROM generate_series(1, 5000) g")
+        .unwrap();
+    assert_eq!(
+        run(
+            &cluster,
+            &[
+                "-t",
+                "t",
+                "-a",
+                "ALTER COLUMN v TYPE bigint",
+                "--execute",
+                "--no-finish",
+                "-q"
+            ]
+        )
+        .0,
+        0
+    );
+    // A long transaction holds a lock the swap needs.
+    let mut blocker = cluster.client();
+    blocker
+        .batch_execute("BEGIN; SELECT count(*) FROM t")
+        .unwrap();
+    let child = tool(&cluster, &["-t", "t", "--finish"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("finish() to wait for the lock", || {
+        one::<i64>(&mut c, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'halo_migrate' AND query LIKE '%migrate.finish%' AND state = 'active'") > 0
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    interrupt(&child);
+    let (code, _, err) = outcome(child.wait_with_output().unwrap());
+    assert_eq!(code, 130, "{err}");
+    assert_eq!(one::<String>(&mut c, "SELECT atttypid::regtype::text FROM pg_attribute WHERE attrelid = 't'::regclass AND attname = 'v'"), "integer");
+    // The worker stops trying to swap once nobody waits in finish().
+    wait_until("the worker to stop trying to swap", || {
+        ["replaying", "ready"]
+            .contains(&one::<String>(&mut c, "SELECT phase FROM migrate.migrations").as_str())
+    });
+    blocker.batch_execute("COMMIT").unwrap();
+    let (code, out, err) = run(&cluster, &["-t", "t", "--finish"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(one::<String>(&mut c, "SELECT atttypid::regtype::text FROM pg_attribute WHERE attrelid = 't'::regclass AND attname = 'v'"), "bigint");
+}
+
+#[test]
+fn connects_like_psql() {
+    let cluster = Cluster::start();
+    let mut c = cluster.client();
+    c.batch_execute(
+        "CREATE ROLE alice LOGIN PASSWORD 'wonder';
+         CREATE TABLE t (id int PRIMARY KEY); ALTER TABLE t OWNER TO alice;",
+    )
+    .unwrap();
+    cluster.require_password("alice");
+    let port = cluster.port.to_string();
+    // PG* variables
+    let out = bare()
+        .envs([
+            ("PGHOST", "127.0.0.1"),
+            ("PGPORT", port.as_str()),
+            ("PGUSER", "postgres"),
+            ("PGDATABASE", "postgres"),
+        ])
+        .args(["--status"])
+        .output()
+        .unwrap();
+    assert_eq!(outcome(out).0, 0);
+    // a connection string and a URI in -d
+    let conninfo = format!("host=127.0.0.1 port={port} user=postgres dbname=postgres");
+    assert_eq!(
+        outcome(bare().args(["-d", &conninfo, "--status"]).output().unwrap()).0,
+        0
+    );
+    let uri = format!("postgresql://postgres@127.0.0.1:{port}/postgres");
+    assert_eq!(
+        outcome(bare().args(["-d", &uri, "--status"]).output().unwrap()).0,
+        0
+    );
+    // a password is required for alice: none given, no terminal to ask on
+    let alice = [
+        "-h",
+        "127.0.0.1",
+        "-p",
+        port.as_str(),
+        "-U",
+        "alice",
+        "-d",
+        "postgres",
+        "-t",
+        "t",
+        "-a",
+        "ADD COLUMN x int",
+    ];
+    let (code, _, err) = outcome(bare().args(alice).output().unwrap());
+    assert_eq!(code, 3, "{err}");
+    let (code, _, err) = outcome(
+        bare()
+            .env("PGPASSWORD", "wrong")
+            .args(alice)
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("password authentication failed"), "{err}");
+    let (code, out, err) = outcome(
+        bare()
+            .env("PGPASSWORD", "wonder")
+            .args(alice)
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    // .pgpass, and only when others cannot read it
+    let pgpass = std::env::temp_dir().join(format!("halo_cli_pgpass_{}", std::process::id()));
+    std::fs::write(
+        &pgpass,
+        format!("# test\n127.0.0.1:{port}:postgres:alice:wonder\n"),
+    )
+    .unwrap();
+    let chmod = |mode: &str| {
+        assert!(Command::new("chmod")
+            .arg(mode)
+            .arg(&pgpass)
+            .status()
+            .unwrap()
+            .success())
+    };
+    chmod("600");
+    let (code, out, err) = outcome(
+        bare()
+            .env("PGPASSFILE", &pgpass)
+            .args(alice)
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    chmod("644");
+    let (code, _, err) = outcome(
+        bare()
+            .env("PGPASSFILE", &pgpass)
+            .args(alice)
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("group or world access"), "{err}");
+    let _ = std::fs::remove_file(&pgpass);
+}
