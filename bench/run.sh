@@ -1,119 +1,157 @@
 #!/usr/bin/env bash
-# The benchmark: plain ALTER TABLE against halo_migrate on the same table,
-# under the same rate-limited pgbench write load, in one run. Prints a table
-# of medians and ratios. Usage: bench/run.sh  (ROWS, RATE, REPEAT to override)
+# The benchmark: the same online change made by plain ALTER TABLE, pg_tat,
+# pg_repack and halo_migrate. Each method gets a fresh, file-level copy of the
+# same table (CREATE DATABASE ... TEMPLATE) in one cluster, under the same
+# rate-limited pgbench write load, in one run. pg_repack cannot alter a
+# table, so it does a same-shape rewrite of it, which gives the baseline cost
+# of the copy-and-swap machinery.
+#
+# Per method: wall time; worst and p99 write latency during the migration;
+# seconds with no committed write; rows that differ from the control table
+# afterwards; WAL written; peak extra disk; the halo worker's peak memory.
+# Also: write throughput with and without the capture trigger, the two copy
+# methods, and scaling with table size. Writes a report and PNG plots.
+#
+# Usage: bench/run.sh   (override ROWS, RATE, REPEAT, SCALE_SIZES, METHODS, OUT)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ROWS=${ROWS:-2000000}; RATE=${RATE:-200}; REPEAT=${REPEAT:-3}
-# The write load runs for a fixed LOAD_S seconds and ends on its own (so its
-# per-transaction log is complete); each migration must finish within it.
-LOAD_S=${LOAD_S:-$(( 10 + ROWS / 100000 ))}
+bash bench/setup.sh
+ROWS=${ROWS:-1000000}; RATE=${RATE:-200}; REPEAT=${REPEAT:-3}
+SCALE_SIZES=${SCALE_SIZES-1000000 2000000 5000000 10000000}
+METHODS=${METHODS:-plain pg_tat pg_repack halo}
+OUT=${OUT:-doc/img}
 ALTER="ALTER COLUMN amount TYPE bigint"
-dir=$(mktemp -d /tmp/halo_bench.XXXXXX); chmod 755 "$dir"
-trap 'scripts/pgcluster.sh stop "$dir/data" >/dev/null 2>&1; rm -rf "$dir"' EXIT
+dir=$(mktemp -d /tmp/halo_bench.XXXXXX); chmod 755 "$dir"; mkdir -p "$dir/logs" "$dir/plot" "$OUT" bench/out
+trap 'touch "$dir/stop_load" "$dir/stop_sampler"; scripts/pgcluster.sh stop "$dir/data" >/dev/null 2>&1; rm -rf "$dir"' EXIT
 port=$(scripts/pgcluster.sh start "$dir/data" "shared_buffers = 1GB" "max_wal_size = 8GB" "checkpoint_timeout = 30min")
-export PGHOST=127.0.0.1 PGPORT=$port PGUSER=postgres PGDATABASE=postgres
+export PGHOST=127.0.0.1 PGPORT=$port PGUSER=postgres PGDATABASE=run
+export PGOPTIONS="-c client_min_messages=warning"
 q() { psql -X -q -v ON_ERROR_STOP=1 -At "$@"; }
 now() { date +%s.%N; }
-q -c "CREATE EXTENSION halo_migrate"
-export PGOPTIONS="-c client_min_messages=warning"
 
-fresh_table() {
-    q -c "DROP TABLE IF EXISTS bench CASCADE" \
+# The table, its untouched control copy, a view that depends on the altered
+# column, in a template database for one size.
+make_template() {
+    q -d postgres -c "DROP DATABASE IF EXISTS tpl" -c "CREATE DATABASE tpl"
+    q -d tpl -c "CREATE EXTENSION halo_migrate" -c "CREATE EXTENSION pg_repack" \
       -c "CREATE TABLE bench (id serial PRIMARY KEY, account int NOT NULL, amount int NOT NULL, note text)" \
-      -c "INSERT INTO bench (account, amount, note) SELECT g % 10000, g % 1000, md5(g::text) FROM generate_series(1, $ROWS) g" \
+      -c "INSERT INTO bench (account, amount, note) SELECT g % 10000, g % 1000, md5(g::text) FROM generate_series(1, $1) g" \
       -c "CREATE INDEX bench_account ON bench (account)" \
-      -c "CREATE VIEW bench_view AS SELECT id, account FROM bench" \
-      -c "VACUUM ANALYZE bench" -c "CHECKPOINT"
+      -c "CREATE VIEW bench_view AS SELECT id, account, amount FROM bench" \
+      -c "CREATE TABLE bench_control (id int PRIMARY KEY, account int NOT NULL, amount int NOT NULL, note text)" \
+      -c "INSERT INTO bench_control SELECT * FROM bench" \
+      -c "CREATE SEQUENCE bench_new_id START $(( $1 + 1 ))" \
+      -c "VACUUM ANALYZE"
+}
+fresh_db() {
+    q -d postgres -c "DROP DATABASE IF EXISTS run WITH (FORCE)" \
+      -c "CREATE DATABASE run TEMPLATE tpl STRATEGY FILE_COPY"
 }
 
 # The worker's peak private memory (RssAnon, kB; shared buffers are not
-# counted), sampled every 0.2 s into $1 until killed.
-sample_worker_memory() {
-    echo 0 > "$1"
-    while true; do
+# counted) and the database's peak size, sampled every 0.25 s into $1.
+sampler() {
+    local mem=0 disk=0 kb d
+    while [ ! -f "$dir/stop_sampler" ]; do
         for pid in $(q -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'halo_migrate worker'"); do
             kb=$(awk '/^RssAnon/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)
-            [ "${kb:-0}" -gt "$(cat "$1")" ] && echo "$kb" > "$1"
+            [ "${kb:-0}" -gt "$mem" ] && mem=$kb
         done
-        sleep 0.2
+        d=$(q -c "SELECT pg_database_size(current_database())" 2>/dev/null || echo 0)
+        [ "${d:-0}" -gt "$disk" ] && disk=$d
+        echo "$mem $disk" > "$1"
+        sleep 0.25
     done
 }
 
-# run_under_load NAME SQL...: time the SQL while pgbench writes at RATE tx/s.
-run_under_load() {
-    local name=$1; shift
-    rm -f "$dir/$name".log*
-    pgbench -n -c 4 -j 2 -R "$RATE" -T "$LOAD_S" -D rows="$ROWS" -f bench/write.sql -l --log-prefix="$dir/$name.log" >/dev/null 2>&1 &
-    local pg=$!
-    sample_worker_memory "$dir/mem" &
-    local sampler=$!
+# The write load, in 5-second pgbench runs until told to stop: each run ends
+# on its own, so its per-transaction log is complete whatever the migration's
+# length.
+load() {
+    local k=0
+    while [ ! -f "$dir/stop_load" ]; do
+        pgbench -n -c 4 -j 2 -R "$RATE" -T 5 -D rows="$2" -f bench/write.sql \
+            -l --log-prefix="$dir/logs/$1.$k" >/dev/null 2>&1 || true
+        k=$((k + 1))
+    done
+}
+
+migrate() {
+    case $1 in
+    plain)  # blocking; the view must come off and go back on in the same transaction
+        q -c "BEGIN" -c "DROP VIEW bench_view" -c "ALTER TABLE bench $ALTER" \
+          -c "CREATE VIEW bench_view AS SELECT id, account, amount FROM bench" -c "COMMIT" ;;
+    pg_tat)  # its smallest lock timeout (whole seconds); it wants the command in lower case
+        bench/.venv/bin/pg_tat -h "$PGHOST" -p "$PGPORT" -U postgres -d run \
+            -c "alter table bench alter column amount type bigint" \
+            --lock-timeout 1 --time-between-locks 1 >"$dir/pg_tat.out" 2>&1 ;;
+    pg_repack)
+        /usr/lib/postgresql/15/bin/pg_repack -h "$PGHOST" -p "$PGPORT" -U postgres -d run -t bench >"$dir/pg_repack.out" 2>&1 ;;
+    halo)
+        q -c "SELECT migrate.start('bench', '$ALTER')" -c "SELECT migrate.finish('bench')" >/dev/null ;;
+    esac
+}
+
+# run_method METHOD SIZE [KEEP]: one migration under load; prints one line:
+# method size secs worst_ms p99_ms stalls rows_differing wal_bytes extra_disk worker_kb
+run_method() {
+    local name=$1 size=$2
+    fresh_db
+    rm -f "$dir"/logs/* "$dir/stop_load" "$dir/stop_sampler"
+    load "$name" "$size" &
+    local lp=$!
     sleep 2
+    local wal0 disk0; wal0=$(q -c "SELECT pg_current_wal_lsn()"); disk0=$(q -c "SELECT pg_database_size(current_database())")
+    sampler "$dir/peak" &
+    local sp=$!
     local t0; t0=$(now)
-    for sql in "$@"; do q -c "$sql" >/dev/null; done
+    migrate "$name" || { echo "bench: $name failed; see its output in $dir" >&2; cat "$dir/$name.out" >&2 2>/dev/null; exit 1; }
     local t1; t1=$(now)
-    kill $sampler; wait $sampler 2>/dev/null || true
-    wait $pg || true
-    if [ "$(awk "BEGIN {print ($t1 - $t0 > $LOAD_S - 3)}")" = 1 ]; then
-        echo "bench: $name outlasted the ${LOAD_S}s write load; raise LOAD_S" >&2
+    local wal; wal=$(q -c "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '$wal0')")
+    touch "$dir/stop_sampler" "$dir/stop_load"; wait "$sp"; wait "$lp"
+    read -r mem peak < "$dir/peak"
+    read -r worst p99 stalls _ < <(python3 bench/latency.py "$dir/logs/$name." "$t0" "$t1")
+    local differ; differ=$(q -c "SELECT (SELECT count(*) FROM (SELECT * FROM bench EXCEPT ALL SELECT * FROM bench_control) a)
+                                      + (SELECT count(*) FROM (SELECT * FROM bench_control EXCEPT ALL SELECT * FROM bench) b)")
+    if [ "${3:-}" = keep ]; then  # the first run's logs, for the latency plot
+        mkdir -p "$dir/plot/$name"; cp "$dir"/logs/* "$dir/plot/$name/"; echo "$t0 $t1" > "$dir/plot/$name/window"
     fi
-    read -r worst p99 stalls n < <(python3 bench/latency.py "$dir/$name.log" "$t0" "$t1")
-    echo "$name $(awk "BEGIN {print $t1 - $t0}") $worst $p99 $stalls $(cat "$dir/mem")"
+    echo "$name $size $(awk "BEGIN {print $t1 - $t0}") $worst $p99 $stalls $differ $wal $(( peak > disk0 ? peak - disk0 : 0 )) $mem"
 }
 
 # Write throughput at saturation, without and with the capture trigger.
 throughput() {
-    pgbench -n -c 4 -j 2 -T 10 -D rows="$ROWS" -f bench/write.sql 2>/dev/null | awk '/^tps/ {print $3; exit}'
+    pgbench -n -c 4 -j 2 -T 10 -D rows="$ROWS" -f bench/write_plain.sql 2>/dev/null | awk '/^tps/ {print $3; exit}'
 }
 
 results=()
+echo "bench: $ROWS rows, methods: $METHODS, $REPEAT runs" >&2
+make_template "$ROWS"
 for i in $(seq "$REPEAT"); do
-    fresh_table
-    results+=("$(run_under_load plain "ALTER TABLE bench $ALTER")")
-    fresh_table
-    results+=("$(run_under_load halo "SELECT migrate.start('bench', '$ALTER')" "SELECT migrate.finish('bench')")")
-    q -c "SELECT count(*) FROM bench" >/dev/null
-    fresh_table
+    for m in $METHODS; do
+        results+=("$(run_method "$m" "$ROWS" "$([ "$i" = 1 ] && echo keep)")")
+        echo "bench: ${results[-1]}" >&2
+    done
+    fresh_db
     tps_plain=$(throughput)
     q -c "SELECT migrate.start('bench', '$ALTER', background => false)" >/dev/null
     tps_trigger=$(throughput)
     q -c "SELECT migrate.abort('bench')" >/dev/null
     results+=("tps $tps_plain $tps_trigger")
-    fresh_table
-    while read -r method secs; do results+=("copy_$method $secs"); done < <(bench/copy_methods.sh "$ROWS" 20000)
 done
+fresh_db
+while read -r method secs; do results+=("copy_$method $secs"); done < <(PGDATABASE=run bench/copy_methods.sh "$ROWS" 20000)
 
-# Scaling: halo's wall time and worker memory as the table grows (one run each).
-MAIN_ROWS=$ROWS
-for size in ${SCALE_SIZES-1000000 2000000 5000000}; do
-    ROWS=$size; LOAD_S=$(( 10 + ROWS / 100000 ))
-    fresh_table
-    read -r _ secs _ _ _ kb < <(run_under_load halo "SELECT migrate.start('bench', '$ALTER')" "SELECT migrate.finish('bench')")
-    fresh_table
-    read -r _ plain _ _ _ _ < <(run_under_load plain "ALTER TABLE bench $ALTER")
-    results+=("scale $size $secs $plain $kb")
+# Scaling: one run per method and size (the main size reuses its medians).
+for size in $SCALE_SIZES; do
+    [ "$size" = "$ROWS" ] && continue
+    make_template "$size"
+    for m in $METHODS; do
+        results+=("$(run_method "$m" "$size")")
+        echo "bench: ${results[-1]}" >&2
+    done
 done
+q -d postgres -c "DROP DATABASE IF EXISTS run WITH (FORCE)" -c "DROP DATABASE IF EXISTS tpl"
 
-printf '%s\n' "${results[@]}" > "$dir/results.txt"
-python3 - "$dir/results.txt" "$MAIN_ROWS" "$RATE" "$REPEAT" <<'PY'
-import statistics, sys
-rows = [l.split() for l in open(sys.argv[1])]
-med = lambda name, col: statistics.median(float(r[col]) for r in rows if r[0] == name)
-print(f"\nhalo_migrate benchmark: {int(sys.argv[2]):,} rows, ALTER COLUMN amount TYPE bigint, "
-      f"pgbench write load at {sys.argv[3]} tx/s, median of {sys.argv[4]} runs\n")
-print(f"{'method':<14}{'wall s':>9}{'worst write ms':>16}{'p99 write ms':>14}{'seconds w/o writes':>20}{'worker peak MB':>16}")
-for m in ("plain", "halo"):
-    mem = f"{med(m,5) / 1024:.1f}" if m == "halo" else "-"
-    print(f"{m:<14}{med(m,1):>9.2f}{med(m,2):>16.1f}{med(m,3):>14.1f}{med(m,4):>20.0f}{mem:>16}")
-print(f"\nhalo / plain wall time: {med('halo',1) / med('plain',1):.2f}x")
-tp, tt = med("tps", 1), med("tps", 2)
-print(f"write throughput at saturation: {tp:.0f} tps without capture trigger, {tt:.0f} with ({100*tt/tp:.0f}%)")
-ct, ck = med("copy_tid", 1), med("copy_key", 1)
-print(f"batched copy of the table, 20000-row batches: heap TID ranges {ct:.2f} s, key ranges {ck:.2f} s "
-      f"(key / TID {ck / ct:.2f}x)")
-scale = [r for r in rows if r[0] == "scale"]
-if scale:
-    print(f"\n{'rows':>12}{'halo s':>9}{'plain s':>9}{'ratio':>7}{'worker peak MB':>16}")
-    for r in scale:
-        print(f"{int(r[1]):>12,}{float(r[2]):>9.2f}{float(r[3]):>9.2f}{float(r[2]) / float(r[3]):>7.2f}{float(r[4]) / 1024:>16.1f}")
-PY
+printf '%s\n' "${results[@]}" > bench/out/results.txt
+bench/.venv/bin/python bench/report.py bench/out/results.txt "$ROWS" "$RATE" "$REPEAT" "$dir/plot" "$OUT" | tee bench/out/report.txt
