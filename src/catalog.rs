@@ -198,3 +198,44 @@ pub fn relfilenode(oid: Oid) -> Result<Oid> {
     )?;
     Ok(rows.into_iter().next().unwrap_or(Oid::INVALID))
 }
+
+/// The type of column `name` of relation `rel`.
+pub fn column_type(rel: Oid, name: &str) -> Result<Oid> {
+    spi::query(
+        "SELECT atttypid FROM pg_catalog.pg_attribute WHERE attrelid = $1 AND attname = $2 AND NOT attisdropped",
+        &[rel.into(), name.into()],
+        |r| get::<Oid>(r, 1),
+    )?
+    .first()
+    .copied()
+    .ok_or_else(|| MigrateError::Internal(format!("column \"{name}\" of relation {} vanished", rel.to_u32())))
+}
+
+/// The equality operator PostgreSQL itself uses for values of `typid` (its
+/// default btree opclass's, from the type cache), spelled
+/// `OPERATOR(schema.name)`. Our own key comparisons use it instead of a bare
+/// `=`, which would be looked up through the caller's search_path, where a
+/// planted operator with a closer match (say `public.=(varchar, varchar)`)
+/// would win.
+pub fn equality_operator(typid: Oid) -> Result<String> {
+    // SAFETY: lookup_type_cache returns a pointer to an entry of the backend's
+    // type cache, which lives for the life of the backend; on an unknown type
+    // it raises an ERROR instead (pg_guard turns that into a Rust panic that
+    // pgrx reports as the ERROR). We copy one field and keep no reference.
+    let eq = unsafe {
+        (*pgrx::pg_sys::lookup_type_cache(typid, pgrx::pg_sys::TYPECACHE_EQ_OPR as i32)).eq_opr
+    };
+    if eq == pgrx::pg_sys::InvalidOid {
+        return Err(MigrateError::Internal(format!(
+            "type {} has no default equality operator",
+            typid.to_u32()
+        )));
+    }
+    spi::text(
+        "SELECT pg_catalog.format('OPERATOR(%I.%s)', n.nspname, o.oprname)
+           FROM pg_catalog.pg_operator o JOIN pg_catalog.pg_namespace n ON n.oid = o.oprnamespace
+          WHERE o.oid = $1",
+        &[eq.into()],
+    )?
+    .ok_or_else(|| MigrateError::Internal(format!("operator {} vanished", eq.to_u32())))
+}

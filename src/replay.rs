@@ -35,11 +35,10 @@ pub fn replay_batch(m: &Migration, table: &QualifiedName, limit: i64) -> Result<
         &format!(
             "INSERT INTO {shadow} ({targets}) OVERRIDING SYSTEM VALUE
              SELECT {exprs} FROM ONLY {table} o
-              WHERE ({okeys}) IN (SELECT {lkeys} FROM {log} l WHERE l.id = ANY($1))",
+              WHERE EXISTS (SELECT FROM {log} l WHERE l.id = ANY($1) AND {matched})",
             targets = m.copy_targets,
             exprs = m.copy_exprs,
-            okeys = m.orig_keys,
-            lkeys = m.log_keys,
+            matched = m.orig_match,
         ),
         &[ids()],
     )?;
@@ -56,20 +55,16 @@ pub fn delete_logged_keys(
     args: &[pgrx::datum::DatumWithOid],
 ) -> Result<u64> {
     let oid = m.relid.to_u32();
-    let mkeys: Vec<String> = (1..=m.log_keys.split(", ").count())
-        .map(|i| format!("m.k{i}"))
-        .collect();
     spi::exec_count(
         &format!(
             "DELETE FROM {shadow} s
               USING (SELECT DISTINCT {map} FROM (SELECT {as_orig} FROM {log} l {filter}) o) m
-              WHERE ({skeys}) = ({mkeys})",
+              WHERE {matched}",
             shadow = sqlgen::shadow_table(oid),
             log = sqlgen::log_table(oid),
             map = m.key_map,
             as_orig = m.log_as_orig,
-            skeys = m.shadow_keys,
-            mkeys = mkeys.join(", "),
+            matched = m.shadow_match,
         ),
         args,
     )

@@ -35,11 +35,10 @@ CREATE TABLE migrate.migrations (
     added_columns   text[] NOT NULL DEFAULT '{}',   -- columns the ALTER adds
     copy_targets    text,                           -- INSERT column list
     copy_exprs      text,                           -- SELECT list over the original (alias o)
-    log_keys        text,                           -- key columns of the log (alias l)
     log_as_orig     text,                           -- the log's keys named as the original's key columns
     key_map         text,                           -- SELECT list mapping those into the shadow's key values
-    shadow_keys     text,                           -- key columns of the shadow (alias s)
-    orig_keys       text,                           -- key columns of the original (alias o)
+    shadow_match    text,                           -- shadow row s has mapped logged key m (typed equality)
+    orig_match      text,                           -- original row o has logged key l (typed equality)
     -- runtime control (pause, resume, throttle)
     paused          boolean NOT NULL DEFAULT false,
     batch_pause_ms  integer NOT NULL DEFAULT 0,     -- sleep after each copy batch
@@ -74,9 +73,14 @@ CREATE UNIQUE INDEX migrations_one_live_per_table ON migrate.migrations (relid)
     WHERE phase NOT IN ('done', 'failed', 'aborted');
 
 ALTER TABLE migrate.migrations ENABLE ROW LEVEL SECURITY;
+-- A role sees and changes only its own migrations, and may record one only
+-- for a table it owns: a row for someone else's table would block their
+-- DDL (the event triggers below) and their own migrations.
 CREATE POLICY migrations_own_rows ON migrate.migrations
     USING (pg_catalog.pg_has_role(role_oid, 'MEMBER'))
-    WITH CHECK (role_oid = current_user::regrole::oid);
+    WITH CHECK (role_oid = current_user::regrole::oid
+                AND EXISTS (SELECT FROM pg_catalog.pg_class c
+                             WHERE c.oid = relid AND pg_catalog.pg_has_role(c.relowner, 'MEMBER')));
 GRANT SELECT, INSERT, UPDATE, DELETE ON migrate.migrations TO PUBLIC;
 
 -- DDL on a table while it is being migrated would make the shadow diverge:

@@ -14,6 +14,7 @@
 //! definitions kept, to be rebuilt after the bulk copy. No trigger and no
 //! foreign key is ever put on the shadow.
 
+use crate::catalog;
 use crate::error::{MigrateError, Result};
 use crate::ident::{Ident, QualifiedName};
 use crate::plan::model::{CmdKind, Subcommand, TableFacts};
@@ -29,11 +30,12 @@ pub struct Recipe {
     pub copy_exprs: String,
     /// `k1 <type>, …`: the key columns of the capture log, typed as in the table.
     pub log_columns: String,
-    pub log_keys: String,
     pub log_as_orig: String,
     pub key_map: String,
-    pub shadow_keys: String,
-    pub orig_keys: String,
+    /// `s.k1 OPERATOR(…) m.k1 AND …`: a shadow row (s) has a mapped logged key (m).
+    pub shadow_match: String,
+    /// `o.k1 OPERATOR(…) l.k1 AND …`: an original row (o) has a logged key (l).
+    pub orig_match: String,
     /// The key columns of the table, for the capture trigger.
     pub key_columns: Vec<String>,
     pub altered_columns: Vec<String>,
@@ -347,8 +349,8 @@ fn recipe(
         added_columns: added,
         ..Recipe::default()
     };
-    let (mut log_cols, mut log_keys, mut as_orig, mut map, mut skeys, mut okeys) =
-        (vec![], vec![], vec![], vec![], vec![], vec![]);
+    let (mut log_cols, mut as_orig, mut map, mut skeys, mut okeys) =
+        (vec![], vec![], vec![], vec![], vec![]);
     for (i, k) in key.iter().enumerate() {
         let kid = Ident::new(k);
         let Some((_, _, stype)) = shadow_cols.iter().find(|(n, g, _)| n == k && !g) else {
@@ -371,17 +373,17 @@ fn recipe(
         };
         let otype = orig_type(k).unwrap_or_default();
         log_cols.push(format!("k{} {otype}", i + 1));
-        log_keys.push(format!("l.k{}", i + 1));
         as_orig.push(format!("l.k{} AS {kid}", i + 1));
         map.push(format!("CAST({source} AS {stype}) AS k{}", i + 1));
-        skeys.push(format!("s.{kid}"));
-        okeys.push(format!("o.{kid}"));
+        let s_eq = catalog::equality_operator(catalog::column_type(shadow_oid, k)?)?;
+        let o_eq = catalog::equality_operator(catalog::column_type(oid, k)?)?;
+        skeys.push(format!("s.{kid} {s_eq} m.k{}", i + 1));
+        okeys.push(format!("o.{kid} {o_eq} l.k{}", i + 1));
     }
     r.log_columns = log_cols.join(", ");
-    r.log_keys = log_keys.join(", ");
     r.log_as_orig = as_orig.join(", ");
     r.key_map = map.join(", ");
-    r.shadow_keys = skeys.join(", ");
-    r.orig_keys = okeys.join(", ");
+    r.shadow_match = skeys.join(" AND ");
+    r.orig_match = okeys.join(" AND ");
     Ok(r)
 }

@@ -272,7 +272,7 @@ fn start_rewrite(
         id,
         "relfilenode = $2, copy_end = $3, rows_total = $4, shadow_sql = $5, swap_sql = $6, post_swap_sql = $7,
          index_sql = $8, altered_columns = $9, added_columns = $10, copy_targets = $11, copy_exprs = $12,
-         log_keys = $13, log_as_orig = $14, key_map = $15, shadow_keys = $16, orig_keys = $17",
+         log_as_orig = $13, key_map = $14, shadow_match = $15, orig_match = $16",
         vec![
             relfilenode.into(),
             blocks.into(),
@@ -285,11 +285,10 @@ fn start_rewrite(
             recipe.added_columns.into(),
             recipe.copy_targets.into(),
             recipe.copy_exprs.into(),
-            recipe.log_keys.into(),
             recipe.log_as_orig.into(),
             recipe.key_map.into(),
-            recipe.shadow_keys.into(),
-            recipe.orig_keys.into(),
+            recipe.shadow_match.into(),
+            recipe.orig_match.into(),
         ],
     )?;
     if opts.background {

@@ -9,3 +9,4 @@ mod engine;
 mod harness;
 mod operations;
 mod plan;
+mod safety;

@@ -1,0 +1,421 @@
+//! Bad input, hostile names and hostile neighbours: every refusal has its
+//! SQLSTATE and leaves nothing behind; other roles cannot write what the
+//! extension creates; our SQL is not steered by a planted operator; names
+//! made of quotes, semicolons and newlines are only ever identifiers.
+
+use crate::harness::*;
+use postgres::Client;
+
+/// What exists in schema migrate besides the extension's own objects, plus
+/// our triggers anywhere.
+fn leftovers(c: &mut Client) -> i64 {
+    c.query_one(
+        "SELECT (SELECT count(*) FROM pg_class WHERE relnamespace = 'migrate'::regnamespace
+                    AND relname NOT LIKE 'migrations%')
+              + (SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'halo_%')
+              + (SELECT count(*) FROM pg_proc WHERE pronamespace = 'migrate'::regnamespace
+                    AND proname LIKE 'capture_%')",
+        &[],
+    )
+    .unwrap()
+    .get(0)
+}
+
+fn shape(c: &mut Client, table: &str) -> String {
+    c.query_one(
+        "SELECT string_agg(attname || ' ' || format_type(atttypid, atttypmod) || ' ' || attnotnull, ', ' ORDER BY attnum)
+              || ' / ' || (SELECT count(*) FROM pg_constraint WHERE conrelid = $1::text::regclass)
+              || ' / ' || (SELECT count(*) FROM pg_index WHERE indrelid = $1::text::regclass)
+           FROM pg_attribute WHERE attrelid = $1::text::regclass AND attnum > 0 AND NOT attisdropped",
+        &[&table],
+    )
+    .unwrap()
+    .get(0)
+}
+
+#[test]
+fn bad_input_gets_its_sqlstate_and_changes_nothing() {
+    let cluster = Cluster::start();
+    let mut c = cluster.client();
+    c.batch_execute(
+        "CREATE TABLE t (id int PRIMARY KEY, v int, note text);
+         INSERT INTO t SELECT g, g, g::text FROM generate_series(1, 1000) g;
+         CREATE VIEW tv AS SELECT * FROM t;
+         CREATE MATERIALIZED VIEW tm AS SELECT * FROM t;
+         CREATE FOREIGN DATA WRAPPER dummy; CREATE SERVER s FOREIGN DATA WRAPPER dummy;
+         CREATE FOREIGN TABLE ft (a int) SERVER s;
+         CREATE TABLE pt (id int PRIMARY KEY) PARTITION BY RANGE (id);
+         CREATE TABLE nopk (id int);
+         CREATE SEQUENCE sq;
+         CREATE TEMP TABLE tt (id int PRIMARY KEY);",
+    )
+    .unwrap();
+    let before = shape(&mut c, "t");
+    let cases: &[(&str, &str)] = &[
+        // what is migrated
+        ("SELECT migrate.start('nope', 'DROP COLUMN v')", "42P01"),
+        (
+            "SELECT migrate.start('nosuchschema.t', 'DROP COLUMN v')",
+            "3F000",
+        ),
+        ("SELECT migrate.start(NULL, 'DROP COLUMN v')", "22004"),
+        ("SELECT migrate.start('tv', 'DROP COLUMN v')", "42809"),
+        ("SELECT migrate.start('tm', 'DROP COLUMN v')", "42809"),
+        ("SELECT migrate.start('ft', 'DROP COLUMN a')", "42809"),
+        ("SELECT migrate.start('sq', 'OWNER TO postgres')", "42809"),
+        ("SELECT migrate.start('pt', 'ADD COLUMN x int')", "0A000"),
+        ("SELECT migrate.start('tt', 'ADD COLUMN x int')", "0A000"),
+        (
+            "SELECT migrate.start('pg_class', 'ADD COLUMN x int')",
+            "0A000",
+        ),
+        (
+            "SELECT migrate.start('nopk', 'ALTER COLUMN id TYPE bigint')",
+            "55000",
+        ),
+        // the ALTER text
+        ("SELECT migrate.start('t', NULL)", "22004"),
+        ("SELECT migrate.start('t', '')", "42601"),
+        ("SELECT migrate.start('t', 'ALTER COLUMN')", "42601"),
+        ("SELECT migrate.start('t', 'FROBNICATE v')", "42601"),
+        (
+            "SELECT migrate.start('t', 'DROP COLUMN v; DROP TABLE t')",
+            "42601",
+        ),
+        (
+            "SELECT migrate.start('t', 'ADD COLUMN x int); DROP TABLE t; --')",
+            "42601",
+        ),
+        (
+            "SELECT migrate.plan('t', 'ADD COLUMN x int; SELECT 1')",
+            "42601",
+        ),
+        (
+            "SELECT migrate.start('t', 'ATTACH PARTITION nopk FOR VALUES IN (1)')",
+            "0A000",
+        ),
+        ("SELECT migrate.start('t', 'ADD COLUMN v int')", "42701"),
+        (
+            "SELECT migrate.start('t', 'ALTER COLUMN nosuch TYPE int')",
+            "42703",
+        ),
+        (
+            "SELECT migrate.start('t', 'ALTER COLUMN note TYPE int')",
+            "42804",
+        ),
+        (
+            "SELECT migrate.start('t', 'ALTER COLUMN v TYPE nosuchtype')",
+            "42704",
+        ),
+        ("SELECT migrate.start('t', 'INHERIT pg_class')", "42501"),
+        // settings
+        (
+            "SELECT migrate.start('t', 'ALTER COLUMN v TYPE bigint', batch_rows => -1)",
+            "22023",
+        ),
+        (
+            "SELECT migrate.start('t', 'ALTER COLUMN v TYPE bigint', batch_rows => 0)",
+            "22023",
+        ),
+        (
+            "SELECT migrate.start('t', 'ALTER COLUMN v TYPE bigint', lock_timeout => '0')",
+            "22023",
+        ),
+        (
+            "SELECT migrate.start('t', 'ALTER COLUMN v TYPE bigint', lock_timeout => '-1s')",
+            "22023",
+        ),
+        (
+            "SELECT migrate.start('t', 'ALTER COLUMN v TYPE bigint', lock_timeout => '1 day')",
+            "22023",
+        ),
+        (
+            "SELECT migrate.start('t', 'ALTER COLUMN v TYPE bigint', lock_timeout => NULL)",
+            "22004",
+        ),
+        (
+            "SELECT migrate.start('t', 'ALTER COLUMN v TYPE bigint', background => NULL)",
+            "22004",
+        ),
+        ("SET halo_migrate.batch_rows = -5", "22023"),
+        ("SET halo_migrate.lock_timeout = 0", "22023"),
+        ("SET halo_migrate.batch_pause = -1", "22023"),
+        // acting on a migration that is not there
+        ("SELECT migrate.finish('t')", "55000"),
+        ("SELECT migrate.abort('t')", "55000"),
+        ("SELECT migrate.pause('t')", "55000"),
+        ("SELECT migrate.resume('t')", "55000"),
+        ("SELECT migrate.step('t')", "55000"),
+        ("SELECT migrate.throttle('t', batch_rows => 0)", "22023"),
+        ("SELECT migrate.finish('t', timeout => '-1s')", "22023"),
+        ("CALL migrate.wait(NULL)", "22004"),
+    ];
+    let mut wrong = Vec::new();
+    for (sql, want) in cases {
+        let got = match c.batch_execute(sql) {
+            Ok(()) => "ok".to_string(),
+            Err(e) => {
+                let db = e.as_db_error().expect("a server error");
+                assert!(!db.message().is_empty());
+                db.code().code().to_string()
+            }
+        };
+        if got != *want {
+            wrong.push(format!("{sql}: got {got}, want {want}"));
+        }
+    }
+    assert!(wrong.is_empty(), "wrong SQLSTATEs:\n{}", wrong.join("\n"));
+    assert_eq!(shape(&mut c, "t"), before, "refusals change nothing");
+    assert_eq!(leftovers(&mut c), 0, "refusals leave nothing behind");
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM migrate.migrations", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+    // Refusals say what to do.
+    let e = c
+        .batch_execute("SELECT migrate.start('nopk', 'ALTER COLUMN id TYPE bigint')")
+        .unwrap_err();
+    assert!(e.as_db_error().unwrap().hint().is_some(), "{e:?}");
+}
+
+#[test]
+fn other_roles_cannot_write_what_a_migration_creates() {
+    let cluster = Cluster::start();
+    let mut c = cluster.client();
+    c.batch_execute(
+        "CREATE ROLE owner_role LOGIN; CREATE ROLE stranger LOGIN;
+         CREATE TABLE t (id int PRIMARY KEY, v int); ALTER TABLE t OWNER TO owner_role;
+         INSERT INTO t SELECT g, g FROM generate_series(1, 100) g;
+         CREATE TABLE victim (id int PRIMARY KEY); ALTER TABLE victim OWNER TO owner_role;",
+    )
+    .unwrap();
+    let mut owner = cluster.client_as("owner_role");
+    // Left at its start (no worker): capture trigger, log and shadow exist.
+    owner
+        .batch_execute(
+            "SELECT migrate.start('t', 'ALTER COLUMN v TYPE bigint', background => false)",
+        )
+        .unwrap();
+    let oid: u32 = c
+        .query_one("SELECT 't'::regclass::oid", &[])
+        .unwrap()
+        .get(0);
+    let mut stranger = cluster.client_as("stranger");
+    let denied = |s: &mut Client, sql: &str| match s.batch_execute(sql) {
+        Ok(()) => panic!("a stranger could run: {sql}"),
+        Err(e) => sqlstate(&e),
+    };
+    for sql in [
+        format!("INSERT INTO migrate.log_{oid} VALUES (DEFAULT, 1)"),
+        format!("DELETE FROM migrate.log_{oid}"),
+        format!("INSERT INTO migrate.shadow_{oid} VALUES (1, 1)"),
+        format!("TRUNCATE migrate.shadow_{oid}"),
+        format!("DROP TABLE migrate.shadow_{oid}"),
+        format!("DROP FUNCTION migrate.capture_{oid}()"),
+        "SELECT migrate.abort('t')".to_string(),
+        "SELECT migrate.finish('t')".to_string(),
+        "SELECT migrate.pause('t')".to_string(),
+        "SELECT migrate.throttle('t', batch_rows => 1)".to_string(),
+        "SELECT migrate.step('t')".to_string(),
+        // A forged migration of someone else's table would block their DDL.
+        "INSERT INTO migrate.migrations (relid, table_name, alter_sql, strategy, phase, batch_rows,
+                                         lock_timeout_ms, auto_finish, background, role_oid, search_path)
+         VALUES ('victim'::regclass, 'victim', 'x', 'rewrite', 'copying', 1, 100, false, false,
+                 current_user::regrole, '')"
+            .to_string(),
+        "DROP EVENT TRIGGER halo_migrate_refuse_ddl".to_string(),
+        "ALTER TABLE migrate.migrations DISABLE ROW LEVEL SECURITY".to_string(),
+    ] {
+        let code = denied(&mut stranger, &sql);
+        assert!(
+            ["42501", "55000", "42P01"].contains(&code.as_str()),
+            "{sql}: {code}"
+        );
+    }
+    // The stranger sees no rows of the owner's migrations, and changes none.
+    let seen: i64 = stranger
+        .query_one("SELECT count(*) FROM migrate.migrations", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(seen, 0);
+    let changed = stranger
+        .execute("UPDATE migrate.migrations SET phase = 'done'", &[])
+        .unwrap();
+    assert_eq!(changed, 0);
+    let changed = stranger
+        .execute("DELETE FROM migrate.migrations", &[])
+        .unwrap();
+    assert_eq!(changed, 0);
+    // The owner's migration is untouched and completes.
+    let done: String = owner
+        .query_one("SELECT migrate.finish('t')", &[])
+        .unwrap()
+        .get(0);
+    assert!(done.contains("done"), "{done}");
+    owner
+        .batch_execute("ALTER TABLE victim ADD COLUMN x int")
+        .unwrap();
+}
+
+#[test]
+fn a_planted_operator_is_not_used_by_our_sql() {
+    let cluster = Cluster::start();
+    let mut c = cluster.client();
+    // The attack of CVE-2018-1058: an operator with an exact match for
+    // varchar, where pg_catalog has only text = text, wins over it through
+    // the default search_path ("$user", public). Each call is counted by a
+    // sequence (nextval is not rolled back).
+    c.batch_execute(
+        "CREATE ROLE attacker; GRANT CREATE ON SCHEMA public TO attacker;
+         SET ROLE attacker;
+         CREATE SEQUENCE public.hits;
+         GRANT USAGE ON SEQUENCE public.hits TO PUBLIC;
+         CREATE FUNCTION public.evil_eq(varchar, varchar) RETURNS boolean LANGUAGE sql
+             AS $$ SELECT nextval('public.hits') > 0 AND $1::text = $2::text $$;
+         CREATE OPERATOR public.= (LEFTARG = varchar, RIGHTARG = varchar, FUNCTION = public.evil_eq);
+         RESET ROLE;
+         CREATE TABLE acc (id varchar(20) PRIMARY KEY, v int, payload text);
+         CREATE TABLE acc_control (id varchar(20) PRIMARY KEY, v int, payload text);
+         INSERT INTO acc SELECT 'k' || g, g, md5(g::text) FROM generate_series(1, 20000) g;
+         INSERT INTO acc_control SELECT * FROM acc;",
+    )
+    .unwrap();
+    let hits = |c: &mut Client| -> i64 {
+        c.query_one(
+            "SELECT last_value + (CASE WHEN is_called THEN 0 ELSE -1 END) FROM public.hits",
+            &[],
+        )
+        .unwrap()
+        .get(0)
+    };
+    assert_eq!(hits(&mut c), 0);
+    // Writers keep changing rows (by key, and keys themselves) during the copy.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        let mut w = cluster.client();
+        std::thread::spawn(move || {
+            let mut i = 0i64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let k = format!("k{}", 1 + (i * 7919) % 20000);
+                let mut tx = w.transaction().unwrap();
+                for t in ["acc", "acc_control"] {
+                    // text parameters: the writers' own SQL never hits the varchar operator
+                    match i % 3 {
+                        0 => tx.execute(
+                            &format!("UPDATE {t} SET v = v + 1 WHERE id::text = $1"),
+                            &[&k],
+                        ),
+                        1 => tx.execute(
+                            &format!("UPDATE {t} SET id = id || 'x' WHERE id::text = $1"),
+                            &[&k],
+                        ),
+                        _ => tx.execute(&format!("DELETE FROM {t} WHERE id::text = $1"), &[&k]),
+                    }
+                    .unwrap();
+                }
+                tx.commit().unwrap();
+                i += 1;
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        })
+    };
+    c.batch_execute("SELECT migrate.start('acc', 'ALTER COLUMN v TYPE bigint', batch_rows => 500)")
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let summary: String = c
+        .query_one("SELECT migrate.finish('acc')", &[])
+        .unwrap()
+        .get(0);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.join().unwrap();
+    assert!(summary.contains("done"), "{summary}");
+    let replayed: i64 = c
+        .query_one("SELECT rows_replayed FROM migrate.migrations", &[])
+        .unwrap()
+        .get(0);
+    assert!(replayed > 0, "the replay ran");
+    assert_eq!(
+        hits(&mut c),
+        0,
+        "the planted operator was called by our SQL"
+    );
+    assert_same_rows(&mut c, "acc");
+}
+
+#[test]
+fn hostile_names_are_only_ever_identifiers() {
+    let cluster = Cluster::start();
+    let mut c = cluster.client();
+    // Quotes, semicolons, newlines, comment markers and a dollar quote in
+    // table, column, constraint, index and schema names.
+    c.batch_execute(
+        r#"CREATE TABLE canary (x int);
+           CREATE SCHEMA "s'; DROP TABLE canary; --";
+           CREATE TABLE "s'; DROP TABLE canary; --"."t"";
+DROP TABLE canary; --" (
+               "id"";drop table canary;--" int PRIMARY KEY,
+               "v'); DROP TABLE canary; --" int,
+               "$$x$$" text,
+               CONSTRAINT "c"";
+DROP TABLE canary;" CHECK ("v'); DROP TABLE canary; --" > 0));
+           CREATE INDEX "i'; DROP TABLE canary; --" ON "s'; DROP TABLE canary; --"."t"";
+DROP TABLE canary; --" ("$$x$$");
+           INSERT INTO "s'; DROP TABLE canary; --"."t"";
+DROP TABLE canary; --" SELECT g, g, md5(g::text) FROM generate_series(1, 5000) g;"#,
+    )
+    .unwrap();
+    let table: String = c
+        .query_one(
+            "SELECT oid::regclass::text FROM pg_class WHERE relname LIKE 't\"%' AND relkind = 'r'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    let alter = r#"ALTER COLUMN "v'); DROP TABLE canary; --" TYPE bigint, ADD CONSTRAINT "n'; DROP TABLE canary; --" CHECK ("id"";drop table canary;--" > 0), ADD COLUMN "new
+line;" text DEFAULT 'a''b'"#;
+    let plan: i64 = c
+        .query_one(
+            "SELECT count(*) FROM migrate.plan($1::text::regclass, $2)",
+            &[&table, &alter],
+        )
+        .unwrap()
+        .get(0);
+    assert!(plan > 0);
+    c.execute(
+        "SELECT migrate.start($1::text::regclass, $2)",
+        &[&table, &alter],
+    )
+    .unwrap();
+    let summary: String = c
+        .query_one("SELECT migrate.finish($1::text::regclass)", &[&table])
+        .unwrap()
+        .get(0);
+    assert!(summary.contains("done"), "{summary}");
+    // Everything is still there, under its name.
+    c.batch_execute("SELECT * FROM canary").unwrap();
+    let facts: String = c
+        .query_one(
+            r#"SELECT format_type(a.atttypid, a.atttypmod)
+                   || (SELECT string_agg(conname, '|' ORDER BY conname) FROM pg_constraint WHERE conrelid = a.attrelid)
+                   || (SELECT string_agg(relname, '|' ORDER BY relname) FROM pg_index JOIN pg_class ON pg_class.oid = indexrelid WHERE indrelid = a.attrelid)
+                   || (SELECT count(*) FROM pg_attribute WHERE attrelid = a.attrelid AND attname = E'new\nline;')
+                 FROM pg_attribute a WHERE a.attrelid = $1::text::regclass AND a.attname = 'v''); DROP TABLE canary; --'"#,
+            &[&table],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        facts,
+        "bigintc\";\nDROP TABLE canary;|n'; DROP TABLE canary; --|t\";\nDROP TABLE canary; --_pkeyi'; DROP TABLE canary; --|t\";\nDROP TABLE canary; --_pkey1"
+    );
+    let n: i64 = c
+        .query_one(
+            &format!("SELECT count(*) FROM {table} WHERE \"new\nline;\" = 'a''b'"),
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 5000);
+}
