@@ -34,7 +34,8 @@ test-cli: install
 demo: install
 	bash scripts/demo.sh
 
-## The benchmark: plain ALTER against halo_migrate under a pgbench write load.
+## The benchmark: plain ALTER, pg_tat, pg_repack and halo_migrate under one
+## pgbench write load (bench/setup.sh fetches pg_tat and matplotlib).
 bench: install
 	bash bench/run.sh
 
