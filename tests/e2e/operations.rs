@@ -217,3 +217,38 @@ fn pg_cron_drives_a_migration_to_completion() {
         .unwrap();
     finish_and_compare(&mut c, "t");
 }
+
+#[test]
+fn worker_killed_and_server_crashed_while_replaying_then_resumed() {
+    let cluster = Cluster::start();
+    let mut c = cluster.client();
+    create_with_control(&mut c, "t", COLUMNS, 30_000);
+    let writers = Writers::start(&cluster, "t", 2, 30_000);
+    let id: i64 = c
+        .query_one("SELECT migrate.start('t', $1)", &[&ALTER])
+        .unwrap()
+        .get(0);
+    let replaying = |c: &mut Client| ["replaying", "ready"].contains(&copied(c, id).0.as_str());
+    wait_until("the copy to end", || replaying(&mut c));
+    c.batch_execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE backend_type = 'halo_migrate worker'",
+    )
+    .unwrap();
+    wait_until("the migration to show as interrupted", || {
+        copied(&mut c, id).0 == "interrupted"
+    });
+    // Changes pile up in the log while no worker replays them.
+    std::thread::sleep(Duration::from_millis(500));
+    c.batch_execute("SELECT migrate.resume('t')").unwrap();
+    wait_until("the replay to go on", || replaying(&mut c));
+    // Now a crash: every backend and the worker die mid-replay.
+    cluster.restart_immediate();
+    writers.stop();
+    let mut c = cluster.client();
+    wait_until(
+        "the migration to show as interrupted after the crash",
+        || copied(&mut c, id).0 == "interrupted",
+    );
+    c.batch_execute("SELECT migrate.resume('t')").unwrap();
+    finish_and_compare(&mut c, "t");
+}
