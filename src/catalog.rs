@@ -199,18 +199,6 @@ pub fn relfilenode(oid: Oid) -> Result<Oid> {
     Ok(rows.into_iter().next().unwrap_or(Oid::INVALID))
 }
 
-/// The type of column `name` of relation `rel`.
-pub fn column_type(rel: Oid, name: &str) -> Result<Oid> {
-    spi::query(
-        "SELECT atttypid FROM pg_catalog.pg_attribute WHERE attrelid = $1 AND attname = $2 AND NOT attisdropped",
-        &[rel.into(), name.into()],
-        |r| get::<Oid>(r, 1),
-    )?
-    .first()
-    .copied()
-    .ok_or_else(|| MigrateError::Internal(format!("column \"{name}\" of relation {} vanished", rel.to_u32())))
-}
-
 /// The equality operator PostgreSQL itself uses for values of `typid` (its
 /// default btree opclass's, from the type cache), spelled
 /// `OPERATOR(schema.name)`. Our own key comparisons use it instead of a bare

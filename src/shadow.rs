@@ -303,27 +303,40 @@ fn recipe(
         }
     }
     let shadow_cols = spi::query(
-        "SELECT attname::text, attgenerated <> '', pg_catalog.format_type(atttypid, atttypmod)
+        "SELECT attname::text, attgenerated <> '', pg_catalog.format_type(atttypid, atttypmod), atttypid
            FROM pg_catalog.pg_attribute WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
         &[shadow_oid.into()],
-        |r| Ok((get::<String>(r, 1)?, get::<bool>(r, 2)?, get::<String>(r, 3)?)),
+        |r| {
+            Ok((
+                get::<String>(r, 1)?,
+                get::<bool>(r, 2)?,
+                get::<String>(r, 3)?,
+                get::<Oid>(r, 4)?,
+            ))
+        },
     )?;
     let orig_types = spi::query(
-        "SELECT attname::text, pg_catalog.format_type(atttypid, atttypmod)
+        "SELECT attname::text, pg_catalog.format_type(atttypid, atttypmod), atttypid
            FROM pg_catalog.pg_attribute WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped",
         &[oid.into()],
-        |r| Ok((get::<String>(r, 1)?, get::<String>(r, 2)?)),
+        |r| {
+            Ok((
+                get::<String>(r, 1)?,
+                get::<String>(r, 2)?,
+                get::<Oid>(r, 3)?,
+            ))
+        },
     )?;
     let orig_type = |c: &str| {
         orig_types
             .iter()
-            .find(|(n, _)| n == c)
-            .map(|(_, t)| t.clone())
+            .find(|(n, _, _)| n == c)
+            .map(|(_, t, id)| (t.clone(), *id))
     };
 
     let mut targets = Vec::new();
     let mut exprs = Vec::new();
-    for (name, generated, _) in &shadow_cols {
+    for (name, generated, _, _) in &shadow_cols {
         if *generated || added.contains(name) || orig_type(name).is_none() {
             continue;
         }
@@ -353,7 +366,8 @@ fn recipe(
         (vec![], vec![], vec![], vec![], vec![]);
     for (i, k) in key.iter().enumerate() {
         let kid = Ident::new(k);
-        let Some((_, _, stype)) = shadow_cols.iter().find(|(n, g, _)| n == k && !g) else {
+        let Some((_, _, stype, stypid)) = shadow_cols.iter().find(|(n, g, _, _)| n == k && !g)
+        else {
             return Err(MigrateError::not_supported(
                 format!("an ALTER that removes key column \"{k}\""),
                 "Concurrent changes are replayed by key, so the key must survive the ALTER.",
@@ -371,12 +385,12 @@ fn recipe(
             }
             None => format!("o.{kid}"),
         };
-        let otype = orig_type(k).unwrap_or_default();
+        let (otype, otypid) = orig_type(k).unwrap_or_default();
         log_cols.push(format!("k{} {otype}", i + 1));
         as_orig.push(format!("l.k{} AS {kid}", i + 1));
         map.push(format!("CAST({source} AS {stype}) AS k{}", i + 1));
-        let s_eq = catalog::equality_operator(catalog::column_type(shadow_oid, k)?)?;
-        let o_eq = catalog::equality_operator(catalog::column_type(oid, k)?)?;
+        let s_eq = catalog::equality_operator(*stypid)?;
+        let o_eq = catalog::equality_operator(otypid)?;
         skeys.push(format!("s.{kid} {s_eq} m.k{}", i + 1));
         okeys.push(format!("o.{kid} {o_eq} l.k{}", i + 1));
     }

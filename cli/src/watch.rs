@@ -29,7 +29,14 @@ pub struct Watch {
     pub conn_flags: String,
 }
 
-type FinishCall = JoinHandle<(Client, std::result::Result<String, postgres::Error>)>;
+type FinishCall = JoinHandle<std::result::Result<String, postgres::Error>>;
+
+/// `migrate.finish()`: the summary of a done migration, the stored error of a
+/// failed or aborted one; for a running one, it cuts over first.
+fn call_finish(c: &mut Client, table: &str) -> std::result::Result<String, postgres::Error> {
+    c.query_one("SELECT migrate.finish($1::text::regclass)", &[&table])
+        .map(|r| r.get(0))
+}
 
 /// What the poll loop does next, given the migration's state.
 #[derive(Debug, PartialEq)]
@@ -93,12 +100,7 @@ pub fn follow(
                 let mut c = ctl.take().expect("one finish() call");
                 let token = c.cancel_token();
                 let table = w.table.clone();
-                let handle = std::thread::spawn(move || {
-                    let r = c
-                        .query_one("SELECT migrate.finish($1::text::regclass)", &[&table])
-                        .map(|r| r.get::<_, String>(0));
-                    (c, r)
-                });
+                let handle = std::thread::spawn(move || call_finish(&mut c, &table));
                 call = Some((handle, token));
             }
             Next::LeaveForLater => {
@@ -125,24 +127,16 @@ pub fn follow(
             }
             Next::Ended => {
                 display.clear();
-                // finish() returns the summary of a done migration and
-                // raises the stored error of a failed or aborted one.
-                let (_session, r) = match call.take() {
+                let r = match call.take() {
                     Some((h, _)) => h.join().expect("finish() thread"),
-                    None => {
-                        let mut c = ctl.take().expect("control session");
-                        let r = c
-                            .query_one("SELECT migrate.finish($1::text::regclass)", &[&w.table])
-                            .map(|r| r.get::<_, String>(0));
-                        (c, r)
-                    }
+                    None => call_finish(ctl.as_mut().expect("control session"), &w.table),
                 };
                 return r.map_err(|e| Failure::from_db("finishing", &e));
             }
         }
         if let Some((h, _)) = &call {
             if h.is_finished() {
-                let (_, r) = call
+                let r = call
                     .take()
                     .expect("checked")
                     .0

@@ -31,23 +31,6 @@ fn phase(c: &mut Client, id: i64) -> String {
         .get(0)
 }
 
-/// What exists in schema migrate besides the extension's own objects.
-fn leftovers(c: &mut Client) -> i64 {
-    c.query_one(
-        "SELECT count(*) FROM pg_class WHERE relnamespace = 'migrate'::regnamespace
-            AND relname NOT LIKE 'migrations%'",
-        &[],
-    )
-    .unwrap()
-    .get::<_, i64>(0)
-        + c.query_one(
-            "SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'halo_%'",
-            &[],
-        )
-        .unwrap()
-        .get::<_, i64>(0)
-}
-
 #[test]
 fn oracle_under_concurrent_writes_for_several_alters() {
     let cluster = Cluster::start();

@@ -142,6 +142,21 @@ pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// What exists in schema migrate besides the extension's own objects, plus
+/// our triggers anywhere.
+pub fn leftovers(c: &mut Client) -> i64 {
+    c.query_one(
+        "SELECT (SELECT count(*) FROM pg_class WHERE relnamespace = 'migrate'::regnamespace
+                    AND relname NOT LIKE 'migrations%')
+              + (SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'halo_%')
+              + (SELECT count(*) FROM pg_proc WHERE pronamespace = 'migrate'::regnamespace
+                    AND proname LIKE 'capture_%')",
+        &[],
+    )
+    .unwrap()
+    .get(0)
+}
+
 /// The SQLSTATE of a failed statement.
 pub fn sqlstate(err: &postgres::Error) -> String {
     err.as_db_error()

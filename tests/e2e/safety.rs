@@ -6,21 +6,6 @@
 use crate::harness::*;
 use postgres::Client;
 
-/// What exists in schema migrate besides the extension's own objects, plus
-/// our triggers anywhere.
-fn leftovers(c: &mut Client) -> i64 {
-    c.query_one(
-        "SELECT (SELECT count(*) FROM pg_class WHERE relnamespace = 'migrate'::regnamespace
-                    AND relname NOT LIKE 'migrations%')
-              + (SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'halo_%')
-              + (SELECT count(*) FROM pg_proc WHERE pronamespace = 'migrate'::regnamespace
-                    AND proname LIKE 'capture_%')",
-        &[],
-    )
-    .unwrap()
-    .get(0)
-}
-
 fn shape(c: &mut Client, table: &str) -> String {
     c.query_one(
         "SELECT string_agg(attname || ' ' || format_type(atttypid, atttypmod) || ' ' || attnotnull, ', ' ORDER BY attnum)
