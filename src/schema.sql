@@ -148,10 +148,21 @@ CREATE EVENT TRIGGER halo_migrate_refuse_drop ON sql_drop
     WHEN TAG IN ('DROP TABLE')
     EXECUTE FUNCTION migrate.refuse_drop_during_migration();
 
+-- The live workers, read afresh (the backend-status snapshot is otherwise
+-- kept for the whole transaction). A worker commits the end of its
+-- migration before it exits, so whoever reads this *before* reading
+-- migrate.migrations never takes a worker that just finished for a gone one.
+CREATE FUNCTION migrate.live_workers() RETURNS integer[]
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $fn$
+    SELECT pg_stat_clear_snapshot();
+    SELECT ARRAY(SELECT a.pid FROM pg_stat_activity a WHERE a.backend_type = 'halo_migrate worker')
+$fn$;
+COMMENT ON FUNCTION migrate.live_workers() IS
+    'halo_migrate: the pids of the live halo_migrate workers, read afresh';
+
 CREATE FUNCTION migrate.worker_alive(pid integer) RETURNS boolean
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $fn$
-    SELECT EXISTS (SELECT 1 FROM pg_stat_activity a
-                    WHERE a.pid = worker_alive.pid AND a.backend_type = 'halo_migrate worker')
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $fn$
+    SELECT coalesce(pid = ANY (migrate.live_workers()), false)
 $fn$;
 COMMENT ON FUNCTION migrate.worker_alive(integer) IS
     'halo_migrate: is this pid a live halo_migrate worker?';
@@ -161,7 +172,13 @@ RETURNS TABLE (id bigint, table_name text, alter_sql text, strategy text, phase 
                rows_copied bigint, rows_total bigint, percent numeric, backlog bigint,
                rate_rows_s numeric, eta interval, worker_pid integer,
                started_at timestamptz, updated_at timestamptz, error text)
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $fn$
+#variable_conflict use_column
+DECLARE
+    -- Read before the rows, which the query below sees under a newer snapshot.
+    live integer[] := migrate.live_workers();
+BEGIN
+    RETURN QUERY
     SELECT m.id, m.table_name, m.alter_sql, m.strategy,
            CASE WHEN m.phase IN ('done', 'failed', 'aborted') THEN m.phase
                 WHEN m.paused THEN 'paused'
@@ -183,9 +200,10 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $fn$
            m.started_at, m.updated_at, m.error
       FROM migrate.migrations m
       CROSS JOIN LATERAL (SELECT round(m.rows_copied / nullif(extract(epoch FROM m.updated_at - m.started_at), 0), 0) AS rate) r
-      CROSS JOIN LATERAL (SELECT migrate.worker_alive(m.worker_pid) AS alive) w
+      CROSS JOIN LATERAL (SELECT coalesce(m.worker_pid = ANY (live), false) AS alive) w
      WHERE tbl IS NULL OR m.relid = tbl
-     ORDER BY m.id DESC
+     ORDER BY m.id DESC;
+END
 $fn$;
 COMMENT ON FUNCTION migrate.status(regclass) IS
     'halo_migrate: every migration (of one table, if given), newest first: phase, progress, backlog, rate, ETA, worker, error';
@@ -200,6 +218,7 @@ CREATE PROCEDURE migrate.wait(tbl regclass, timeout interval DEFAULT NULL)
 LANGUAGE plpgsql AS $fn$
 DECLARE
     m migrate.migrations;
+    live integer[];
     deadline timestamptz := pg_catalog.clock_timestamp() + timeout;
 BEGIN
     IF tbl IS NULL THEN
@@ -210,6 +229,8 @@ BEGIN
             HINT = 'Give e.g. ''10 minutes'', or NULL to wait as long as it takes.';
     END IF;
     LOOP
+        -- Before the row: see migrate.live_workers().
+        live := migrate.live_workers();
         SELECT * INTO m FROM migrate.migrations mm WHERE mm.relid = tbl
          ORDER BY mm.phase IN ('done', 'failed', 'aborted'), mm.id DESC LIMIT 1;
         IF NOT FOUND THEN
@@ -224,7 +245,7 @@ BEGIN
         ELSIF m.phase = 'aborted' THEN
             RAISE EXCEPTION 'migration % of % was aborted', m.id, m.table_name USING ERRCODE = '55000',
                 HINT = 'Start it again with migrate.start().';
-        ELSIF m.worker_pid IS NOT NULL AND NOT migrate.worker_alive(m.worker_pid) THEN
+        ELSIF m.worker_pid IS NOT NULL AND NOT m.worker_pid = ANY (live) THEN
             RAISE EXCEPTION 'migration % of % is interrupted: its worker is gone', m.id, m.table_name
                 USING ERRCODE = '55000',
                       HINT = pg_catalog.format('SELECT migrate.resume(%L) continues it from its last checkpoint.', m.table_name);
