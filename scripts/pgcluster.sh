@@ -4,6 +4,7 @@
 #   pgcluster.sh start DIR [extra postgresql.conf lines...]  -> prints the port
 #   pgcluster.sh stop DIR
 #   pgcluster.sh crash-restart DIR  (stop -m immediate, as in a crash; start again)
+#   pgcluster.sh standby PRIMARY_DIR DIR [extra lines...]  -> a streaming standby's port
 set -euo pipefail
 BIN=/usr/lib/postgresql/15/bin
 cmd=${1:?start|stop}; dir=${2:?data directory}
@@ -39,5 +40,21 @@ crash-restart)
     as_pg "$BIN/pg_ctl" -D "$dir" -m immediate -w stop >/dev/null
     as_pg "$BIN/pg_ctl" -D "$dir" -l "$dir/server.log" -w start >/dev/null
     ;;
-*) echo "usage: $0 start|stop|crash-restart DIR" >&2; exit 2 ;;
+standby)
+    # A streaming replica of the cluster in $dir (pg_basebackup -R), in $3.
+    primary=$dir; dir=${3:?standby data directory}; shift 3
+    mkdir -p "$dir"; chown postgres: "$dir" 2>/dev/null || true; chmod 700 "$dir"
+    as_pg "$BIN/pg_basebackup" -h 127.0.0.1 -p "$(cat "$primary/port")" -U postgres \
+        -D "$dir" -R -X stream --no-sync >/dev/null
+    port=$(free_port)
+    {
+        echo "port = $port"
+        echo "unix_socket_directories = '$dir'"
+        for line in "$@"; do echo "$line"; done
+    } | as_pg tee -a "$dir/postgresql.auto.conf" >/dev/null
+    as_pg rm -f "$dir/port"
+    as_pg "$BIN/pg_ctl" -D "$dir" -l "$dir/server.log" -w start >/dev/null
+    echo "$port" | as_pg tee "$dir/port"
+    ;;
+*) echo "usage: $0 start|stop|crash-restart|standby DIR" >&2; exit 2 ;;
 esac

@@ -90,6 +90,31 @@ impl Cluster {
 }
 
 impl Cluster {
+    /// A streaming standby of this cluster (pg_basebackup -R), with extra
+    /// postgresql.conf lines; stopped and removed when dropped.
+    pub fn standby(&self, conf: &[&str]) -> Cluster {
+        let dir = tempdir();
+        let out = Command::new(repo().join("scripts/pgcluster.sh"))
+            .arg("standby")
+            .arg(self.dir.join("data"))
+            .arg(dir.join("data"))
+            .args(conf)
+            .output()
+            .expect("run scripts/pgcluster.sh");
+        assert!(
+            out.status.success(),
+            "standby start failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let port = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .expect("port");
+        Cluster { dir, port }
+    }
+}
+
+impl Cluster {
     /// Make `user` log in over TCP with a SCRAM password (the cluster
     /// otherwise trusts everyone).
     pub fn require_password(&self, user: &str) {

@@ -252,3 +252,87 @@ fn worker_killed_and_server_crashed_while_replaying_then_resumed() {
     c.batch_execute("SELECT migrate.resume('t')").unwrap();
     finish_and_compare(&mut c, "t");
 }
+
+#[test]
+fn copy_holds_while_a_real_standby_lags() {
+    let primary = Cluster::start();
+    let standby = primary.standby(&["wal_receiver_status_interval = 1s"]);
+    let mut c = primary.client();
+    let mut s = standby.client();
+    wait_until("the standby to stream", || {
+        c.query_one(
+            "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'",
+            &[],
+        )
+        .unwrap()
+        .get::<_, i64>(0)
+            == 1
+    });
+    create_with_control(&mut c, "t", COLUMNS, 100_000);
+    c.batch_execute(
+        "SET halo_migrate.batch_pause = '50ms'; SET halo_migrate.max_replica_lag = '1s'",
+    )
+    .unwrap();
+    let writers = Writers::start(&primary, "t", 2, 100_000);
+    let id: i64 = c
+        .query_one(
+            "SELECT migrate.start('t', $1, batch_rows => 1000)",
+            &[&ALTER],
+        )
+        .unwrap()
+        .get(0);
+    wait_until("the copy to start", || copied(&mut c, id).1 > 0);
+
+    // The standby stops replaying; the writers go on, so its lag grows, and
+    // the copy waits once the lag passes 1 s.
+    s.batch_execute("SELECT pg_wal_replay_pause()").unwrap();
+    let worker_says = |c: &mut Client| -> String {
+        c.query_one(
+            "SELECT coalesce(max(query), '') FROM pg_stat_activity WHERE backend_type = 'halo_migrate worker'",
+            &[],
+        )
+        .unwrap()
+        .get(0)
+    };
+    wait_until("the worker to wait for the standby", || {
+        worker_says(&mut c).contains("replay lag")
+    });
+    let held = copied(&mut c, id).1;
+    std::thread::sleep(Duration::from_millis(2000));
+    assert_eq!(
+        copied(&mut c, id).1,
+        held,
+        "copied while the standby lagged: {}",
+        worker_says(&mut c)
+    );
+    let lag: f64 = c
+        .query_one(
+            "SELECT extract(epoch FROM max(replay_lag))::float8 FROM pg_stat_replication",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(lag > 1.0, "replay lag {lag} s");
+
+    // Replay resumes, the lag falls, the copy goes on.
+    s.batch_execute("SELECT pg_wal_replay_resume()").unwrap();
+    wait_until("the copy to go on", || copied(&mut c, id).1 > held);
+    c.batch_execute("SELECT migrate.throttle('t', batch_pause => '0')")
+        .unwrap();
+    writers.stop();
+    finish_and_compare(&mut c, "t");
+    // And the standby has the migrated table too.
+    let lsn: String = c
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .unwrap()
+        .get(0);
+    wait_until("the standby to replay the swap", || {
+        s.query_one(
+            "SELECT pg_last_wal_replay_lsn() >= $1::text::pg_lsn",
+            &[&lsn],
+        )
+        .unwrap()
+        .get::<_, bool>(0)
+    });
+    assert_same_rows(&mut s, "t");
+}
