@@ -8,6 +8,7 @@ static SWAPPING: GucSetting<bool> = GucSetting::<bool>::new(false);
 static BATCH_PAUSE_MS: GucSetting<i32> = GucSetting::<i32>::new(0);
 static TARGET_BATCH_MS: GucSetting<i32> = GucSetting::<i32>::new(0);
 static MAX_REPLICA_LAG_MS: GucSetting<i32> = GucSetting::<i32>::new(0);
+static AUTO_RESUME: GucSetting<bool> = GucSetting::<bool>::new(true);
 
 pub fn init() {
     GucRegistry::define_int_guc(
@@ -62,6 +63,14 @@ pub fn init() {
         GucFlags::UNIT_MS,
     );
     GucRegistry::define_bool_guc(
+        c"halo_migrate.auto_resume",
+        c"Resume interrupted background migrations when the server starts.",
+        c"Read at server start; needs halo_migrate in shared_preload_libraries. Without it, interrupted migrations wait for migrate.resume().",
+        &AUTO_RESUME,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
         c"halo_migrate.swapping",
         c"Set by halo_migrate during a swap (internal).",
         c"Lets the migration's own DDL past the event trigger that refuses DDL on a table being migrated.",
@@ -94,4 +103,9 @@ pub fn target_batch_ms() -> i32 {
 /// halo_migrate.max_replica_lag, in milliseconds (0: off).
 pub fn max_replica_lag_ms() -> i32 {
     MAX_REPLICA_LAG_MS.get()
+}
+
+/// halo_migrate.auto_resume.
+pub fn auto_resume() -> bool {
+    AUTO_RESUME.get()
 }

@@ -12,7 +12,8 @@
 //! - `copy`, `replay`, `swap` — the three data phases of a rewrite; `storage` — the
 //!   catalog-level storage exchange the swap needs; `views` — views and policies
 //!   on altered columns, recreated around the ALTER
-//! - `driver`   — the phase machine (one unit of work per call); `worker` — the background worker
+//! - `driver`   — the phase machine (one unit of work per call); `worker` — the background worker;
+//!   `launcher` — resumes interrupted migrations at server start (shared_preload_libraries)
 //! - `concurrent` — ADD PRIMARY KEY / UNIQUE via an index built CONCURRENTLY, which the
 //!   worker runs as a top-level command (`toplevel`)
 //! - `state`    — the migrations table; `locks` — the lock-timeout retry loop
@@ -30,6 +31,7 @@ mod driver;
 mod error;
 mod gucs;
 mod ident;
+mod launcher;
 mod locks;
 mod parse;
 mod plan;
@@ -54,6 +56,7 @@ pgrx::extension_sql_file!("schema.sql", name = "schema", bootstrap);
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     gucs::init();
+    launcher::register();
 }
 
 #[cfg(any(test, feature = "pg_test"))]

@@ -219,7 +219,7 @@ fn wait_for_start(id: i64, xid: i64) -> bool {
 
 /// Run `f` in a transaction of its own: committed if it returns `Ok`,
 /// aborted if it returns `Err` or raises an ERROR.
-fn transaction<R>(f: impl FnOnce() -> Result<R>) -> Result<R> {
+pub(crate) fn transaction<R>(f: impl FnOnce() -> Result<R>) -> Result<R> {
     // SAFETY: the worker is connected to a database and not inside a
     // transaction (every path below ends the one it starts).
     unsafe {

@@ -195,13 +195,7 @@ fn a_failed_or_aborted_concurrent_build_leaves_no_index() {
         .unwrap()
         .get(0);
     assert_eq!(indexes, 1, "only the primary key is left");
-    let workers: i64 = c
-        .query_one(
-            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'halo_migrate worker'",
-            &[],
-        )
-        .unwrap()
-        .get(0);
+    let workers = backends(&mut c, "halo_migrate worker");
     assert_eq!(workers, 0);
 
     // The build needs the worker: background => false is refused up front.

@@ -182,6 +182,16 @@ pub fn leftovers(c: &mut Client) -> i64 {
     .get(0)
 }
 
+/// How many processes of this `backend_type` pg_stat_activity shows.
+pub fn backends(c: &mut Client, backend_type: &str) -> i64 {
+    c.query_one(
+        "SELECT count(*) FROM pg_stat_activity WHERE backend_type = $1",
+        &[&backend_type],
+    )
+    .unwrap()
+    .get(0)
+}
+
 /// The SQLSTATE of a failed statement.
 pub fn sqlstate(err: &postgres::Error) -> String {
     err.as_db_error()

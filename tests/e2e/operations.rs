@@ -336,3 +336,81 @@ fn copy_holds_while_a_real_standby_lags() {
     });
     assert_same_rows(&mut s, "t");
 }
+
+/// A new session, once the server accepts connections again.
+fn reconnect(cluster: &Cluster) -> Client {
+    let mut c = None;
+    wait_until("the server to accept connections", || {
+        c = postgres::Client::connect(&cluster.connstr("postgres"), postgres::NoTls).ok();
+        c.is_some()
+    });
+    c.unwrap()
+}
+
+#[test]
+fn preloaded_migrations_resume_by_themselves_after_restarts() {
+    let cluster = Cluster::start_with(&["shared_preload_libraries = 'halo_migrate'"]);
+    let mut c = cluster.client();
+    wait_until("the launcher to run", || {
+        backends(&mut c, "halo_migrate launcher") == 1
+    });
+    // A migration driven by step() is not the launcher's to resume.
+    c.batch_execute(
+        "CREATE TABLE stepped (id int PRIMARY KEY, v int);
+         INSERT INTO stepped SELECT g, g FROM generate_series(1, 1000) g;
+         SELECT migrate.start('stepped', 'ALTER COLUMN v TYPE bigint', background => false);",
+    )
+    .unwrap();
+    let (writers, id) = slow_copy_under_writers(&cluster, &mut c);
+
+    // An immediate shutdown and a start: nobody calls resume().
+    cluster.restart_immediate();
+    writers.stop();
+    let mut c = reconnect(&cluster);
+    let at = copied(&mut c, id).1;
+    wait_until("the copy to go on by itself", || {
+        let (phase, n) = copied(&mut c, id);
+        phase == "copying" && n > at
+    });
+
+    // A crash restart without a shutdown: a backend killed with SIGKILL
+    // makes the postmaster restart every process, the launcher too.
+    let pid: i32 = c
+        .query_one(
+            "SELECT worker_pid FROM migrate.status() WHERE id = $1",
+            &[&id],
+        )
+        .unwrap()
+        .get(0);
+    let killed = std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap()
+        .success()
+        || std::process::Command::new("sudo")
+            .args(["-n", "-u", "postgres", "kill", "-9", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success();
+    assert!(killed, "could not kill the worker {pid}");
+    drop(c);
+    let mut c = reconnect(&cluster);
+    let at = copied(&mut c, id).1;
+    wait_until("the copy to go on after the crash restart", || {
+        let (phase, n) = copied(&mut c, id);
+        phase == "copying" && n > at
+    });
+    let stepped: String = c
+        .query_one(
+            "SELECT phase FROM migrate.status() WHERE table_name = 'public.stepped'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(stepped, "copying", "step()'s migration was left alone");
+    let workers = backends(&mut c, "halo_migrate worker");
+    assert_eq!(workers, 1, "one worker, for the background migration");
+    c.batch_execute("SELECT migrate.throttle('t', batch_pause => '0')")
+        .unwrap();
+    finish_and_compare(&mut c, "t");
+}

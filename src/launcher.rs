@@ -1,0 +1,160 @@
+//! Resuming interrupted migrations when the server starts.
+//!
+//! With halo_migrate in `shared_preload_libraries` (and
+//! `halo_migrate.auto_resume` on, the default), `_PG_init` registers one
+//! static background worker, the launcher. Once recovery has finished — at
+//! server start, and again after a crash restart — it lists the databases
+//! that accept connections and, one at a time, starts a short-lived worker
+//! in each. That worker does nothing unless the extension is installed
+//! there; if it is, it starts a new migration worker for every background
+//! migration that is not over and has no live worker. Each migration worker
+//! runs as the role that started the migration, as always: the launcher and
+//! the per-database workers never run a migration themselves.
+//!
+//! Invariants: the launcher never touches a database's tables (it reads
+//! only the shared catalog `pg_database`); a migration driven by `step()`
+//! (`background => false`) is never resumed by it; paused migrations get a
+//! worker that stays paused until `migrate.resume()`. The launcher stays
+//! alive, asleep, until shutdown: the postmaster forgets a static worker
+//! that has exited, so one that exited would not run after a crash restart.
+
+use crate::error::Result;
+use crate::spi::{self, get};
+use crate::state;
+use crate::worker::{self, transaction};
+use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags};
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use std::time::Duration;
+
+/// Register the launcher; only possible while shared_preload_libraries loads.
+pub fn register() {
+    // SAFETY: a plain global flag, set by the postmaster while it loads
+    // shared_preload_libraries; read-only here.
+    if !unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
+        return;
+    }
+    if !crate::gucs::auto_resume() {
+        return;
+    }
+    BackgroundWorkerBuilder::new("halo_migrate launcher")
+        .set_type("halo_migrate launcher")
+        .set_library("halo_migrate")
+        .set_function("halo_migrate_launcher_main")
+        // Shared memory and a (database-less) connection, after recovery.
+        .enable_spi_access()
+        .set_restart_time(Some(Duration::from_secs(10)))
+        .load();
+}
+
+#[pg_guard]
+#[no_mangle]
+pub extern "C-unwind" fn halo_migrate_launcher_main(_arg: pg_sys::Datum) {
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    // No database: the launcher reads only the shared catalog pg_database.
+    BackgroundWorker::connect_worker_to_spi(None, None);
+    for (db, name) in databases() {
+        let started = BackgroundWorkerBuilder::new(&format!("halo_migrate resumer for {name}"))
+            .set_type("halo_migrate resumer")
+            .set_library("halo_migrate")
+            .set_function("halo_migrate_resumer_main")
+            .set_argument((db.to_u32() as i64).into_datum())
+            .enable_spi_access()
+            // SAFETY: this process's own pid, so that we can wait for it.
+            .set_notify_pid(unsafe { pg_sys::MyProcPid })
+            .load_dynamic();
+        match started {
+            Ok(handle) => {
+                let _ = handle.wait_for_shutdown();
+            }
+            Err(_) => log!("halo_migrate launcher: no worker slot to check database {name}"),
+        }
+        if BackgroundWorker::sigterm_received() {
+            return;
+        }
+    }
+    while BackgroundWorker::wait_latch(None) {}
+}
+
+/// The databases that accept connections, read as the autovacuum launcher
+/// does: a catalog scan, since a process without a database cannot run SQL.
+fn databases() -> Vec<(pg_sys::Oid, String)> {
+    let mut out = Vec::new();
+    // SAFETY: we are a background worker initialised without a database and
+    // outside a transaction; the scan runs inside the transaction started
+    // here, on a catalog relation opened and closed in it, and every tuple
+    // heap_getnext returns is a valid pg_database row until the next call.
+    unsafe {
+        pg_sys::StartTransactionCommand();
+        pg_sys::GetTransactionSnapshot();
+        let rel = pg_sys::table_open(pg_sys::DatabaseRelationId, pg_sys::AccessShareLock as i32);
+        let scan = pg_sys::table_beginscan_catalog(rel, 0, std::ptr::null_mut());
+        loop {
+            let tup = pg_sys::heap_getnext(scan, pg_sys::ScanDirection::ForwardScanDirection);
+            if tup.is_null() {
+                break;
+            }
+            let db = &*pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_database>(tup);
+            if db.datallowconn && !db.datistemplate {
+                let name = std::ffi::CStr::from_ptr(db.datname.data.as_ptr());
+                out.push((db.oid, name.to_string_lossy().into_owned()));
+            }
+        }
+        pg_sys::table_endscan(scan);
+        pg_sys::table_close(rel, pg_sys::AccessShareLock as i32);
+        pg_sys::CommitTransactionCommand();
+    }
+    out
+}
+
+/// One database: relaunch the workers of its interrupted migrations.
+#[pg_guard]
+#[no_mangle]
+pub extern "C-unwind" fn halo_migrate_resumer_main(arg: pg_sys::Datum) {
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGTERM);
+    let db = pg_sys::Oid::from(arg.value() as u32);
+    // The bootstrap superuser: it must read every role's migrations. It
+    // only starts workers, each of which runs as its migration's role.
+    BackgroundWorker::connect_worker_to_spi_by_oid(Some(db), None);
+    match transaction(resume_interrupted) {
+        Ok(ids) if !ids.is_empty() => {
+            log!("halo_migrate: resuming interrupted migrations {ids:?} after a restart")
+        }
+        Ok(_) => {}
+        Err(e) => log!("halo_migrate resumer: {e}"),
+    }
+}
+
+/// Start a worker for each background migration that is not over and has
+/// none; the ids of those resumed. The workers begin when this commits.
+fn resume_interrupted() -> Result<Vec<i64>> {
+    let installed = spi::query(
+        "SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'halo_migrate'",
+        &[],
+        |_| Ok(()),
+    )?;
+    if installed.is_empty() {
+        return Ok(Vec::new());
+    }
+    let candidates = spi::query(
+        "SELECT id, role_oid, worker_pid FROM migrate.migrations
+          WHERE background AND phase NOT IN ('done', 'failed', 'aborted')
+          ORDER BY id",
+        &[],
+        |r| {
+            Ok((
+                get::<i64>(r, 1)?,
+                get::<pg_sys::Oid>(r, 2)?,
+                r.get::<i32>(3)?,
+            ))
+        },
+    )?;
+    let mut resumed = Vec::new();
+    for (id, role, pid) in candidates {
+        if !state::worker_alive(pid)? {
+            worker::launch_after_commit(id, role)?;
+            resumed.push(id);
+        }
+    }
+    Ok(resumed)
+}
