@@ -16,13 +16,15 @@
 //!   `launcher` — resumes interrupted migrations at server start (shared_preload_libraries)
 //! - `concurrent` — ADD PRIMARY KEY / UNIQUE via an index built CONCURRENTLY, which the
 //!   worker runs as a top-level command (`toplevel`)
-//! - `state`    — the migrations table; `locks` — the lock-timeout retry loop
+//! - `state`    — the migrations table; `locks` — the lock-timeout retry loop; `blockers` —
+//!   `finish(blockers => …)`, cancelling or terminating sessions that keep the swap waiting
 //! - `gucs`     — settings; `error` — the one error type
 #![deny(unsafe_op_in_unsafe_fn)]
 
 use pgrx::prelude::*;
 
 mod api;
+mod blockers;
 mod capture;
 mod catalog;
 mod concurrent;

@@ -73,6 +73,9 @@ pub struct Args {
     /// With --execute: on Ctrl-C abort the migration instead of leaving it running
     #[arg(long)]
     pub abort_on_interrupt: bool,
+    /// At the cut-over, sessions whose locks keep the swap waiting: wait for them, cancel their statements, or terminate them
+    #[arg(long, value_name = "POLICY", default_value = "wait", value_parser = ["wait", "cancel", "terminate"])]
+    pub blockers: String,
 
     /// Cut a running migration over (waits for it to catch up)
     #[arg(long, help_heading = "Acting on a running migration", group = "act")]

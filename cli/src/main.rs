@@ -44,6 +44,7 @@ fn run(args: &Args) -> Result<()> {
         table: table.to_string(),
         finish,
         abort_on_interrupt: args.abort_on_interrupt,
+        blockers: args.blockers.clone(),
         quiet: args.quiet,
         conn_flags: conn_flags(args),
     };

@@ -24,6 +24,8 @@ pub struct Watch {
     /// Cut over once the copy is done (false: stop there, for `--no-finish`).
     pub finish: bool,
     pub abort_on_interrupt: bool,
+    /// `finish()`'s `blockers`: wait, cancel or terminate.
+    pub blockers: String,
     pub quiet: bool,
     /// The connection flags the user gave, to print follow-up commands.
     pub conn_flags: String,
@@ -33,9 +35,16 @@ type FinishCall = JoinHandle<std::result::Result<String, postgres::Error>>;
 
 /// `migrate.finish()`: the summary of a done migration, the stored error of a
 /// failed or aborted one; for a running one, it cuts over first.
-fn call_finish(c: &mut Client, table: &str) -> std::result::Result<String, postgres::Error> {
-    c.query_one("SELECT migrate.finish($1::text::regclass)", &[&table])
-        .map(|r| r.get(0))
+fn call_finish(
+    c: &mut Client,
+    table: &str,
+    blockers: &str,
+) -> std::result::Result<String, postgres::Error> {
+    c.query_one(
+        "SELECT migrate.finish($1::text::regclass, blockers => $2)",
+        &[&table, &blockers],
+    )
+    .map(|r| r.get(0))
 }
 
 /// What the poll loop does next, given the migration's state.
@@ -99,8 +108,8 @@ pub fn follow(
             Next::Finish => {
                 let mut c = ctl.take().expect("one finish() call");
                 let token = c.cancel_token();
-                let table = w.table.clone();
-                let handle = std::thread::spawn(move || call_finish(&mut c, &table));
+                let (table, blockers) = (w.table.clone(), w.blockers.clone());
+                let handle = std::thread::spawn(move || call_finish(&mut c, &table, &blockers));
                 call = Some((handle, token));
             }
             Next::LeaveForLater => {
@@ -129,7 +138,11 @@ pub fn follow(
                 display.clear();
                 let r = match call.take() {
                     Some((h, _)) => h.join().expect("finish() thread"),
-                    None => call_finish(ctl.as_mut().expect("control session"), &w.table),
+                    None => call_finish(
+                        ctl.as_mut().expect("control session"),
+                        &w.table,
+                        &w.blockers,
+                    ),
                 };
                 return r.map_err(|e| Failure::from_db("finishing", &e));
             }

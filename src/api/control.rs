@@ -2,6 +2,7 @@
 //! running migration.
 
 use super::{or_report, required, Regclass};
+use crate::blockers;
 use crate::driver::{self, Cutover, Outcome, CUTOVER_LOCK_KEY};
 use crate::error::{sqlstate_code, MigrateError, Result};
 use crate::locks;
@@ -12,9 +13,15 @@ use pgrx::prelude::*;
 use std::time::{Duration, Instant};
 
 /// Wait for the copy to catch up, swap, validate; a one-line summary.
+/// `blockers`: what to do to sessions whose locks keep the swap waiting
+/// ('wait', 'cancel' or 'terminate').
 #[pg_extern(volatile, parallel_unsafe)]
-fn finish(tbl: Option<Regclass>, timeout: default!(Option<Interval>, "NULL")) -> String {
-    or_report(finish_migration(tbl, timeout))
+fn finish(
+    tbl: Option<Regclass>,
+    timeout: default!(Option<Interval>, "NULL"),
+    blockers: default!(Option<&str>, "'wait'"),
+) -> String {
+    or_report(blockers::Policy::parse(blockers).and_then(|b| finish_migration(tbl, timeout, b)))
 }
 
 /// Stop the migration and remove everything it created.
@@ -93,7 +100,11 @@ fn ended(m: &Migration) -> Result<Option<String>> {
     }
 }
 
-fn finish_migration(tbl: Option<Regclass>, timeout: Option<Interval>) -> Result<String> {
+fn finish_migration(
+    tbl: Option<Regclass>,
+    timeout: Option<Interval>,
+    blockers: blockers::Policy,
+) -> Result<String> {
     let deadline = match timeout {
         None => None,
         // as_micros() already counts the days and months of the interval.
@@ -148,6 +159,7 @@ fn finish_migration(tbl: Option<Regclass>, timeout: Option<Interval>) -> Result<
     )?;
     let mut last_notice = Instant::now();
     let waiting_since = Instant::now();
+    let mut attempts_seen = swap_attempts(id)?;
     loop {
         let m = state::load(id)?
             .ok_or_else(|| MigrateError::Internal(format!("migration {id} vanished")))?;
@@ -178,6 +190,15 @@ fn finish_migration(tbl: Option<Regclass>, timeout: Option<Interval>) -> Result<
                 Outcome::Busy => 200,
             }
         };
+        if blockers != blockers::Policy::Wait {
+            // A swap attempt (ours or the worker's) timed out since we last
+            // looked: clear the way for the next one.
+            let attempts = swap_attempts(id)?;
+            if attempts > attempts_seen {
+                attempts_seen = attempts;
+                blockers::clear(m.relid, m.lock_timeout_ms, blockers)?;
+            }
+        }
         if last_notice.elapsed() >= Duration::from_secs(5) {
             last_notice = Instant::now();
             pgrx::notice!(
@@ -209,6 +230,18 @@ fn finish_migration(tbl: Option<Regclass>, timeout: Option<Interval>) -> Result<
             locks::sleep_ms(pause)?;
         }
     }
+}
+
+/// Swap attempts so far (each one that timed out counts).
+fn swap_attempts(id: i64) -> Result<i32> {
+    Ok(spi::query(
+        "SELECT swap_attempts FROM migrate.migrations WHERE id = $1",
+        &[id.into()],
+        |r| get::<i32>(r, 1),
+    )?
+    .first()
+    .copied()
+    .unwrap_or(0))
 }
 
 fn abort_migration(tbl: Option<Regclass>) -> Result<()> {

@@ -5,6 +5,7 @@
 //! can crash, restart or reconfigure theirs without disturbing the others.
 
 mod concurrent;
+mod cutover;
 mod engine;
 mod harness;
 mod operations;
