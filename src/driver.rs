@@ -134,6 +134,7 @@ fn step_phase(m: &Migration, table: &QualifiedName, cutover: Cutover) -> Result<
         Phase::Validating => {
             let i = m.post_swap_done as usize;
             if let Some(sql) = m.post_swap_sql.get(i) {
+                crate::worker::announce(&format!("validating: {sql}"));
                 locks::retry("validate a constraint", m.lock_timeout_ms, 600, || {
                     spi::exec(sql, &[])
                 })?;

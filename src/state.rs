@@ -171,6 +171,27 @@ pub fn lock(id: i64) -> Result<Option<Migration>> {
     Ok(spi::query(&sql, &[id.into()], from_row)?.into_iter().next())
 }
 
+/// Has the caller's transaction changed or locked the migration's row (a
+/// `throttle()`, `pause()`, `resume()` or `step()` not yet committed)? A
+/// worker cannot take the row until this transaction ends.
+pub fn held_by_this_transaction(id: i64) -> Result<bool> {
+    let ids = spi::query(
+        "SELECT xmin::text::bigint, xmax::text::bigint FROM migrate.migrations WHERE id = $1",
+        &[id.into()],
+        |r| Ok((get::<i64>(r, 1)?, get::<i64>(r, 2)?)),
+    )?;
+    Ok(ids.iter().any(|&(xmin, xmax)| {
+        [xmin, xmax].into_iter().any(|x| {
+            // SAFETY: a pure lookup in this backend's transaction state; any
+            // 32-bit value is a valid argument (0 is never current). An xmax
+            // that is a MultiXactId is compared as an xid: at worst finish()
+            // then drives the migration itself, which is always correct.
+            x != 0
+                && unsafe { pgrx::pg_sys::TransactionIdIsCurrentTransactionId((x as u32).into()) }
+        })
+    }))
+}
+
 /// The migration as last committed, without locking it.
 pub fn load(id: i64) -> Result<Option<Migration>> {
     let sql = format!("SELECT {COLUMNS} FROM migrate.migrations WHERE id = $1");

@@ -32,6 +32,9 @@ pub fn launch_after_commit(id: i64, role: pg_sys::Oid) -> Result<()> {
         &[],
         |r| spi::get::<i64>(r, 1),
     )?[0];
+    // A worker is on its way: until it registers, finish() waits for it
+    // rather than taking the old, dead pid as a sign that nobody drives.
+    crate::state::update(id, "worker_pid = NULL", vec![])?;
     launch(id, role, xid)
 }
 
@@ -106,6 +109,15 @@ pub extern "C-unwind" fn halo_migrate_worker_main(arg: pg_sys::Datum) {
     }
 }
 
+/// Say in pg_stat_activity what a long unit of work is about to do, when
+/// running in the worker (a session calling `step()` keeps its own query).
+pub fn announce(what: &str) {
+    // SAFETY: a process-global pointer, set only in background workers.
+    if !unsafe { pg_sys::MyBgworkerEntry }.is_null() {
+        report(true, what);
+    }
+}
+
 /// What the worker is doing, in pg_stat_activity's `state` and `query`.
 fn report(running: bool, what: &str) {
     let text = std::ffi::CString::new(what.replace('\0', "")).unwrap_or_default();
@@ -114,8 +126,9 @@ fn report(running: bool, what: &str) {
     } else {
         pg_sys::BackendState::STATE_IDLE
     };
-    // SAFETY: outside a transaction, as PostgreSQL's own backends report
-    // between statements; the text is copied into shared memory.
+    // SAFETY: a backend may report its activity at any time (the executor's
+    // callers do, around every statement); the text is copied into this
+    // backend's slot in shared memory before the call returns.
     unsafe { pg_sys::pgstat_report_activity(state, text.as_ptr()) };
 }
 

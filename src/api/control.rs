@@ -160,6 +160,16 @@ fn finish_migration(
     let mut last_notice = Instant::now();
     let waiting_since = Instant::now();
     let mut attempts_seen = swap_attempts(id)?;
+    // Whether this call performed the swap (and so holds its lock).
+    let mut swapped_here = false;
+    // A worker cannot go on while this transaction holds the migration's
+    // row (say, throttle() then finish() in one transaction): drive it here.
+    let held_here = state::held_by_this_transaction(id)?;
+    if held_here && m.background {
+        pgrx::notice!(
+            "halo_migrate: this transaction has changed migration {id} (throttle, pause, resume or step): its worker waits until it commits, so finish() carries the migration on itself"
+        );
+    }
     loop {
         let m = state::load(id)?
             .ok_or_else(|| MigrateError::Internal(format!("migration {id} vanished")))?;
@@ -169,9 +179,10 @@ fn finish_migration(
         // A background migration is the worker's; finish() drives it itself
         // only when the worker is gone (or never showed up).
         let driven_by_worker = m.background
+            && !held_here
             && (state::worker_alive(m.worker_pid)?
                 || (m.worker_pid.is_none() && waiting_since.elapsed() < Duration::from_secs(10)));
-        if !driven_by_worker && m.phase == Phase::Validating {
+        if !driven_by_worker && m.phase == Phase::Validating && swapped_here {
             // Our own swap's lock is held until this transaction commits:
             // validating here would block writes. Leave it to step().
             return Ok(format!(
@@ -184,7 +195,11 @@ fn finish_migration(
         let pause = if driven_by_worker {
             200
         } else {
-            match driver::step(id, Cutover::Now)? {
+            let outcome = driver::step(id, Cutover::Now)?;
+            if matches!(m.phase, Phase::Replaying | Phase::Ready | Phase::Swapping) {
+                swapped_here |= state::load(id)?.is_some_and(|n| n.phase == Phase::Validating);
+            }
+            match outcome {
                 Outcome::Progress(_) | Outcome::Finished(_) => 0,
                 Outcome::Idle { ms, .. } => ms,
                 Outcome::Busy => 200,

@@ -90,6 +90,17 @@ impl Cluster {
 }
 
 impl Cluster {
+    /// A new session as `postgres`, once the server accepts connections
+    /// again (after a crash restart).
+    pub fn reconnect(&self) -> Client {
+        let mut c = None;
+        wait_until("the server to accept connections", || {
+            c = Client::connect(&self.connstr("postgres"), NoTls).ok();
+            c.is_some()
+        });
+        c.unwrap()
+    }
+
     /// A streaming standby of this cluster (pg_basebackup -R), with extra
     /// postgresql.conf lines; stopped and removed when dropped.
     pub fn standby(&self, conf: &[&str]) -> Cluster {

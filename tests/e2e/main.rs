@@ -7,6 +7,7 @@
 mod concurrent;
 mod cutover;
 mod engine;
+mod faults;
 mod harness;
 mod operations;
 mod plan;

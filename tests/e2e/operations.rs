@@ -337,16 +337,6 @@ fn copy_holds_while_a_real_standby_lags() {
     assert_same_rows(&mut s, "t");
 }
 
-/// A new session, once the server accepts connections again.
-fn reconnect(cluster: &Cluster) -> Client {
-    let mut c = None;
-    wait_until("the server to accept connections", || {
-        c = postgres::Client::connect(&cluster.connstr("postgres"), postgres::NoTls).ok();
-        c.is_some()
-    });
-    c.unwrap()
-}
-
 #[test]
 fn preloaded_migrations_resume_by_themselves_after_restarts() {
     let cluster = Cluster::start_with(&["shared_preload_libraries = 'halo_migrate'"]);
@@ -366,7 +356,7 @@ fn preloaded_migrations_resume_by_themselves_after_restarts() {
     // An immediate shutdown and a start: nobody calls resume().
     cluster.restart_immediate();
     writers.stop();
-    let mut c = reconnect(&cluster);
+    let mut c = cluster.reconnect();
     let at = copied(&mut c, id).1;
     wait_until("the copy to go on by itself", || {
         let (phase, n) = copied(&mut c, id);
@@ -394,7 +384,7 @@ fn preloaded_migrations_resume_by_themselves_after_restarts() {
             .success();
     assert!(killed, "could not kill the worker {pid}");
     drop(c);
-    let mut c = reconnect(&cluster);
+    let mut c = cluster.reconnect();
     let at = copied(&mut c, id).1;
     wait_until("the copy to go on after the crash restart", || {
         let (phase, n) = copied(&mut c, id);

@@ -244,6 +244,59 @@ fn other_roles_cannot_write_what_a_migration_creates() {
 }
 
 #[test]
+fn the_worker_runs_as_the_role_that_started_the_migration() {
+    let cluster = Cluster::start();
+    let mut c = cluster.client();
+    c.batch_execute(
+        "CREATE ROLE app LOGIN;
+         CREATE TABLE t (id int PRIMARY KEY, v int); ALTER TABLE t OWNER TO app;
+         INSERT INTO t SELECT g, g FROM generate_series(1, 50000) g;",
+    )
+    .unwrap();
+    let mut app = cluster.client_as("app");
+    app.batch_execute(
+        "SET halo_migrate.batch_pause = '200ms';
+         SELECT migrate.start('t', 'ALTER COLUMN v TYPE bigint', batch_rows => 1000);",
+    )
+    .unwrap();
+    let worker = |c: &mut Client| -> Option<(String, bool)> {
+        c.query_opt(
+            "SELECT a.usename::text, r.rolsuper FROM pg_stat_activity a JOIN pg_roles r ON r.oid = a.usesysid
+              WHERE a.backend_type = 'halo_migrate worker'",
+            &[],
+        )
+        .unwrap()
+        .map(|r| (r.get(0), r.get(1)))
+    };
+    wait_until("the worker", || worker(&mut c).is_some());
+    assert_eq!(worker(&mut c), Some(("app".into(), false)));
+    // Resumed by a superuser, the new worker is still only app.
+    c.batch_execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE backend_type = 'halo_migrate worker'",
+    )
+    .unwrap();
+    wait_until("the worker to go", || worker(&mut c).is_none());
+    c.batch_execute("SELECT migrate.resume('t')").unwrap();
+    wait_until("the new worker", || worker(&mut c).is_some());
+    assert_eq!(worker(&mut c), Some(("app".into(), false)));
+    // throttle() and finish() in one transaction: the worker cannot take
+    // the migration's row until it commits, so finish() carries the
+    // migration on itself (this used to wait forever).
+    app.batch_execute(
+        "SELECT migrate.throttle('t', batch_pause => '0'); SELECT migrate.finish('t', '60s');",
+    )
+    .unwrap();
+    let n: i64 = app
+        .query_one(
+            "SELECT count(*) FROM t WHERE pg_typeof(v) = 'bigint'::regtype",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 50_000);
+}
+
+#[test]
 fn a_planted_operator_is_not_used_by_our_sql() {
     let cluster = Cluster::start();
     let mut c = cluster.client();
