@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # The demonstration: a throwaway cluster, a sample table with a view and an
 # index, migrate.plan() for a handful of typical ALTERs, then a live online
-# migration under a pgbench write load, checked row by row afterwards.
+# migration under a pgbench write load — progress, a pause, a throttle, a
+# postponed cut-over — checked row by row afterwards.
+#   ROWS=3000000 (default) sets the table size.
 set -euo pipefail
+ROWS=${ROWS:-3000000}
 cd "$(dirname "$0")/.."
 dir=$(mktemp -d /tmp/halo_demo.XXXXXX); chmod 755 "$dir"
-trap 'scripts/pgcluster.sh stop "$dir/data"; rm -rf "$dir"' EXIT
+trap 'touch "$dir/stop_load"; scripts/pgcluster.sh stop "$dir/data"; rm -rf "$dir"' EXIT
 port=$(scripts/pgcluster.sh start "$dir/data")
 psql() { command psql -X -q -h 127.0.0.1 -p "$port" -U postgres -d postgres -v ON_ERROR_STOP=1 "$@"; }
 
 echo "== throwaway PostgreSQL 15 cluster on port $port"
-psql <<'SQL'
+psql -v rows="$ROWS" <<'SQL'
 CREATE EXTENSION halo_migrate;
 CREATE TABLE accounts (
     id      serial PRIMARY KEY,
@@ -21,13 +24,13 @@ CREATE TABLE accounts (
 CREATE INDEX accounts_email_idx ON accounts (email);
 CREATE VIEW rich AS SELECT email, balance FROM accounts WHERE balance > 900000;
 INSERT INTO accounts (email, balance)
-SELECT 'user' || g || '@example.com', g FROM generate_series(1, 1000000) g;
+SELECT 'user' || g || '@example.com', g FROM generate_series(1, :rows) g;
 -- the oracle: a control table that gets the same writes in the same transactions
 CREATE TABLE accounts_control AS SELECT * FROM accounts;
 CREATE UNIQUE INDEX ON accounts_control (id);
 VACUUM ANALYZE accounts;
 SQL
-echo "== table accounts: 1,000,000 rows, an index, a view"
+echo "== table accounts: $ROWS rows, an index, a view"
 
 show() {
     echo
@@ -49,7 +52,7 @@ echo "== plan() changed nothing: $(psql -Atc "SELECT count(*) FROM accounts") ro
 echo
 echo "== now a live migration: ALTER COLUMN id TYPE bigint, while pgbench writes"
 cat > "$dir/load.sql" <<'PGB'
-\set id random(1, 1000000)
+\set id random(1, :rows)
 BEGIN;
 UPDATE accounts SET balance = balance + 1 WHERE id = :id;
 UPDATE accounts_control SET balance = balance + 1 WHERE id = :id;
@@ -59,32 +62,69 @@ DELETE FROM accounts WHERE id = :id + 1;
 DELETE FROM accounts_control WHERE id = :id + 1;
 END;
 PGB
-# The load runs for a fixed time and ends on its own, so its log is complete.
-PGHOST=127.0.0.1 PGPORT=$port PGUSER=postgres pgbench -n -c 4 -j 2 -R 300 -T 25 -f "$dir/load.sql" \
-    -l --log-prefix="$dir/load" postgres >/dev/null 2>&1 &
+# The load runs in 5-second pgbench runs until told to stop: each run ends
+# on its own, so its per-transaction log is complete.
+mkdir -p "$dir/logs"
+(
+    k=0
+    while [ ! -f "$dir/stop_load" ]; do
+        PGHOST=127.0.0.1 PGPORT=$port PGUSER=postgres pgbench -n -c 4 -j 2 -R 300 -T 5 -D rows="$ROWS" \
+            -f "$dir/load.sql" -l --log-prefix="$dir/logs/load.$k" postgres >/dev/null 2>&1 || true
+        k=$((k + 1))
+    done
+) &
 load=$!
 sleep 2
+status() {
+    psql -Atc "SELECT phase, coalesce(percent, 0), rows_copied, backlog, coalesce(eta::text, '-') FROM migrate.status() WHERE id = $id"
+}
+progress() { # one line, rewritten in place
+    IFS='|' read -r phase pct copied backlog eta <<<"$(status)"
+    printf '\r   %-10s %5s%%  %9s rows copied  backlog %-6s eta %-14s' "$phase" "$pct" "$copied" "$backlog" "$eta"
+}
+watch_until() { # watch progress until the phase is one of $@ (or over)
+    while :; do
+        progress
+        for p in "$@" done failed aborted; do [ "$phase" = "$p" ] && { echo; return; }; done
+        sleep 0.5
+    done
+}
 t0=$(date +%s.%N)
-id=$(psql -Atc "SELECT migrate.start('accounts', 'ALTER COLUMN id TYPE bigint', auto_finish => true)")
+id=$(psql -Atc "SELECT migrate.start('accounts', 'ALTER COLUMN id TYPE bigint')")
 echo "   migration $id started; the application keeps writing at 300 transactions/s"
+echo "   (the table stays fully usable; the copy runs in a background worker)"
 while :; do
-    line=$(psql -Atc "SELECT phase, coalesce(percent, 0), rows_copied, backlog, coalesce(eta::text, '-') FROM migrate.status() WHERE id = $id")
-    IFS='|' read -r phase pct copied backlog eta <<<"$line"
-    printf '\r   %-10s %5s%%  %9s rows copied  backlog %-6s eta %-12s' "$phase" "$pct" "$copied" "$backlog" "$eta"
-    case $phase in done|failed|aborted) break ;; esac
+    progress
+    [ "${copied:-0}" -ge $((ROWS / 4)) ] && break
+    case $phase in copying) ;; *) break ;; esac
     sleep 0.5
 done
 echo
+echo "== SELECT migrate.pause('accounts');"
+psql -Atc "SELECT '   ' || migrate.pause('accounts')"
+sleep 1
+progress; echo
+sleep 3
+progress; echo "   <- 3 s later: nothing copied while paused; changes are still captured"
+echo "== SELECT migrate.resume('accounts'); SELECT migrate.throttle('accounts', target_batch_time => '200ms');"
+psql -Atc "SELECT '   ' || migrate.resume('accounts')"
+psql -Atc "SELECT '   ' || migrate.throttle('accounts', target_batch_time => '200ms')"
+watch_until ready
+echo "== caught up: the migration waits in 'ready', replaying changes, until someone cuts over"
+sleep 3
+progress; echo
+echo "== SELECT migrate.finish('accounts');"
 psql -Atc "SELECT '   ' || migrate.finish('accounts')"
 t1=$(date +%s.%N)
+touch "$dir/stop_load"
 echo "   (letting the write load run to its end)"
 wait $load || true
-read -r worst p99 stalls n < <(python3 bench/latency.py "$dir/load" "$t0" "$t1")
+read -r worst p99 stalls n < <(python3 bench/latency.py "$dir/logs/load" "$t0" "$t1")
 psql -q -c "ALTER TABLE accounts_control ALTER COLUMN id TYPE bigint"
 diff=$(psql -Atc "SELECT (SELECT count(*) FROM (TABLE accounts EXCEPT ALL TABLE accounts_control) a)
                        + (SELECT count(*) FROM (TABLE accounts_control EXCEPT ALL TABLE accounts) b)")
 echo "== summary"
-echo "   wall time:                    $(awk "BEGIN {printf \"%.1f s\", $t1 - $t0}")"
+echo "   wall time (with a 4 s pause):  $(awk "BEGIN {printf \"%.1f s\", $t1 - $t0}")"
 echo "   writes during the migration:  $n, worst latency ${worst} ms, p99 ${p99} ms, seconds without a write: $stalls"
 echo "   rows differing from control:  $diff (of $(psql -Atc "SELECT count(*) FROM accounts"))"
 echo "   accounts.id is now:           $(psql -Atc "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'accounts'::regclass AND attname = 'id'")"

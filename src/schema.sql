@@ -193,7 +193,9 @@ BEGIN
                 WHEN m.phase <> 'copying' THEN 100.0 END,
            m.backlog,
            r.rate,
-           CASE WHEN m.phase IN ('copying', 'indexing', 'replaying') AND r.rate > 0
+           -- no ETA while paused: nothing moves until resume()
+           CASE WHEN m.paused THEN NULL
+                WHEN m.phase IN ('copying', 'indexing', 'replaying') AND r.rate > 0
                 THEN make_interval(secs => round((greatest(m.rows_total - m.rows_copied, 0) + m.backlog) / r.rate, 1)::float8)
                 WHEN m.phase IN ('ready', 'done') THEN interval '0' END,
            CASE WHEN w.alive THEN m.worker_pid END,

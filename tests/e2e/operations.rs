@@ -68,6 +68,11 @@ fn detached_pause_resume_and_throttle() {
     std::thread::sleep(Duration::from_millis(700));
     let (phase, p1) = copied(&mut c, id);
     assert_eq!(phase, "paused");
+    let eta: Option<String> = c
+        .query_one("SELECT eta::text FROM migrate.status() WHERE id = $1", &[&id])
+        .unwrap()
+        .get(0);
+    assert_eq!(eta, None, "no ETA while paused");
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(copied(&mut c, id).1, p1, "a paused migration copied rows");
     let activity: String = c
