@@ -48,7 +48,21 @@ fn finish_cancels_or_terminates_what_blocks_the_swap() {
     let mut c = cluster.client();
     create_with_control(&mut c, "t", COLUMNS, ROWS);
     let writers = Writers::start(&cluster, "t", 2, ROWS);
-    start_and_wait_ready(&mut c, "ALTER COLUMN v TYPE bigint");
+    let id = start_and_wait_ready(&mut c, "ALTER COLUMN v TYPE bigint");
+    // Without auto_finish, the cut-over waits for finish().
+    std::thread::sleep(Duration::from_millis(1500));
+    let (phase, v): (String, String) = {
+        let r = c
+            .query_one(
+                "SELECT (SELECT phase FROM migrate.status() WHERE id = $1),
+                        (SELECT format_type(atttypid, atttypmod) FROM pg_attribute
+                          WHERE attrelid = 't'::regclass AND attname = 'v')",
+                &[&id],
+            )
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!((phase.as_str(), v.as_str()), ("ready", "integer"));
 
     // Cancelling does nothing to a session idle in its transaction: the
     // swap still cannot happen, and finish() times out.

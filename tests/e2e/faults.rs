@@ -1,7 +1,9 @@
 //! Faults in the phases the other suites do not cut short: capture set-up
-//! (inside `start()`) and validation (after the swap). After each, the
-//! original is intact or the migration completes on resume, and the oracle
-//! comparison is exact.
+//! (inside `start()`), the swap (`finish()` cancelled, the server crashed,
+//! while the swap waits for its lock) and validation (after the swap).
+//! After each, the original is intact or the migration completes on resume,
+//! and the oracle comparison is exact. (Copy and replay faults are in
+//! `operations.rs`.)
 
 use crate::harness::*;
 use postgres::Client;
@@ -18,6 +20,23 @@ fn shape(c: &mut Client) -> String {
     )
     .unwrap()
     .get(0)
+}
+
+/// Start the migration of `t`; a reader of its phase.
+fn start(c: &mut Client, alter: &str, options: &str) -> impl Fn(&mut Client) -> String {
+    let id: i64 = c
+        .query_one(
+            &format!("SELECT migrate.start('t', $1, {options})"),
+            &[&alter],
+        )
+        .unwrap()
+        .get(0);
+    let phase = move |c: &mut Client| -> String {
+        c.query_one("SELECT phase FROM migrate.status() WHERE id = $1", &[&id])
+            .unwrap()
+            .get(0)
+    };
+    phase
 }
 
 /// `start()` in a session of its own, on a thread; its backend pid.
@@ -127,18 +146,7 @@ fn server_crashed_and_worker_terminated_while_validating_then_resumed() {
     )
     .unwrap();
     let writers = Writers::start(&cluster, "t", 2, 20_000);
-    let id: i64 = c
-        .query_one(
-            "SELECT migrate.start('t', 'ALTER COLUMN id TYPE bigint', auto_finish => true)",
-            &[],
-        )
-        .unwrap()
-        .get(0);
-    let phase = |c: &mut Client| -> String {
-        c.query_one("SELECT phase FROM migrate.status() WHERE id = $1", &[&id])
-            .unwrap()
-            .get(0)
-    };
+    let phase = start(&mut c, "ALTER COLUMN id TYPE bigint", "auto_finish => true");
     let valid = |c: &mut Client| -> (bool, bool) {
         let r = c
             .query_one(
@@ -209,4 +217,73 @@ fn server_crashed_and_worker_terminated_while_validating_then_resumed() {
     c.batch_execute("ALTER TABLE t_control ALTER COLUMN id TYPE bigint")
         .unwrap();
     assert_same_rows(&mut c, "t");
+}
+
+/// The session `pid` waits for a lock.
+fn waiting_for_a_lock(c: &mut Client, pid: i32) -> bool {
+    c.query_one(
+        "SELECT count(*) FROM pg_locks WHERE pid = $1 AND NOT granted",
+        &[&pid],
+    )
+    .unwrap()
+    .get::<_, i64>(0)
+        > 0
+}
+
+#[test]
+fn finish_cancelled_and_server_crashed_in_the_middle_of_the_swap() {
+    let cluster = Cluster::start();
+    let mut c = cluster.client();
+    create_with_control(&mut c, "t", COLUMNS, 20_000);
+    let writers = Writers::start(&cluster, "t", 2, 20_000);
+    // A long lock timeout keeps the swap waiting inside its transaction.
+    let phase = start(
+        &mut c,
+        "ALTER COLUMN v TYPE bigint",
+        "lock_timeout => '60s', background => false",
+    );
+    while phase(&mut c) == "copying" {
+        c.batch_execute("SELECT migrate.step('t')").unwrap();
+    }
+    writers.stop();
+    let before = shape(&mut c);
+    let mut blocker = cluster.client();
+    blocker
+        .batch_execute("BEGIN; SELECT count(*) FROM t")
+        .unwrap();
+
+    // finish() performs the swap itself and waits for its lock; cancelled
+    // there, its transaction rolls back and the table is as it was.
+    let mut f = cluster.client();
+    let pid: i32 = f.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
+    let h = std::thread::spawn(move || f.batch_execute("SELECT migrate.finish('t')"));
+    wait_until("finish() to wait for the swap's lock", || {
+        waiting_for_a_lock(&mut c, pid)
+    });
+    c.execute("SELECT pg_cancel_backend($1)", &[&pid]).unwrap();
+    let e = h.join().unwrap().unwrap_err();
+    assert_eq!(sqlstate(&e), "57014", "{e:?}");
+    assert_eq!(shape(&mut c), before, "the swap rolled back");
+    assert_ne!(phase(&mut c), "done");
+
+    // Again, and now the server stops with -m immediate mid-swap.
+    let mut f = cluster.client();
+    let pid: i32 = f.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
+    let h = std::thread::spawn(move || f.batch_execute("SELECT migrate.finish('t')"));
+    wait_until("finish() to wait for the swap's lock again", || {
+        waiting_for_a_lock(&mut c, pid)
+    });
+    cluster.restart_immediate();
+    assert!(h.join().unwrap().is_err());
+    let mut c = cluster.reconnect();
+    assert_eq!(shape(&mut c), before, "the swap rolled back");
+    let s: String = c
+        .query_one("SELECT migrate.finish('t', '120s')", &[])
+        .unwrap()
+        .get(0);
+    assert!(s.contains("done"), "{s}");
+    c.batch_execute("ALTER TABLE t_control ALTER COLUMN v TYPE bigint")
+        .unwrap();
+    assert_same_rows(&mut c, "t");
+    assert_eq!(leftovers(&mut c), 0);
 }

@@ -69,7 +69,10 @@ fn detached_pause_resume_and_throttle() {
     let (phase, p1) = copied(&mut c, id);
     assert_eq!(phase, "paused");
     let eta: Option<String> = c
-        .query_one("SELECT eta::text FROM migrate.status() WHERE id = $1", &[&id])
+        .query_one(
+            "SELECT eta::text FROM migrate.status() WHERE id = $1",
+            &[&id],
+        )
         .unwrap()
         .get(0);
     assert_eq!(eta, None, "no ETA while paused");
