@@ -175,7 +175,10 @@ RETURNS TABLE (id bigint, table_name text, alter_sql text, strategy text, phase 
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $fn$
 #variable_conflict use_column
 DECLARE
-    -- Read before the rows, which the query below sees under a newer snapshot.
+    -- The live workers are read both before and after the rows: a worker
+    -- that ends its migration and exits between the reads is in the first,
+    -- one that registers itself between them is in the second. Either way
+    -- a running migration never shows as interrupted by accident.
     live integer[] := migrate.live_workers();
 BEGIN
     RETURN QUERY
@@ -202,7 +205,8 @@ BEGIN
            m.started_at, m.updated_at, m.error
       FROM migrate.migrations m
       CROSS JOIN LATERAL (SELECT round(m.rows_copied / nullif(extract(epoch FROM m.updated_at - m.started_at), 0), 0) AS rate) r
-      CROSS JOIN LATERAL (SELECT coalesce(m.worker_pid = ANY (live), false) AS alive) w
+      CROSS JOIN (SELECT migrate.live_workers() AS pids OFFSET 0) after
+      CROSS JOIN LATERAL (SELECT coalesce(m.worker_pid = ANY (live) OR m.worker_pid = ANY (after.pids), false) AS alive) w
      WHERE tbl IS NULL OR m.relid = tbl
      ORDER BY m.id DESC;
 END

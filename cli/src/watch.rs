@@ -96,6 +96,9 @@ pub fn follow(
     let display = Display::new(w.quiet);
     let mut ctl = Some(ctl);
     let mut call: Option<(FinishCall, CancelToken)> = None;
+    // 'interrupted' is believed when two polls in a row say so: a worker
+    // is then surely gone, not just starting or ending.
+    let mut gone_before = false;
     loop {
         if interrupted.load(Ordering::SeqCst) {
             display.clear();
@@ -103,7 +106,10 @@ pub fn follow(
         }
         let s = session::latest(mon, &w.table)?;
         display.show(&s);
-        match next(&s, w.finish, call.is_some()) {
+        let seen = next(&s, w.finish, call.is_some());
+        let gone = seen == Next::Interrupted;
+        match seen {
+            Next::Interrupted if !gone_before => {}
             Next::Poll => {}
             Next::Finish => {
                 let mut c = ctl.take().expect("one finish() call");
@@ -159,6 +165,7 @@ pub fn follow(
                 return r.map_err(|e| Failure::from_db("finishing", &e));
             }
         }
+        gone_before = gone;
         std::thread::sleep(Duration::from_millis(250));
     }
 }

@@ -429,22 +429,19 @@ fn ctrl_c_during_a_blocked_cut_over_rolls_it_back() {
     let mut c = cluster.client();
     c.batch_execute("CREATE TABLE t (id int PRIMARY KEY, v int); INSERT INTO t SELECT g, g FROM generate_series(1, 5000) g")
         .unwrap();
-    assert_eq!(
-        run(
-            &cluster,
-            &[
-                "-t",
-                "t",
-                "-a",
-                "ALTER COLUMN v TYPE bigint",
-                "--execute",
-                "--no-finish",
-                "-q"
-            ]
-        )
-        .0,
-        0
+    let (code, out, err) = run(
+        &cluster,
+        &[
+            "-t",
+            "t",
+            "-a",
+            "ALTER COLUMN v TYPE bigint",
+            "--execute",
+            "--no-finish",
+            "-q",
+        ],
     );
+    assert_eq!(code, 0, "{out}{err}");
     // A long transaction holds a lock the swap needs.
     let mut blocker = cluster.client();
     blocker
