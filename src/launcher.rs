@@ -20,7 +20,6 @@
 
 use crate::error::Result;
 use crate::spi::{self, get};
-use crate::state;
 use crate::worker::{self, transaction};
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags};
 use pgrx::pg_sys;
@@ -136,25 +135,17 @@ fn resume_interrupted() -> Result<Vec<i64>> {
     if installed.is_empty() {
         return Ok(Vec::new());
     }
-    let candidates = spi::query(
-        "SELECT id, role_oid, worker_pid FROM migrate.migrations
-          WHERE background AND phase NOT IN ('done', 'failed', 'aborted')
-          ORDER BY id",
+    let orphans = spi::query(
+        "SELECT m.id, m.role_oid
+           FROM migrate.migrations m, (SELECT migrate.live_workers() AS pids OFFSET 0) w
+          WHERE m.background AND m.phase NOT IN ('done', 'failed', 'aborted')
+            AND NOT coalesce(m.worker_pid = ANY (w.pids), false)
+          ORDER BY m.id",
         &[],
-        |r| {
-            Ok((
-                get::<i64>(r, 1)?,
-                get::<pg_sys::Oid>(r, 2)?,
-                r.get::<i32>(3)?,
-            ))
-        },
+        |r| Ok((get::<i64>(r, 1)?, get::<pg_sys::Oid>(r, 2)?)),
     )?;
-    let mut resumed = Vec::new();
-    for (id, role, pid) in candidates {
-        if !state::worker_alive(pid)? {
-            worker::launch_after_commit(id, role)?;
-            resumed.push(id);
-        }
+    for &(id, role) in &orphans {
+        worker::launch_after_commit(id, role)?;
     }
-    Ok(resumed)
+    Ok(orphans.into_iter().map(|(id, _)| id).collect())
 }

@@ -10,10 +10,7 @@ const ROWS: i64 = 20_000;
 fn wait_for_phase(c: &mut Client, id: i64, want: &str) {
     let t0 = Instant::now();
     loop {
-        let p: String = c
-            .query_one("SELECT phase FROM migrate.status() WHERE id = $1", &[&id])
-            .unwrap()
-            .get(0);
+        let p = phase(c, id);
         if p == want {
             return;
         }
@@ -71,9 +68,7 @@ fn primary_key_added_concurrently_under_writes() {
     assert_eq!(strategy, "concurrent");
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(
-        c.query_one("SELECT phase FROM migrate.status() WHERE id = $1", &[&id])
-            .unwrap()
-            .get::<_, String>(0),
+        phase(&mut c, id),
         "indexing",
         "the build should wait for the old snapshot"
     );

@@ -18,12 +18,7 @@ fn start_and_wait_ready(c: &mut Client, alter: &str) -> i64 {
         )
         .unwrap()
         .get(0);
-    wait_until("the copy to catch up", || {
-        c.query_one("SELECT phase FROM migrate.status() WHERE id = $1", &[&id])
-            .unwrap()
-            .get::<_, String>(0)
-            == "ready"
-    });
+    wait_until("the copy to catch up", || phase(c, id) == "ready");
     id
 }
 

@@ -25,12 +25,6 @@ fn finish(c: &mut Client, table: &str) -> String {
         .get(0)
 }
 
-fn phase(c: &mut Client, id: i64) -> String {
-    c.query_one("SELECT phase FROM migrate.status() WHERE id = $1", &[&id])
-        .unwrap()
-        .get(0)
-}
-
 #[test]
 fn oracle_under_concurrent_writes_for_several_alters() {
     let cluster = Cluster::start();

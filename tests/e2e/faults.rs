@@ -22,21 +22,14 @@ fn shape(c: &mut Client) -> String {
     .get(0)
 }
 
-/// Start the migration of `t`; a reader of its phase.
-fn start(c: &mut Client, alter: &str, options: &str) -> impl Fn(&mut Client) -> String {
-    let id: i64 = c
-        .query_one(
-            &format!("SELECT migrate.start('t', $1, {options})"),
-            &[&alter],
-        )
-        .unwrap()
-        .get(0);
-    let phase = move |c: &mut Client| -> String {
-        c.query_one("SELECT phase FROM migrate.status() WHERE id = $1", &[&id])
-            .unwrap()
-            .get(0)
-    };
-    phase
+/// Start the migration of `t`; its id.
+fn start(c: &mut Client, alter: &str, options: &str) -> i64 {
+    c.query_one(
+        &format!("SELECT migrate.start('t', $1, {options})"),
+        &[&alter],
+    )
+    .unwrap()
+    .get(0)
 }
 
 /// `start()` in a session of its own, on a thread; its backend pid.
@@ -146,7 +139,7 @@ fn server_crashed_and_worker_terminated_while_validating_then_resumed() {
     )
     .unwrap();
     let writers = Writers::start(&cluster, "t", 2, 20_000);
-    let phase = start(&mut c, "ALTER COLUMN id TYPE bigint", "auto_finish => true");
+    let id = start(&mut c, "ALTER COLUMN id TYPE bigint", "auto_finish => true");
     let valid = |c: &mut Client| -> (bool, bool) {
         let r = c
             .query_one(
@@ -168,14 +161,14 @@ fn server_crashed_and_worker_terminated_while_validating_then_resumed() {
         .get::<_, i64>(0)
             > 0
     };
-    wait_until("the swap", || phase(&mut c) == "validating");
+    wait_until("the swap", || phase(&mut c, id) == "validating");
 
     // The server stops with -m immediate in the middle of the first VALIDATE.
     wait_until("the first validation", || validating_ch(&mut c));
     cluster.restart_immediate();
     writers.stop();
     let mut c = cluster.reconnect();
-    assert_eq!(phase(&mut c), "interrupted");
+    assert_eq!(phase(&mut c, id), "interrupted");
     assert_eq!(
         valid(&mut c),
         (false, false),
@@ -202,7 +195,7 @@ fn server_crashed_and_worker_terminated_while_validating_then_resumed() {
     )
     .unwrap();
     wait_until("the migration to show as interrupted", || {
-        phase(&mut c) == "interrupted"
+        phase(&mut c, id) == "interrupted"
     });
     assert_eq!(valid(&mut c), (true, false), "one of two validated");
 
@@ -237,12 +230,12 @@ fn finish_cancelled_and_server_crashed_in_the_middle_of_the_swap() {
     create_with_control(&mut c, "t", COLUMNS, 20_000);
     let writers = Writers::start(&cluster, "t", 2, 20_000);
     // A long lock timeout keeps the swap waiting inside its transaction.
-    let phase = start(
+    let id = start(
         &mut c,
         "ALTER COLUMN v TYPE bigint",
         "lock_timeout => '60s', background => false",
     );
-    while phase(&mut c) == "copying" {
+    while phase(&mut c, id) == "copying" {
         c.batch_execute("SELECT migrate.step('t')").unwrap();
     }
     writers.stop();
@@ -264,7 +257,7 @@ fn finish_cancelled_and_server_crashed_in_the_middle_of_the_swap() {
     let e = h.join().unwrap().unwrap_err();
     assert_eq!(sqlstate(&e), "57014", "{e:?}");
     assert_eq!(shape(&mut c), before, "the swap rolled back");
-    assert_ne!(phase(&mut c), "done");
+    assert_ne!(phase(&mut c, id), "done");
 
     // Again, and now the server stops with -m immediate mid-swap.
     let mut f = cluster.client();

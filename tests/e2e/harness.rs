@@ -36,21 +36,8 @@ impl Cluster {
     /// A new cluster with extra postgresql.conf lines.
     pub fn start_with(conf: &[&str]) -> Cluster {
         let dir = tempdir();
-        let out = Command::new(repo().join("scripts/pgcluster.sh"))
-            .arg("start")
-            .arg(dir.join("data"))
-            .args(conf)
-            .output()
-            .expect("run scripts/pgcluster.sh");
-        assert!(
-            out.status.success(),
-            "cluster start failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let port = String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse()
-            .expect("port");
+        let data = dir.join("data");
+        let port = pgcluster(&["start".as_ref(), data.as_os_str()], conf);
         let cluster = Cluster { dir, port };
         cluster
             .client()
@@ -105,22 +92,11 @@ impl Cluster {
     /// postgresql.conf lines; stopped and removed when dropped.
     pub fn standby(&self, conf: &[&str]) -> Cluster {
         let dir = tempdir();
-        let out = Command::new(repo().join("scripts/pgcluster.sh"))
-            .arg("standby")
-            .arg(self.dir.join("data"))
-            .arg(dir.join("data"))
-            .args(conf)
-            .output()
-            .expect("run scripts/pgcluster.sh");
-        assert!(
-            out.status.success(),
-            "standby start failed: {}",
-            String::from_utf8_lossy(&out.stderr)
+        let (primary, data) = (self.dir.join("data"), dir.join("data"));
+        let port = pgcluster(
+            &["standby".as_ref(), primary.as_os_str(), data.as_os_str()],
+            conf,
         );
-        let port = String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse()
-            .expect("port");
         Cluster { dir, port }
     }
 }
@@ -150,6 +126,25 @@ impl Drop for Cluster {
             .status();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Run `scripts/pgcluster.sh` with `args` and then `conf` lines; the port
+/// of the server it started.
+fn pgcluster(args: &[&std::ffi::OsStr], conf: &[&str]) -> u16 {
+    let out = Command::new(repo().join("scripts/pgcluster.sh"))
+        .args(args)
+        .args(conf)
+        .output()
+        .expect("run scripts/pgcluster.sh");
+    assert!(
+        out.status.success(),
+        "pgcluster.sh {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("port")
 }
 
 fn tempdir() -> PathBuf {
@@ -191,6 +186,13 @@ pub fn leftovers(c: &mut Client) -> i64 {
     )
     .unwrap()
     .get(0)
+}
+
+/// The phase `migrate.status()` shows for migration `id`.
+pub fn phase(c: &mut Client, id: i64) -> String {
+    c.query_one("SELECT phase FROM migrate.status() WHERE id = $1", &[&id])
+        .unwrap()
+        .get(0)
 }
 
 /// How many processes of this `backend_type` pg_stat_activity shows.

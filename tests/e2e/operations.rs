@@ -215,10 +215,7 @@ fn pg_cron_drives_a_migration_to_completion() {
     .unwrap();
     let writers = Writers::start(&cluster, "t", 2, 20_000);
     wait_until("pg_cron to bring the copy to ready", || {
-        c.query_one("SELECT phase FROM migrate.status() WHERE id = $1", &[&id])
-            .unwrap()
-            .get::<_, String>(0)
-            == "ready"
+        phase(&mut c, id) == "ready"
     });
     writers.stop();
     c.batch_execute("SELECT cron.unschedule('halo-step')")
@@ -345,6 +342,15 @@ fn copy_holds_while_a_real_standby_lags() {
     assert_same_rows(&mut s, "t");
 }
 
+/// Wait until migration `id` copies again, with a live worker.
+fn copy_goes_on(c: &mut Client, id: i64, what: &str) {
+    let at = copied(c, id).1;
+    wait_until(what, || {
+        let (phase, n) = copied(c, id);
+        phase == "copying" && n > at
+    });
+}
+
 #[test]
 fn preloaded_migrations_resume_by_themselves_after_restarts() {
     let cluster = Cluster::start_with(&["shared_preload_libraries = 'halo_migrate'"]);
@@ -365,11 +371,7 @@ fn preloaded_migrations_resume_by_themselves_after_restarts() {
     cluster.restart_immediate();
     writers.stop();
     let mut c = cluster.reconnect();
-    let at = copied(&mut c, id).1;
-    wait_until("the copy to go on by itself", || {
-        let (phase, n) = copied(&mut c, id);
-        phase == "copying" && n > at
-    });
+    copy_goes_on(&mut c, id, "the copy to go on by itself");
 
     // A crash restart without a shutdown: a backend killed with SIGKILL
     // makes the postmaster restart every process, the launcher too.
@@ -393,11 +395,7 @@ fn preloaded_migrations_resume_by_themselves_after_restarts() {
     assert!(killed, "could not kill the worker {pid}");
     drop(c);
     let mut c = cluster.reconnect();
-    let at = copied(&mut c, id).1;
-    wait_until("the copy to go on after the crash restart", || {
-        let (phase, n) = copied(&mut c, id);
-        phase == "copying" && n > at
-    });
+    copy_goes_on(&mut c, id, "the copy to go on after the crash restart");
     let stepped: String = c
         .query_one(
             "SELECT phase FROM migrate.status() WHERE table_name = 'public.stepped'",
