@@ -88,6 +88,44 @@ impl Cluster {
         c.unwrap()
     }
 
+    /// Kill server process `pid` with SIGKILL, which makes the postmaster
+    /// restart every process as after a crash, and return a session opened
+    /// after that restart. The postmaster notices the death a moment after
+    /// the kill, so a session opened at once could still be ended by the
+    /// restart: the checkpointer's pid changing is what shows it happened.
+    pub fn crash_by_killing(&self, pid: i32) -> Client {
+        let checkpointer = |c: &mut Client| -> Option<i32> {
+            c.query_one(
+                "SELECT pid FROM pg_stat_activity WHERE backend_type = 'checkpointer'",
+                &[],
+            )
+            .ok()
+            .map(|r| r.get(0))
+        };
+        let before = checkpointer(&mut self.client()).expect("the checkpointer");
+        let pid = pid.to_string();
+        let killed = Command::new("kill")
+            .args(["-9", &pid])
+            .status()
+            .is_ok_and(|s| s.success())
+            || Command::new("sudo")
+                .args(["-n", "-u", "postgres", "kill", "-9", &pid])
+                .status()
+                .is_ok_and(|s| s.success());
+        assert!(killed, "could not kill process {pid}");
+        let mut session = None;
+        wait_until("the server to restart after the crash", || {
+            session = Client::connect(&self.connstr("postgres"), NoTls)
+                .ok()
+                .and_then(|mut c| match checkpointer(&mut c) {
+                    Some(now) if now != before => Some(c),
+                    _ => None,
+                });
+            session.is_some()
+        });
+        session.unwrap()
+    }
+
     /// A streaming standby of this cluster (pg_basebackup -R), with extra
     /// postgresql.conf lines; stopped and removed when dropped.
     pub fn standby(&self, conf: &[&str]) -> Cluster {

@@ -382,19 +382,8 @@ fn preloaded_migrations_resume_by_themselves_after_restarts() {
         )
         .unwrap()
         .get(0);
-    let killed = std::process::Command::new("kill")
-        .args(["-9", &pid.to_string()])
-        .status()
-        .unwrap()
-        .success()
-        || std::process::Command::new("sudo")
-            .args(["-n", "-u", "postgres", "kill", "-9", &pid.to_string()])
-            .status()
-            .unwrap()
-            .success();
-    assert!(killed, "could not kill the worker {pid}");
     drop(c);
-    let mut c = cluster.reconnect();
+    let mut c = cluster.crash_by_killing(pid);
     copy_goes_on(&mut c, id, "the copy to go on after the crash restart");
     let stepped: String = c
         .query_one(
