@@ -49,7 +49,9 @@ if copy:
 sizes = sorted({int(r[1]) for r in lines if r[0] in METHODS})
 secs = {m: {s: med(runs(m, s), 2) for s in sizes if runs(m, s)} for m in METHODS}
 if len(sizes) > 1:
-    print(f"\n{'rows':>12}" + "".join(f"{m + ' s':>12}" for m in METHODS)
+    counts = sorted({len(runs(m, s)) for m in METHODS for s in sizes if runs(m, s)})
+    print(f"\nscaling, medians of {'-'.join(map(str, counts))} runs per method and size:")
+    print(f"{'rows':>12}" + "".join(f"{m + ' s':>12}" for m in METHODS)
           + (f"{'halo/plain':>12}{'halo/pg_tat':>13}{'worker MB':>11}" if "halo" in METHODS else ""))
     for s in sizes:
         row = f"{s:>12,}" + "".join(f"{secs[m].get(s, float('nan')):>12.2f}" for m in METHODS)

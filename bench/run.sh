@@ -12,18 +12,23 @@
 # Also: write throughput with and without the capture trigger, the two copy
 # methods, and scaling with table size. Writes a report and PNG plots.
 #
-# Usage: bench/run.sh   (override ROWS, RATE, REPEAT, SCALE_SIZES, METHODS, OUT)
+# The cluster runs with fsync on, as a DBA's server does: a method that
+# commits often pays for it here.
+#
+# Usage: bench/run.sh   (override ROWS, RATE, REPEAT, SCALE_SIZES, SCALE_REPEAT,
+#                        METHODS, OUT)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash bench/setup.sh
 ROWS=${ROWS:-1000000}; RATE=${RATE:-200}; REPEAT=${REPEAT:-3}
 SCALE_SIZES=${SCALE_SIZES-1000000 2000000 5000000 10000000}
+SCALE_REPEAT=${SCALE_REPEAT:-3}
 METHODS=${METHODS:-plain pg_tat pg_repack halo}
 OUT=${OUT:-doc/img}
 ALTER="ALTER COLUMN amount TYPE bigint"
 dir=$(mktemp -d /tmp/halo_bench.XXXXXX); chmod 755 "$dir"; mkdir -p "$dir/logs" "$dir/plot" "$OUT" bench/out
 trap 'touch "$dir/stop_load" "$dir/stop_sampler"; scripts/pgcluster.sh stop "$dir/data" >/dev/null 2>&1; rm -rf "$dir"' EXIT
-port=$(scripts/pgcluster.sh start "$dir/data" "shared_buffers = 1GB" "max_wal_size = 8GB" "checkpoint_timeout = 30min")
+port=$(scripts/pgcluster.sh start "$dir/data" "shared_buffers = 1GB" "max_wal_size = 8GB" "checkpoint_timeout = 30min" "fsync = on")
 export PGHOST=127.0.0.1 PGPORT=$port PGUSER=postgres PGDATABASE=run
 export PGOPTIONS="-c client_min_messages=warning"
 q() { psql -X -q -v ON_ERROR_STOP=1 -At "$@"; }
@@ -142,13 +147,16 @@ done
 fresh_db
 while read -r method secs; do results+=("copy_$method $secs"); done < <(PGDATABASE=run bench/copy_methods.sh "$ROWS" 20000)
 
-# Scaling: one run per method and size (the main size reuses its medians).
+# Scaling: SCALE_REPEAT runs per method and size, the methods taking turns
+# (the main size reuses its runs above).
 for size in $SCALE_SIZES; do
     [ "$size" = "$ROWS" ] && continue
     make_template "$size"
-    for m in $METHODS; do
-        results+=("$(run_method "$m" "$size")")
-        echo "bench: ${results[-1]}" >&2
+    for i in $(seq "$SCALE_REPEAT"); do
+        for m in $METHODS; do
+            results+=("$(run_method "$m" "$size")")
+            echo "bench: ${results[-1]}" >&2
+        done
     done
 done
 q -d postgres -c "DROP DATABASE IF EXISTS run WITH (FORCE)" -c "DROP DATABASE IF EXISTS tpl"

@@ -80,6 +80,7 @@ fn step_phase(m: &Migration, table: &QualifiedName, cutover: Cutover) -> Result<
             if let Some(note) = throttle::hold(m)? {
                 return Ok(Outcome::Idle { ms: 1000, note });
             }
+            crate::worker::commit_asynchronously()?;
             let t0 = Instant::now();
             let (rows, next) = copy::copy_batch(m, table)?;
             let took_ms = t0.elapsed().as_secs_f64() * 1000.0;
@@ -113,6 +114,7 @@ fn step_phase(m: &Migration, table: &QualifiedName, cutover: Cutover) -> Result<
             })
         }
         Phase::Indexing => {
+            crate::worker::commit_asynchronously()?;
             let done = copy::build_next_index(m)?;
             let phase = if done {
                 Phase::Replaying
@@ -171,6 +173,7 @@ fn replay_or_swap(m: &Migration, table: &QualifiedName, cutover: Cutover) -> Res
         vec![(n as i64).into(), backlog.into(), phase.as_str().into()],
     )?;
     if phase != Phase::Swapping {
+        crate::worker::commit_asynchronously()?;
         return Ok(if n > 0 {
             Outcome::Progress(format!("replayed {n} changes, {backlog} waiting"))
         } else {

@@ -118,6 +118,23 @@ pub fn announce(what: &str) {
     }
 }
 
+/// Let the current unit of work commit without waiting for its WAL to be
+/// flushed, when running in the worker (which owns its transactions; a
+/// session calling `step()` or `finish()` keeps its own setting).
+///
+/// Sound for units whose work and progress commit together (a copy batch,
+/// an index build, a replay batch): a crash can lose only the last few such
+/// commits, and with them the progress that records them, so the worker
+/// redoes them. Never used for the swap or what follows it, so a migration
+/// reported done stays done.
+pub fn commit_asynchronously() -> Result<()> {
+    // SAFETY: a process-global pointer, set only in background workers.
+    if unsafe { pg_sys::MyBgworkerEntry }.is_null() {
+        return Ok(());
+    }
+    spi::exec("SET LOCAL synchronous_commit = off", &[])
+}
+
 /// What the worker is doing, in pg_stat_activity's `state` and `query`.
 fn report(running: bool, what: &str) {
     let text = std::ffi::CString::new(what.replace('\0', "")).unwrap_or_default();
