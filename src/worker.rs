@@ -240,7 +240,9 @@ fn wait_for_start(id: i64, xid: i64) -> bool {
                 return false;
             }
         }
-        BackgroundWorker::wait_latch(Some(Duration::from_millis(100)));
+        // start() commits right after launching us: look again soon, since
+        // every millisecond here adds to the migration's wall time.
+        BackgroundWorker::wait_latch(Some(Duration::from_millis(10)));
         if stop_requested() {
             return false;
         }

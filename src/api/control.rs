@@ -193,7 +193,12 @@ fn finish_migration(
             ));
         }
         let pause = if driven_by_worker {
-            200
+            // Near the end the worker needs us for nothing more: notice the
+            // swap and what follows it promptly, since the caller waits.
+            match m.phase {
+                Phase::Copying | Phase::Indexing => 200,
+                _ => 20,
+            }
         } else {
             let outcome = driver::step(id, Cutover::Now)?;
             if matches!(m.phase, Phase::Replaying | Phase::Ready | Phase::Swapping) {
