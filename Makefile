@@ -11,7 +11,7 @@ setup:
 	bash scripts/setup.sh
 
 install: setup
-	cargo pgrx install --pg-config $(PG_CONFIG)
+	cargo pgrx install --release --pg-config $(PG_CONFIG)
 
 ## All tests: Rust unit tests and #[pg_test]s, SQL regression, end to end, the CLI.
 test: setup test-unit install test-regress test-e2e test-cli

@@ -41,7 +41,14 @@ pub fn copy_batch(m: &Migration, table: &QualifiedName) -> Result<(u64, i64)> {
         targets = m.copy_targets,
         exprs = m.copy_exprs,
     );
-    let rows = spi::exec_count(&sql, &[m.copy_next.into(), end.into()])?;
+    let bulk = match crate::gucs::bulk_copy() {
+        true => crate::bulk::insert_select(&sql, &[m.copy_next, end])?,
+        false => None,
+    };
+    let rows = match bulk {
+        Some(rows) => rows,
+        None => spi::exec_count(&sql, &[m.copy_next.into(), end.into()])?,
+    };
     // The INSERT holds ACCESS SHARE on the table until commit, so this check
     // covers the batch: nothing rewrote the table under the copy.
     check_not_rewritten(m)?;

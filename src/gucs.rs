@@ -9,6 +9,7 @@ static BATCH_PAUSE_MS: GucSetting<i32> = GucSetting::<i32>::new(0);
 static TARGET_BATCH_MS: GucSetting<i32> = GucSetting::<i32>::new(0);
 static MAX_REPLICA_LAG_MS: GucSetting<i32> = GucSetting::<i32>::new(0);
 static AUTO_RESUME: GucSetting<bool> = GucSetting::<bool>::new(true);
+static BULK_COPY: GucSetting<bool> = GucSetting::<bool>::new(true);
 
 pub fn init() {
     GucRegistry::define_int_guc(
@@ -71,6 +72,15 @@ pub fn init() {
         GucFlags::default(),
     );
     GucRegistry::define_bool_guc(
+        c"halo_migrate.bulk_copy",
+        c"Copy batches with multi-row heap inserts, as COPY FROM does.",
+        c"Off: each copy batch runs as a plain INSERT ... SELECT (one heap insert and WAL record per row). \
+          The rows, checks and errors are the same either way; the setting is there to compare the two.",
+        &BULK_COPY,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
         c"halo_migrate.swapping",
         c"Set by halo_migrate during a swap (internal).",
         c"Lets the migration's own DDL past the event trigger that refuses DDL on a table being migrated.",
@@ -108,4 +118,9 @@ pub fn max_replica_lag_ms() -> i32 {
 /// halo_migrate.auto_resume.
 pub fn auto_resume() -> bool {
     AUTO_RESUME.get()
+}
+
+/// halo_migrate.bulk_copy.
+pub fn bulk_copy() -> bool {
+    BULK_COPY.get()
 }

@@ -25,6 +25,7 @@ use pgrx::prelude::*;
 
 mod api;
 mod blockers;
+mod bulk;
 mod capture;
 mod catalog;
 mod concurrent;

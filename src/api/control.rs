@@ -193,10 +193,12 @@ fn finish_migration(
             ));
         }
         let pause = if driven_by_worker {
-            // Near the end the worker needs us for nothing more: notice the
-            // swap and what follows it promptly, since the caller waits.
+            // The worker needs us for nothing more: notice the swap and
+            // what follows it promptly, since the caller waits. The last
+            // index build, the replay and the swap can all fit in one long
+            // pause, so only the copy gets one.
             match m.phase {
-                Phase::Copying | Phase::Indexing => 200,
+                Phase::Copying => 200,
                 _ => 20,
             }
         } else {

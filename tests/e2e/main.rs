@@ -5,6 +5,7 @@
 //! can crash, restart or reconfigure theirs without disturbing the others.
 
 mod concurrent;
+mod copy;
 mod cutover;
 mod engine;
 mod faults;
