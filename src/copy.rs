@@ -41,9 +41,10 @@ pub fn copy_batch(m: &Migration, table: &QualifiedName) -> Result<(u64, i64)> {
         targets = m.copy_targets,
         exprs = m.copy_exprs,
     );
-    let bulk = match crate::gucs::bulk_copy() {
-        true => crate::bulk::insert_select(&sql, &[m.copy_next, end])?,
-        false => None,
+    let bulk = if crate::gucs::bulk_copy() {
+        crate::bulk::insert_select(&sql, &[m.copy_next, end])?
+    } else {
+        None
     };
     let rows = match bulk {
         Some(rows) => rows,

@@ -274,31 +274,44 @@ mod tests {
         let n = crate::bulk::insert_select(BULK_SQL, &[0, 1_000_000]).unwrap();
         assert_eq!(n, Some(5000));
         // Within the block range only, and visible to the next statement.
-        let n = crate::bulk::insert_select(BULK_SQL, &[0, 1]).unwrap().unwrap();
+        let n = crate::bulk::insert_select(BULK_SQL, &[0, 1])
+            .unwrap()
+            .unwrap();
         assert!(n > 0 && n < 5000, "{n}");
         let wrong = Spi::get_one::<i64>(
             "SELECT count(*) FROM dst d JOIN src s USING (id) WHERE d.v <> s.v * 2 OR d.g <> d.v + 1",
         );
         assert_eq!(wrong, Ok(Some(0)));
-        assert_eq!(Spi::get_one::<i64>("SELECT count(*) FROM dst"), Ok(Some(5000 + n as i64)));
+        assert_eq!(
+            Spi::get_one::<i64>("SELECT count(*) FROM dst"),
+            Ok(Some(5000 + n as i64))
+        );
     }
 
     #[pg_test]
     fn bulk_copy_leaves_tables_with_indexes_or_triggers_to_insert() {
         bulk_setup();
         Spi::run("CREATE INDEX dst_v ON dst (v)").unwrap();
-        assert_eq!(crate::bulk::insert_select(BULK_SQL, &[0, 1_000_000]).unwrap(), None);
+        assert_eq!(
+            crate::bulk::insert_select(BULK_SQL, &[0, 1_000_000]).unwrap(),
+            None
+        );
         Spi::run(
             "DROP INDEX dst_v;
              CREATE FUNCTION nothing() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN RETURN NEW; END';
              CREATE TRIGGER t BEFORE INSERT ON dst FOR EACH ROW EXECUTE FUNCTION nothing();",
         )
         .unwrap();
-        assert_eq!(crate::bulk::insert_select(BULK_SQL, &[0, 1_000_000]).unwrap(), None);
+        assert_eq!(
+            crate::bulk::insert_select(BULK_SQL, &[0, 1_000_000]).unwrap(),
+            None
+        );
         assert_eq!(Spi::get_one::<i64>("SELECT count(*) FROM dst"), Ok(Some(0)));
     }
 
-    #[pg_test(error = "null value in column \"id\" of relation \"dst\" violates not-null constraint")]
+    #[pg_test(
+        error = "null value in column \"id\" of relation \"dst\" violates not-null constraint"
+    )]
     fn bulk_copy_checks_not_null() {
         bulk_setup();
         Spi::run("UPDATE src SET id = NULL WHERE id = 4000").unwrap();

@@ -554,23 +554,20 @@ fn connects_like_psql() {
             .unwrap()
             .success())
     };
+    let as_alice = || {
+        outcome(
+            bare()
+                .env("PGPASSFILE", &pgpass)
+                .args(alice)
+                .output()
+                .unwrap(),
+        )
+    };
     chmod("600");
-    let (code, out, err) = outcome(
-        bare()
-            .env("PGPASSFILE", &pgpass)
-            .args(alice)
-            .output()
-            .unwrap(),
-    );
+    let (code, out, err) = as_alice();
     assert_eq!(code, 0, "{out}{err}");
     chmod("644");
-    let (code, _, err) = outcome(
-        bare()
-            .env("PGPASSFILE", &pgpass)
-            .args(alice)
-            .output()
-            .unwrap(),
-    );
+    let (code, _, err) = as_alice();
     assert_eq!(code, 3, "{err}");
     assert!(err.contains("group or world access"), "{err}");
     let _ = std::fs::remove_file(&pgpass);

@@ -106,9 +106,7 @@ fn finish_cancels_or_terminates_what_blocks_the_swap() {
 
     let (_, committed) = writers.stop();
     assert!(committed > 0);
-    c.batch_execute("ALTER TABLE t_control ALTER COLUMN v TYPE numeric")
-        .unwrap();
-    assert_same_rows(&mut c, "t");
+    assert_matches_control(&mut c, "t", "ALTER COLUMN v TYPE numeric");
 
     let e = finish(&mut c, "1s", "kill").unwrap_err();
     assert_eq!(sqlstate(&e), "22023", "{e:?}");

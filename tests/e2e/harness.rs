@@ -342,6 +342,14 @@ impl Writers {
     }
 }
 
+/// ALTER `table_control` the plain way, as the migration altered `table`,
+/// then compare the two row by row.
+pub fn assert_matches_control(c: &mut Client, table: &str, alter: &str) {
+    c.batch_execute(&format!("ALTER TABLE {table}_control {alter}"))
+        .unwrap();
+    assert_same_rows(c, table);
+}
+
 /// Row-by-row equality of `table` and `table_control` (both directions of EXCEPT).
 /// `payload` columns are compared by md5 since the control holds the same values.
 pub fn assert_same_rows(c: &mut Client, table: &str) {

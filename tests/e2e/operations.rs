@@ -19,15 +19,23 @@ fn copied(c: &mut Client, id: i64) -> (String, i64) {
     (r.get(0), r.get(1))
 }
 
+/// After a resume: once the copy of migration `id` is past `at` rows, let
+/// it run at full speed, stop the writers, finish and compare.
+fn go_on_then_compare(c: &mut Client, id: i64, at: i64, writers: Writers) {
+    wait_until("the copy to go on", || copied(c, id).1 > at);
+    c.batch_execute("SELECT migrate.throttle('t', batch_pause => '0')")
+        .unwrap();
+    writers.stop();
+    finish_and_compare(c, "t");
+}
+
 fn finish_and_compare(c: &mut Client, table: &str) {
     let s: String = c
         .query_one(&format!("SELECT migrate.finish('{table}', '120s')"), &[])
         .unwrap()
         .get(0);
     assert!(s.contains("done"), "{s}");
-    c.batch_execute(&format!("ALTER TABLE {table}_control {ALTER}"))
-        .unwrap();
-    assert_same_rows(c, table);
+    assert_matches_control(c, table, ALTER);
 }
 
 #[test]
@@ -160,11 +168,7 @@ fn worker_terminated_mid_copy_then_resumed() {
         .unwrap()
         .get(0);
     assert!(r.contains("new worker"), "{r}");
-    wait_until("the copy to go on", || copied(&mut c, id).1 > at);
-    c.batch_execute("SELECT migrate.throttle('t', batch_pause => '0')")
-        .unwrap();
-    writers.stop();
-    finish_and_compare(&mut c, "t");
+    go_on_then_compare(&mut c, id, at, writers);
 }
 
 #[test]
@@ -183,11 +187,7 @@ fn immediate_shutdown_mid_copy_then_resumed() {
 
     let writers = Writers::start(&cluster, "t", 2, 100_000);
     c.batch_execute("SELECT migrate.resume('t')").unwrap();
-    wait_until("the copy to go on", || copied(&mut c, id).1 > at);
-    c.batch_execute("SELECT migrate.throttle('t', batch_pause => '0')")
-        .unwrap();
-    writers.stop();
-    finish_and_compare(&mut c, "t");
+    go_on_then_compare(&mut c, id, at, writers);
 }
 
 #[test]
