@@ -71,19 +71,53 @@ pub fn clear(relid: Oid, older_than_ms: i32, policy: Policy) -> Result<usize> {
             AND a.backend_type IN ('client backend', 'autovacuum worker')
             AND a.xact_start < pg_catalog.clock_timestamp() - $2 * interval '1 millisecond'",
         &[relid.into(), older_than_ms.into()],
-        |r| {
-            Ok((
-                get::<i32>(r, 1)?,
-                r.get::<String>(2)?.unwrap_or_default(),
-                r.get::<String>(3)?.unwrap_or_default(),
-            ))
-        },
+        session_row,
     )?;
+    signal(holders, function, policy, "held a lock on the table")
+}
+
+/// Signal the sessions `pids` whose snapshots keep the swap waiting
+/// (snapshots.rs), as `policy` says; how many were signalled.
+pub fn clear_snapshot_holders(pids: &[i32], policy: Policy) -> Result<usize> {
+    let Some(function) = policy.function() else {
+        return Ok(0);
+    };
+    spi::exec("SELECT pg_catalog.pg_stat_clear_snapshot()", &[])?;
+    let holders = spi::query(
+        "SELECT a.pid, a.state, pg_catalog.left(a.query, 60)
+           FROM pg_catalog.pg_stat_activity a
+          WHERE a.pid = ANY ($1) AND a.pid <> pg_catalog.pg_backend_pid()
+            AND a.backend_type IN ('client backend', 'background worker')",
+        &[pids.to_vec().into()],
+        session_row,
+    )?;
+    signal(
+        holders,
+        function,
+        policy,
+        "held a snapshot older than the swap",
+    )
+}
+
+fn session_row(r: &spi::Row) -> Result<(i32, String, String)> {
+    Ok((
+        get::<i32>(r, 1)?,
+        r.get::<String>(2)?.unwrap_or_default(),
+        r.get::<String>(3)?.unwrap_or_default(),
+    ))
+}
+
+fn signal(
+    holders: Vec<(i32, String, String)>,
+    function: &str,
+    policy: Policy,
+    why: &str,
+) -> Result<usize> {
     let mut signalled = 0;
     for (pid, state, query) in holders {
         if policy == Policy::Cancel && state != "active" {
             pgrx::notice!(
-                "halo_migrate: backend {pid} holds a lock on the table but is {state}: cancelling has no effect on it (blockers => 'terminate' would end it)"
+                "halo_migrate: backend {pid} {why} but is {state}: cancelling has no effect on it (blockers => 'terminate' would end it)"
             );
             continue;
         }
@@ -94,8 +128,12 @@ pub fn clear(relid: Oid, older_than_ms: i32, policy: Policy) -> Result<usize> {
             Ok(()) => {
                 signalled += 1;
                 pgrx::notice!(
-                    "halo_migrate: {} backend {pid} ({state}: {query}), which held a lock on the table",
-                    if policy == Policy::Cancel { "cancelled the statement of" } else { "terminated" }
+                    "halo_migrate: {} backend {pid} ({state}: {query}), which {why}",
+                    if policy == Policy::Cancel {
+                        "cancelled the statement of"
+                    } else {
+                        "terminated"
+                    }
                 );
             }
             Err(e) => pgrx::warning!("halo_migrate: could not signal backend {pid}: {e}"),

@@ -40,6 +40,11 @@ pub fn create_log(
         ),
         &[],
     )?;
+    // Writers fill the log in their own transactions: keep those rows out
+    // of logical decoding, or a subscriber would be sent changes to a table
+    // it does not have.
+    let log_oid = crate::catalog::relation_oid(&log.to_string())?;
+    crate::storage::hide_from_decoding(log_oid, pgrx::pg_sys::Oid::from(oid));
     spi::exec(&function_sql(oid, table, key), &[])?;
     Ok(())
 }

@@ -84,6 +84,18 @@ pub fn load_table(oid: Oid) -> Result<TableFacts> {
         return Err(MigrateError::NotOwner { table: qualified });
     }
 
+    let (parent, children, row_security_applies) = spi::select(
+        "SELECT (SELECT i.inhparent::pg_catalog.regclass::text FROM pg_catalog.pg_inherits i
+                  WHERE i.inhrelid = $1 ORDER BY i.inhseqno LIMIT 1),
+                (SELECT count(*) FROM pg_catalog.pg_inherits i WHERE i.inhparent = $1),
+                pg_catalog.row_security_active($1::pg_catalog.regclass)",
+        &[oid.into()],
+        |r| Ok((r.get::<String>(1)?, get::<i64>(r, 2)?, get::<bool>(r, 3)?)),
+    )?
+    .into_iter()
+    .next()
+    .ok_or_else(|| MigrateError::Internal("no row from the inheritance query".into()))?;
+
     let columns = spi::select(
         "SELECT attname::text, attnotnull FROM pg_catalog.pg_attribute
           WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
@@ -111,6 +123,9 @@ pub fn load_table(oid: Oid) -> Result<TableFacts> {
         )?,
         triggers: names("SELECT tgname::text FROM pg_catalog.pg_trigger WHERE tgrelid = $1 AND NOT tgisinternal", oid)?,
         rules: names("SELECT rulename::text FROM pg_catalog.pg_rewrite WHERE ev_class = $1", oid)?,
+        parent,
+        children,
+        row_security_applies,
     })
 }
 

@@ -41,15 +41,18 @@ pub fn copy_batch(m: &Migration, table: &QualifiedName) -> Result<(u64, i64)> {
         targets = m.copy_targets,
         exprs = m.copy_exprs,
     );
-    let bulk = if crate::gucs::bulk_copy() {
-        crate::bulk::insert_select(&sql, &[m.copy_next, end])?
-    } else {
-        None
-    };
-    let rows = match bulk {
-        Some(rows) => rows,
-        None => spi::exec_count(&sql, &[m.copy_next.into(), end.into()])?,
-    };
+    // The batch must see every row of its range (spi::with_all_rows).
+    let rows = spi::with_all_rows(|| {
+        let bulk = if crate::gucs::bulk_copy() {
+            crate::bulk::insert_select(&sql, &[m.copy_next, end])?
+        } else {
+            None
+        };
+        match bulk {
+            Some(rows) => Ok(rows),
+            None => spi::exec_count(&sql, &[m.copy_next.into(), end.into()]),
+        }
+    })?;
     // The INSERT holds ACCESS SHARE on the table until commit, so this check
     // covers the batch: nothing rewrote the table under the copy.
     check_not_rewritten(m)?;

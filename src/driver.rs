@@ -17,6 +17,7 @@ use crate::ident::QualifiedName;
 use crate::locks;
 use crate::plan::sqlgen;
 use crate::replay;
+use crate::snapshots;
 use crate::spi;
 use crate::state::{self, Migration, Phase};
 use crate::swap;
@@ -46,9 +47,7 @@ pub enum Outcome {
     Finished(Phase),
 }
 
-/// Advisory lock keys: (HALO, migration id) is held by `finish()` while it
-/// waits for the worker to swap.
-pub const CUTOVER_LOCK_KEY: i32 = 0x48414C4F;
+pub use crate::locks::CUTOVER_LOCK_KEY;
 
 pub fn step(id: i64, cutover: Cutover) -> Result<Outcome> {
     let Some(m) = state::lock(id)? else {
@@ -186,8 +185,18 @@ fn replay_or_swap(m: &Migration, table: &QualifiedName, cutover: Cutover) -> Res
             }
         });
     }
+    if m.snapshot_safe {
+        let old = snapshots::older_than(m.relid, m.lock_timeout_ms, CUTOVER_LOCK_KEY)?;
+        if !old.is_empty() {
+            let pids: Vec<i32> = old.iter().map(|h| h.pid).collect();
+            return waiting_for_snapshots(m, &snapshots::describe(&old), &pids, 100);
+        }
+    }
     match locks::once("swap the table", m.lock_timeout_ms, || swap::swap(m, table)) {
         Ok(after) => {
+            if m.waiting_for.is_some() {
+                state::set_waiting_for(m.id, None, &[])?;
+            }
             let phase = if m.post_swap_sql.is_empty() && after.is_empty() {
                 Phase::Done
             } else {
@@ -217,8 +226,33 @@ fn replay_or_swap(m: &Migration, table: &QualifiedName, cutover: Cutover) -> Res
                 note: "swap lock busy".into(),
             })
         }
+        Err(MigrateError::SnapshotsHeld { holders, pids }) => {
+            // Counted like a lock timeout, so that finish(blockers => …)
+            // acts on the sessions after a failed attempt.
+            spi::exec(
+                "UPDATE migrate.migrations SET swap_attempts = swap_attempts + 1 WHERE id = $1",
+                &[m.id.into()],
+            )?;
+            waiting_for_snapshots(m, &holders, &pids, 50)
+        }
         Err(e) => Err(e),
     }
+}
+
+/// The swap holds off for sessions whose snapshots predate it: say so in
+/// the migration's row (status()) and, when it changes, in a NOTICE.
+fn waiting_for_snapshots(m: &Migration, what: &str, pids: &[i32], ms: u64) -> Result<Outcome> {
+    if m.snapshot_holders != pids {
+        pgrx::notice!(
+            "halo_migrate: the swap of {} waits for {what}; they would otherwise read the new table through an old snapshot (migrate.finish(blockers => 'terminate') ends them; snapshot_safe => false opts out)",
+            m.table_name
+        );
+    }
+    state::set_waiting_for(m.id, Some(what), pids)?;
+    Ok(Outcome::Idle {
+        ms,
+        note: format!("waiting for {what}"),
+    })
 }
 
 /// Is `finish()` waiting for this migration (holding the cut-over lock)?

@@ -31,6 +31,9 @@ pub enum MigrateError {
     #[error("must be owner of table {table}")]
     NotOwner { table: String },
 
+    #[error("row-level security would hide rows of table {table} from the migration")]
+    RowSecurity { table: String },
+
     #[error("{kind} \"{name}\" of table \"{table}\" does not exist")]
     UndefinedObject {
         kind: &'static str,
@@ -54,6 +57,9 @@ pub enum MigrateError {
         id: i64,
         phase: &'static str,
     },
+
+    #[error("the swap was not committed: {holders}")]
+    SnapshotsHeld { holders: String, pids: Vec<i32> },
 
     #[error("table {table} has no migration in progress")]
     NoMigration { table: String },
@@ -116,12 +122,14 @@ impl MigrateError {
             MigrateError::Syntax { .. } => ERRCODE_SYNTAX_ERROR,
             MigrateError::NotSupported { .. } => ERRCODE_FEATURE_NOT_SUPPORTED,
             MigrateError::WrongObjectType { .. } => ERRCODE_WRONG_OBJECT_TYPE,
-            MigrateError::NotOwner { .. } => ERRCODE_INSUFFICIENT_PRIVILEGE,
+            MigrateError::NotOwner { .. } | MigrateError::RowSecurity { .. } => {
+                ERRCODE_INSUFFICIENT_PRIVILEGE
+            }
             MigrateError::UndefinedObject { .. } => ERRCODE_UNDEFINED_OBJECT,
             MigrateError::NoKey { .. } => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             MigrateError::NullArgument { .. } => ERRCODE_NULL_VALUE_NOT_ALLOWED,
             MigrateError::InvalidParameter { .. } => ERRCODE_INVALID_PARAMETER_VALUE,
-            MigrateError::Busy { .. } => ERRCODE_OBJECT_IN_USE,
+            MigrateError::Busy { .. } | MigrateError::SnapshotsHeld { .. } => ERRCODE_OBJECT_IN_USE,
             MigrateError::NoMigration { .. } => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             MigrateError::Postgres { code, .. } => *code,
             MigrateError::Internal(_) => ERRCODE_INTERNAL_ERROR,
@@ -142,6 +150,12 @@ impl MigrateError {
             MigrateError::NotOwner { .. } => {
                 Some("Only the owner of a table (or a superuser) may migrate it.".into())
             }
+            MigrateError::RowSecurity { .. } => Some(
+                "The table has FORCE ROW LEVEL SECURITY (or the current role is not its owner), and \
+                 the current role is neither a superuser nor BYPASSRLS: the copy would read only the \
+                 rows its policies let it see, and the swap would lose the others."
+                    .into(),
+            ),
             MigrateError::NoKey { .. } => Some(
                 "Rewriting the table online copies it and replays concurrent changes by key."
                     .into(),
@@ -173,6 +187,10 @@ impl MigrateError {
             MigrateError::WrongObjectType { .. } => None,
             MigrateError::NotOwner { table } => Some(format!(
                 "Connect as the owner of {table}, or ask its owner to run the migration."
+            )),
+            MigrateError::RowSecurity { table } => Some(format!(
+                "Run the migration as a superuser or a role with BYPASSRLS, or lift FORCE ROW LEVEL \
+                 SECURITY on {table} until it is done."
             )),
             MigrateError::NoKey { table } => Some(format!(
                 "Add a primary key first, e.g. ALTER TABLE {table} ADD PRIMARY KEY (...), \

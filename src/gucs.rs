@@ -4,12 +4,12 @@ use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
 
 static LOCK_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(100);
 static BATCH_ROWS: GucSetting<i32> = GucSetting::<i32>::new(20_000);
-static SWAPPING: GucSetting<bool> = GucSetting::<bool>::new(false);
 static BATCH_PAUSE_MS: GucSetting<i32> = GucSetting::<i32>::new(0);
 static TARGET_BATCH_MS: GucSetting<i32> = GucSetting::<i32>::new(0);
 static MAX_REPLICA_LAG_MS: GucSetting<i32> = GucSetting::<i32>::new(0);
 static AUTO_RESUME: GucSetting<bool> = GucSetting::<bool>::new(true);
 static BULK_COPY: GucSetting<bool> = GucSetting::<bool>::new(true);
+static SNAPSHOT_SAFE_SWAP: GucSetting<bool> = GucSetting::<bool>::new(true);
 
 pub fn init() {
     GucRegistry::define_int_guc(
@@ -81,13 +81,26 @@ pub fn init() {
         GucFlags::default(),
     );
     GucRegistry::define_bool_guc(
-        c"halo_migrate.swapping",
-        c"Set by halo_migrate during a swap (internal).",
-        c"Lets the migration's own DDL past the event trigger that refuses DDL on a table being migrated.",
-        &SWAPPING,
+        c"halo_migrate.snapshot_safe_swap",
+        c"A new migration's swap waits for transactions whose snapshots predate it.",
+        c"On: the swap does not commit while another session holds a snapshot taken before it (a REPEATABLE READ \
+          transaction, a cursor, a long statement), which would otherwise read the new table wrongly, as after \
+          PostgreSQL's own rewriting ALTER TABLE. Off: PostgreSQL's behaviour. start(snapshot_safe => ...) overrides it.",
+        &SNAPSHOT_SAFE_SWAP,
         GucContext::Userset,
-        GucFlags::NO_SHOW_ALL,
+        GucFlags::default(),
     );
+    // No other halo_migrate.* name can be set: a typo is an error rather
+    // than a silently ignored placeholder, and no session can invent an
+    // internal switch.
+    // SAFETY: called once from _PG_init, in the postmaster or a backend
+    // loading the library; the name is a NUL-terminated static string.
+    unsafe { pgrx::pg_sys::MarkGUCPrefixReserved(c"halo_migrate".as_ptr()) };
+}
+
+/// halo_migrate.snapshot_safe_swap.
+pub fn snapshot_safe_swap() -> bool {
+    SNAPSHOT_SAFE_SWAP.get()
 }
 
 /// halo_migrate.batch_rows.

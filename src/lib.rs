@@ -9,6 +9,7 @@
 //! - `subxact`, `spi` — the two thin layers over PostgreSQL's subtransactions and SPI
 //! - `ident`    — the one way identifiers get into SQL
 //! - `shadow`   — the shadow table and the copy/replay recipe; `capture` — log and trigger
+//! - `snapshots` — the swap waits for older snapshots (an MVCC-safe cut-over)
 //! - `copy`, `replay`, `swap` — the three data phases of a rewrite; `storage` — the
 //!   catalog-level storage exchange the swap needs; `views` — views and policies
 //!   on altered columns, recreated around the ALTER
@@ -18,6 +19,7 @@
 //!   worker runs as a top-level command (`toplevel`)
 //! - `state`    — the migrations table; `locks` — the lock-timeout retry loop; `blockers` —
 //!   `finish(blockers => …)`, cancelling or terminating sessions that keep the swap waiting
+//! - `ddl_pass` — lets the migration's own DDL past the DDL guard (backend-local)
 //! - `gucs`     — settings; `error` — the one error type
 #![deny(unsafe_op_in_unsafe_fn)]
 
@@ -30,6 +32,7 @@ mod capture;
 mod catalog;
 mod concurrent;
 mod copy;
+mod ddl_pass;
 mod driver;
 mod error;
 mod gucs;
@@ -41,6 +44,7 @@ mod plan;
 mod probe;
 mod replay;
 mod shadow;
+mod snapshots;
 mod spi;
 mod split;
 mod state;

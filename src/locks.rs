@@ -11,6 +11,10 @@ use crate::spi;
 use crate::subxact;
 use pgrx::PgSqlErrorCode;
 
+/// Advisory lock keys: (HALO, migration id) is held by `finish()` while it
+/// waits for the worker to swap.
+pub const CUTOVER_LOCK_KEY: i32 = 0x48414C4F;
+
 /// Is this error a lock timeout (55P03)?
 pub fn is_lock_timeout(e: &MigrateError) -> bool {
     e.sqlstate() == PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE

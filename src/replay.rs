@@ -31,17 +31,20 @@ pub fn replay_batch(m: &Migration, table: &QualifiedName, limit: i64) -> Result<
     let n = ids.len() as u64;
     let ids = || ids.clone().into();
     delete_logged_keys(m, "WHERE l.id = ANY($1)", &[ids()])?;
-    spi::exec(
-        &format!(
-            "INSERT INTO {shadow} ({targets}) OVERRIDING SYSTEM VALUE
+    // The current rows of the logged keys, all of them (spi::with_all_rows).
+    spi::with_all_rows(|| {
+        spi::exec(
+            &format!(
+                "INSERT INTO {shadow} ({targets}) OVERRIDING SYSTEM VALUE
              SELECT {exprs} FROM ONLY {table} o
               WHERE EXISTS (SELECT FROM {log} l WHERE l.id = ANY($1) AND {matched})",
-            targets = m.copy_targets,
-            exprs = m.copy_exprs,
-            matched = m.orig_match,
-        ),
-        &[ids()],
-    )?;
+                targets = m.copy_targets,
+                exprs = m.copy_exprs,
+                matched = m.orig_match,
+            ),
+            &[ids()],
+        )
+    })?;
     spi::exec(&format!("DELETE FROM {log} WHERE id = ANY($1)"), &[ids()])?;
     Ok(n)
 }

@@ -44,6 +44,10 @@ CREATE TABLE migrate.migrations (
     batch_pause_ms  integer NOT NULL DEFAULT 0,     -- sleep after each copy batch
     target_batch_ms integer,                        -- adapt batch_rows so a copy batch takes this long
     max_replica_lag_ms integer,                     -- wait while a standby's replay lag exceeds this
+    -- the swap waits for older snapshots (see snapshots.rs); false: PostgreSQL's own behaviour
+    snapshot_safe   boolean NOT NULL DEFAULT true,
+    waiting_for     text,                           -- what the swap waits for now, if anything
+    snapshot_holders integer[] NOT NULL DEFAULT '{}', -- pids of the sessions it waits for
     -- progress
     copy_next       bigint NOT NULL DEFAULT 0,      -- next heap block to copy
     copy_end        bigint,                         -- heap blocks to copy (fixed when the copy starts)
@@ -86,12 +90,20 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON migrate.migrations TO PUBLIC;
 -- DDL on a table while it is being migrated would make the shadow diverge:
 -- refuse it until the swap (unless it is the swap itself); after the swap
 -- (validating) nothing of the copy is left to diverge.
+-- migrate.internal_ddl() (defined by the library) says whether the DDL
+-- running now is the migration's own; no setting or SQL call can make it so.
+-- PL/pgSQL, so that the call is resolved when the guard runs, after the
+-- library's functions exist.
 CREATE FUNCTION migrate.migrating(rel oid) RETURNS text
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $fn$
-    SELECT m.table_name FROM migrate.migrations m
-     WHERE m.relid = rel
-       AND m.phase IN ('copying', 'indexing', 'replaying', 'ready', 'swapping')
-       AND coalesce(current_setting('halo_migrate.swapping', true), '') <> 'on'
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $fn$
+BEGIN
+    IF migrate.internal_ddl() THEN
+        RETURN NULL;
+    END IF;
+    RETURN (SELECT m.table_name FROM migrate.migrations m
+             WHERE m.relid = rel
+               AND m.phase IN ('copying', 'indexing', 'replaying', 'ready', 'swapping'));
+END
 $fn$;
 COMMENT ON FUNCTION migrate.migrating(oid) IS
     'halo_migrate: the name of this table if a migration guards it from DDL now (before its swap, and unless the DDL is the migration''s own)';
@@ -171,7 +183,7 @@ CREATE FUNCTION migrate.status(tbl regclass DEFAULT NULL)
 RETURNS TABLE (id bigint, table_name text, alter_sql text, strategy text, phase text,
                rows_copied bigint, rows_total bigint, percent numeric, backlog bigint,
                rate_rows_s numeric, eta interval, worker_pid integer,
-               started_at timestamptz, updated_at timestamptz, error text)
+               started_at timestamptz, updated_at timestamptz, error text, waiting_for text)
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $fn$
 #variable_conflict use_column
 DECLARE
@@ -202,7 +214,8 @@ BEGIN
                 THEN make_interval(secs => round((greatest(m.rows_total - m.rows_copied, 0) + m.backlog) / r.rate, 1)::float8)
                 WHEN m.phase IN ('ready', 'done') THEN interval '0' END,
            CASE WHEN w.alive THEN m.worker_pid END,
-           m.started_at, m.updated_at, m.error
+           m.started_at, m.updated_at, m.error,
+           CASE WHEN m.phase IN ('replaying', 'ready', 'swapping') THEN m.waiting_for END
       FROM migrate.migrations m
       CROSS JOIN LATERAL (SELECT round(m.rows_copied / nullif(extract(epoch FROM m.updated_at - m.started_at), 0), 0) AS rate) r
       CROSS JOIN (SELECT migrate.live_workers() AS pids OFFSET 0) after
@@ -212,7 +225,7 @@ BEGIN
 END
 $fn$;
 COMMENT ON FUNCTION migrate.status(regclass) IS
-    'halo_migrate: every migration (of one table, if given), newest first: phase, progress, backlog, rate, ETA, worker, error';
+    'halo_migrate: every migration (of one table, if given), newest first: phase, progress, backlog, rate, ETA, worker, error, what the swap waits for';
 
 -- Waiting from a client without holding a snapshot: CREATE INDEX
 -- CONCURRENTLY (the concurrent strategy) waits for every transaction with an

@@ -65,7 +65,22 @@ pub fn create(facts: &TableFacts, cmds: &[Subcommand], subcommands: &[String]) -
         // The user's own text runs under the user's search_path, as a plain ALTER would.
         spi::exec(&sqlgen::alter(&shadow, &subcommands.join(", ")), &[])?;
     }
+    keep_out_of_publications(oid, &shadow)?;
     spi::with_search_path(CATALOG_PATH, || recipe(facts, cmds, oid, &shadow))
+}
+
+/// The shadow is never published, yet must accept the replay's deletes
+/// under a `FOR ALL TABLES` publication: PostgreSQL refuses UPDATE and
+/// DELETE on a published table without a replica identity, and the shadow
+/// has no index until the copy is over. REPLICA IDENTITY FULL satisfies
+/// that check (its extra WAL is written only at wal_level = logical), and
+/// marking it as a rewrite's transient heap keeps its rows out of logical
+/// decoding, as PostgreSQL's own rewrites do.
+fn keep_out_of_publications(table: Oid, shadow: &QualifiedName) -> Result<()> {
+    spi::exec(&sqlgen::alter(shadow, "REPLICA IDENTITY FULL"), &[])?;
+    let shadow_oid = catalog::relation_oid(&shadow.to_string())?;
+    crate::storage::hide_from_decoding(shadow_oid, table);
+    Ok(())
 }
 
 fn attributes(oid: Oid) -> Result<Vec<Attr>> {

@@ -56,18 +56,36 @@ pub fn text(sql: &str, args: &[DatumWithOid]) -> Result<Option<String>> {
 /// the caller's back (also when `f` fails). Catalog text generated and run
 /// under `pg_catalog, pg_temp` comes out fully schema-qualified.
 pub fn with_search_path<R>(path: &str, f: impl FnOnce() -> Result<R>) -> Result<R> {
-    let old = text("SELECT pg_catalog.current_setting('search_path')", &[])?.unwrap_or_default();
-    set_search_path(path)?;
+    with_setting("search_path", path, f)
+}
+
+/// Run `f` with setting `name` = `value` for this transaction, then put the
+/// caller's value back (also when `f` fails).
+pub fn with_setting<R>(name: &str, value: &str, f: impl FnOnce() -> Result<R>) -> Result<R> {
+    let old = text("SELECT pg_catalog.current_setting($1)", &[name.into()])?.unwrap_or_default();
+    set_local(name, value)?;
     let r = f();
-    set_search_path(&old)?;
+    set_local(name, &old)?;
     r
 }
 
-pub fn set_search_path(path: &str) -> Result<()> {
+/// Set `name` = `value` until the end of this transaction.
+pub fn set_local(name: &str, value: &str) -> Result<()> {
     exec(
-        "SELECT pg_catalog.set_config('search_path', $1, true)",
-        &[path.into()],
+        "SELECT pg_catalog.set_config($1, $2, true)",
+        &[name.into(), value.into()],
     )
+}
+
+/// Run `f` so that every read of a user's table sees all of its rows:
+/// `row_security = off` makes PostgreSQL raise an error, rather than filter
+/// rows silently, wherever a policy would apply to the current role. Every
+/// statement that reads the user's rows on a migration's behalf runs here
+/// (the copy batch, the replay's re-read, the row count at start). Our own
+/// `migrate.migrations` must not: its policies apply to every role but the
+/// superuser, by design.
+pub fn with_all_rows<R>(f: impl FnOnce() -> Result<R>) -> Result<R> {
+    with_setting("row_security", "off", f)
 }
 
 /// Catalog-text search path: nothing but PostgreSQL's own schema is visible.

@@ -99,6 +99,12 @@ pub struct Migration {
     pub max_replica_lag_ms: i32,
     /// The role that started the migration: its worker runs as this role.
     pub role_oid: Oid,
+    /// The swap waits for snapshots older than itself (snapshots.rs).
+    pub snapshot_safe: bool,
+    /// What the swap waits for now, as shown by status().
+    pub waiting_for: Option<String>,
+    /// The sessions it waits for.
+    pub snapshot_holders: Vec<i32>,
 }
 
 impl Migration {
@@ -114,7 +120,8 @@ const COLUMNS: &str = "id, relid, table_name, phase, backlog, batch_rows, lock_t
     coalesce(key_map, ''), coalesce(shadow_match, ''), coalesce(orig_match, ''),
     copy_next, coalesce(copy_end, 0), indexes_built, post_swap_done, rows_copied, coalesce(rows_total, 0),
     worker_pid, error, error_sqlstate, error_detail, strategy, concurrent_indexes,
-    paused, batch_pause_ms, coalesce(target_batch_ms, 0), coalesce(max_replica_lag_ms, 0), role_oid";
+    paused, batch_pause_ms, coalesce(target_batch_ms, 0), coalesce(max_replica_lag_ms, 0), role_oid,
+    snapshot_safe, waiting_for, snapshot_holders";
 
 fn from_row(r: &spi::Row) -> Result<Migration> {
     Ok(Migration {
@@ -158,6 +165,9 @@ fn from_row(r: &spi::Row) -> Result<Migration> {
         target_batch_ms: get(r, 38)?,
         max_replica_lag_ms: get(r, 39)?,
         role_oid: get(r, 40)?,
+        snapshot_safe: get(r, 41)?,
+        waiting_for: r.get(42)?,
+        snapshot_holders: get(r, 43)?,
     })
 }
 
@@ -244,6 +254,15 @@ pub fn set_failed(id: i64, phase: Phase, e: &MigrateError) -> Result<()> {
             crate::error::sqlstate_text(e.sqlstate()).into(),
             e.detail().into(),
         ],
+    )
+}
+
+/// Say what the swap waits for (None: nothing), and which sessions.
+pub fn set_waiting_for(id: i64, what: Option<&str>, pids: &[i32]) -> Result<()> {
+    update(
+        id,
+        "waiting_for = $2, snapshot_holders = $3",
+        vec![what.map(str::to_string).into(), pids.to_vec().into()],
     )
 }
 

@@ -103,6 +103,36 @@ pub fn swap_storage(r1: Oid, r2: Oid, toast_links: bool) {
     }
 }
 
+/// Mark `relid` and its TOAST table as a transient heap of a rewrite of
+/// `of` (`pg_class.relrewrite`), as PostgreSQL marks the new heap of its own
+/// rewriting ALTER TABLE: logical decoding then skips every change to them,
+/// so a publication (even `FOR ALL TABLES`) never sends them to a
+/// subscriber. Nothing else in PostgreSQL reads the column. The swap moves
+/// only the storage, so the table itself keeps `relrewrite = 0`.
+pub fn hide_from_decoding(relid: Oid, of: Oid) {
+    // SAFETY: inside a transaction; the caller created `relid` in it (or
+    // holds a lock on it that excludes concurrent DDL). The pg_class tuples
+    // are palloc'd copies written back with CatalogTupleUpdate, which
+    // registers the relcache invalidations; pg_class is opened and closed
+    // here with RowExclusiveLock.
+    unsafe {
+        let class = pg_sys::table_open(pg_sys::RelationRelationId, pg_sys::RowExclusiveLock as _);
+        let mut next = Some(relid);
+        while let Some(r) = next.take() {
+            let t = class_tuple(r);
+            let f = pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_class>(t);
+            (*f).relrewrite = of;
+            if (*f).reltoastrelid != pg_sys::InvalidOid && r == relid {
+                next = Some((*f).reltoastrelid);
+            }
+            pg_sys::CatalogTupleUpdate(class, &mut (*t).t_self, t);
+            pg_sys::heap_freetuple(t);
+        }
+        pg_sys::table_close(class, pg_sys::RowExclusiveLock as _);
+        pg_sys::CommandCounterIncrement();
+    }
+}
+
 /// Rename a relation without permission checks (TOAST tables and their
 /// indexes, which SQL cannot rename): used to give the swapped-in TOAST table
 /// the name PostgreSQL expects, `pg_toast_<table oid>`.

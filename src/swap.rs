@@ -48,13 +48,17 @@ pub fn swap(m: &Migration, table: &QualifiedName) -> Result<Vec<String>> {
         &format!("LOCK TABLE {shadow} IN ACCESS EXCLUSIVE MODE"),
         &[],
     )?;
+    // Sessions whose transactions began before this point hold snapshots
+    // that predate the swap (snapshots.rs).
+    let locked_at =
+        spi::text("SELECT pg_catalog.clock_timestamp()::text", &[])?.unwrap_or_default();
     copy::check_not_rewritten(m)?;
     while replay::replay_batch(m, table, 100_000)? > 0 {}
 
     let shadow_oid = crate::catalog::relation_oid(&shadow.to_string())?;
     // From here on, DDL on the table is the migration's own (the event
     // trigger lets it through), including dropping its foreign keys.
-    internal_ddl(true)?;
+    let _pass = crate::ddl_pass::Pass::for_this_transaction();
     let fks = spi::with_search_path(CATALOG_PATH, || {
         foreign_keys_on(m.relid, &m.altered_columns)
     })?;
@@ -109,16 +113,17 @@ pub fn swap(m: &Migration, table: &QualifiedName) -> Result<Vec<String>> {
     for sql in &m.swap_sql {
         spi::exec(sql, &[])?;
     }
-    internal_ddl(false)?;
+    if m.snapshot_safe {
+        // Writers queue behind the lock meanwhile: wait at most half the
+        // lock timeout, then roll back and let them through.
+        crate::snapshots::wait_in_lock(
+            m.relid,
+            &locked_at,
+            (m.lock_timeout_ms / 2).max(1),
+            crate::locks::CUTOVER_LOCK_KEY,
+        )?;
+    }
     Ok(after)
-}
-
-/// Tell the DDL event trigger that this transaction's DDL is the migration's own.
-pub fn internal_ddl(on: bool) -> Result<()> {
-    spi::exec(
-        "SELECT pg_catalog.set_config('halo_migrate.swapping', $1, true)",
-        &[if on { "on" } else { "off" }.into()],
-    )
 }
 
 /// Foreign keys from or to the table that involve a column whose type changes.

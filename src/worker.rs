@@ -171,14 +171,7 @@ fn run_rewrite(id: i64) {
 /// top-level command, progress committed after each.
 fn run_concurrent(id: i64) {
     // Our own CREATE INDEX and ALTER TABLE pass the DDL guard.
-    if let Err(e) = transaction(|| {
-        spi::exec(
-            "SELECT pg_catalog.set_config('halo_migrate.swapping', 'on', false)",
-            &[],
-        )
-    }) {
-        return record_failure(id, &e);
-    }
+    crate::ddl_pass::for_this_session();
     while !stop_requested() {
         let m = match transaction(|| state::load(id)) {
             Ok(Some(m)) if !m.phase.is_terminal() => m,

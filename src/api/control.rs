@@ -160,6 +160,7 @@ fn finish_migration(
     let mut last_notice = Instant::now();
     let waiting_since = Instant::now();
     let mut attempts_seen = swap_attempts(id)?;
+    let mut snapshot_signalled: Vec<i32> = Vec::new();
     // Whether this call performed the swap (and so holds its lock).
     let mut swapped_here = false;
     // A worker cannot go on while this transaction holds the migration's
@@ -220,17 +221,31 @@ fn finish_migration(
                 attempts_seen = attempts;
                 blockers::clear(m.relid, m.lock_timeout_ms, blockers)?;
             }
+            // Sessions whose old snapshots hold the swap back (snapshots.rs).
+            let fresh: Vec<i32> = m
+                .snapshot_holders
+                .iter()
+                .copied()
+                .filter(|p| !snapshot_signalled.contains(p))
+                .collect();
+            if !fresh.is_empty() {
+                snapshot_signalled.extend(&fresh);
+                blockers::clear_snapshot_holders(&fresh, blockers)?;
+            }
         }
         if last_notice.elapsed() >= Duration::from_secs(5) {
             last_notice = Instant::now();
             pgrx::notice!(
-                "halo_migrate: {} {}{}: {} of ~{} rows copied, {} changes waiting",
+                "halo_migrate: {} {}{}: {} of ~{} rows copied, {} changes waiting{}",
                 m.table_name,
                 m.phase.as_str(),
                 if m.paused { " (paused)" } else { "" },
                 m.rows_copied,
                 m.rows_total,
-                m.backlog
+                m.backlog,
+                m.waiting_for
+                    .as_deref()
+                    .map_or(String::new(), |w| format!("; the swap waits for {w}"))
             );
         }
         if deadline.is_some_and(|d| Instant::now() >= d) {

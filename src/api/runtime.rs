@@ -178,3 +178,27 @@ fn throttle_migration(
         off(row.3)
     ))
 }
+
+/// Is the DDL running now in this session halo_migrate's own? Read by the
+/// DDL guard's event triggers; nothing in SQL can make it true.
+#[pg_extern(volatile, parallel_unsafe)]
+fn internal_ddl() -> bool {
+    crate::ddl_pass::active()
+}
+
+/// Keep `migrate.migrations` out of logical decoding (run once, by CREATE
+/// EXTENSION): its progress updates would otherwise be sent to subscribers
+/// of a `FOR ALL TABLES` publication, which have no such table.
+#[pg_extern(volatile, parallel_unsafe)]
+fn hide_state_from_decoding() {
+    let oid = crate::catalog::relation_oid("migrate.migrations").unwrap_or_else(|e| e.report());
+    crate::storage::hide_from_decoding(oid, oid);
+}
+
+pgrx::extension_sql!(
+    "SELECT migrate.hide_state_from_decoding();
+     REVOKE ALL ON FUNCTION migrate.hide_state_from_decoding() FROM PUBLIC;",
+    name = "hide_state",
+    requires = [hide_state_from_decoding],
+    finalize
+);

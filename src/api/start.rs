@@ -8,7 +8,7 @@ use crate::error::{MigrateError, Result};
 use crate::ident::QualifiedName;
 use crate::plan::model::{Stage, Strategy};
 use crate::spi::{self, get};
-use crate::{capture, gucs, locks, shadow, state, swap, views, worker};
+use crate::{capture, gucs, locks, shadow, state, views, worker};
 use pgrx::datetime::Interval;
 use pgrx::prelude::*;
 
@@ -21,15 +21,25 @@ fn start(
     lock_timeout: default!(Option<Interval>, "'100ms'"),
     auto_finish: default!(Option<bool>, "false"),
     background: default!(Option<bool>, "true"),
+    snapshot_safe: default!(Option<bool>, "NULL"),
 ) -> i64 {
-    or_report(start_migration(
-        tbl,
-        alter,
+    let opts = Requested {
         batch_rows,
         lock_timeout,
         auto_finish,
         background,
-    ))
+        snapshot_safe,
+    };
+    or_report(start_migration(tbl, alter, opts))
+}
+
+/// start()'s options as given (NULL where the caller left them out).
+struct Requested {
+    batch_rows: Option<i32>,
+    lock_timeout: Option<Interval>,
+    auto_finish: Option<bool>,
+    background: Option<bool>,
+    snapshot_safe: Option<bool>,
 }
 
 pub(crate) struct Options {
@@ -37,6 +47,8 @@ pub(crate) struct Options {
     pub lock_timeout_ms: i32,
     pub auto_finish: bool,
     pub background: bool,
+    /// The swap waits for older snapshots (halo_migrate.snapshot_safe_swap).
+    pub snapshot_safe: bool,
 }
 
 /// Milliseconds of a positive interval of at most a minute.
@@ -52,16 +64,9 @@ pub(crate) fn lock_timeout_ms(i: Interval) -> Result<i32> {
     Ok((us / 1000) as i32)
 }
 
-fn start_migration(
-    tbl: Option<Regclass>,
-    alter: Option<&str>,
-    batch_rows: Option<i32>,
-    lock_timeout: Option<Interval>,
-    auto_finish: Option<bool>,
-    background: Option<bool>,
-) -> Result<i64> {
+fn start_migration(tbl: Option<Regclass>, alter: Option<&str>, req: Requested) -> Result<i64> {
     let opts = Options {
-        batch_rows: match batch_rows {
+        batch_rows: match req.batch_rows {
             None => gucs::batch_rows(),
             Some(n) if n > 0 => n,
             Some(n) => {
@@ -73,9 +78,10 @@ fn start_migration(
                 })
             }
         },
-        lock_timeout_ms: lock_timeout_ms(required(lock_timeout, "lock_timeout")?)?,
-        auto_finish: required(auto_finish, "auto_finish")?,
-        background: required(background, "background")?,
+        lock_timeout_ms: lock_timeout_ms(required(req.lock_timeout, "lock_timeout")?)?,
+        auto_finish: required(req.auto_finish, "auto_finish")?,
+        background: required(req.background, "background")?,
+        snapshot_safe: req.snapshot_safe.unwrap_or_else(gucs::snapshot_safe_swap),
     };
     let alter_text = required(alter, "alter")?;
     let planned = plan_steps(tbl, alter)?;
@@ -193,9 +199,9 @@ fn insert(
         &format!(
             "INSERT INTO migrate.migrations (relid, table_name, alter_sql, strategy, phase, batch_rows,
                  lock_timeout_ms, auto_finish, background, search_path, finished_at,
-                 batch_pause_ms, target_batch_ms, max_replica_lag_ms)
+                 batch_pause_ms, target_batch_ms, max_replica_lag_ms, snapshot_safe)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, {finished}, $11,
-                     NULLIF($12, 0), NULLIF($13, 0)) RETURNING id"
+                     NULLIF($12, 0), NULLIF($13, 0), $14) RETURNING id"
         ),
         &[
             pgrx::pg_sys::Oid::from(planned.facts.oid).into(),
@@ -211,6 +217,7 @@ fn insert(
             gucs::batch_pause_ms().into(),
             gucs::target_batch_ms().into(),
             gucs::max_replica_lag_ms().into(),
+            o.snapshot_safe.into(),
         ],
         |r| get::<i64>(r, 1),
     )?[0])
@@ -244,11 +251,11 @@ fn start_rewrite(
         opts.lock_timeout_ms,
         50,
         || {
-            swap::internal_ddl(true)?;
+            let _pass = crate::ddl_pass::Pass::for_this_transaction();
             for sql in capture::trigger_sql(facts.oid, table) {
                 spi::exec(&sql, &[])?;
             }
-            swap::internal_ddl(false)
+            Ok(())
         },
     )?;
     // Under the trigger's lock no write is in flight: every row that exists
@@ -264,8 +271,10 @@ fn start_rewrite(
     let rows = if rows >= 0 {
         rows
     } else {
-        spi::query(&format!("SELECT count(*) FROM ONLY {table}"), &[], |r| {
-            get::<i64>(r, 1)
+        spi::with_all_rows(|| {
+            spi::query(&format!("SELECT count(*) FROM ONLY {table}"), &[], |r| {
+                get::<i64>(r, 1)
+            })
         })?[0]
     };
     state::update(

@@ -88,6 +88,7 @@ pub fn build_plan(
     assert_eq!(cmds.len(), probes.len());
     let table = QualifiedName::new(&facts.schema, &facts.name);
     check_named_objects(facts, cmds)?;
+    refuse_type_change_on_parent(facts, &table, cmds)?;
 
     let decisions: Vec<Decision> = cmds
         .iter()
@@ -369,6 +370,68 @@ fn not_null_steps(
 }
 
 /// One online rewrite for the whole ALTER: capture, shadow, copy, swap.
+/// The probe's empty clone has the parent's indexes but not the children's:
+/// a type change it finds catalog-only could still rebuild an index that
+/// only a child has, under ACCESS EXCLUSIVE on the whole tree.
+fn refuse_type_change_on_parent(
+    facts: &TableFacts,
+    table: &QualifiedName,
+    cmds: &[Subcommand],
+) -> Result<()> {
+    let typed = cmds.iter().find_map(|c| match &c.kind {
+        CmdKind::AlterColumnType { column, .. } => Some(column),
+        _ => None,
+    });
+    match typed {
+        Some(column) if facts.children > 0 => Err(MigrateError::not_supported(
+            "changing a column's type on a table that other tables inherit from",
+            format!(
+                "{table} has {} child table(s) (INHERITS). PostgreSQL changes \"{column}\" in every child \
+                 too, rewriting them or rebuilding their indexes under ACCESS EXCLUSIVE on the whole tree, \
+                 which halo_migrate cannot bound.",
+                facts.children
+            ),
+            "halo_migrate does not migrate legacy inheritance trees online. Run the ALTER directly in a \
+             maintenance window, or move the tree to declarative partitioning.",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// A rewrite is online only if the copy sees every row and the swap's own
+/// ALTER touches no data: refuse tables where either would not hold.
+fn refuse_unsafe_rewrite(facts: &TableFacts, table: &QualifiedName) -> Result<()> {
+    if facts.children > 0 {
+        return Err(MigrateError::not_supported(
+            "rewriting a table that other tables inherit from",
+            format!(
+                "{table} has {} child table(s) (INHERITS). PostgreSQL applies the ALTER to every child \
+                 too, so at the swap it would rewrite the children under ACCESS EXCLUSIVE, blocking \
+                 writes to the whole tree for as long as that takes.",
+                facts.children
+            ),
+            "halo_migrate does not migrate legacy inheritance trees online. Run the ALTER directly in a \
+             maintenance window, or move the tree to declarative partitioning.",
+        ));
+    }
+    if let Some(parent) = &facts.parent {
+        return Err(MigrateError::not_supported(
+            "rewriting a table that inherits from another",
+            format!(
+                "{table} inherits from {parent} (INHERITS or PARTITION OF): its columns are tied to \
+                 the parent's, which a shadow table cannot keep."
+            ),
+            "Run the ALTER on the parent table directly, or detach the table first.",
+        ));
+    }
+    if facts.row_security_applies {
+        return Err(MigrateError::RowSecurity {
+            table: table.to_string(),
+        });
+    }
+    Ok(())
+}
+
 fn rewrite_plan(
     facts: &TableFacts,
     table: &QualifiedName,
@@ -382,6 +445,7 @@ fn rewrite_plan(
             table: table.to_string(),
         });
     }
+    refuse_unsafe_rewrite(facts, table)?;
     if let Some(c) = cmds
         .iter()
         .find(|c| matches!(c.kind, CmdKind::Rename { .. } | CmdKind::SetSchema { .. }))

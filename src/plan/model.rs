@@ -225,6 +225,14 @@ pub struct TableFacts {
     pub indexes: Vec<String>,
     pub triggers: Vec<String>,
     pub rules: Vec<String>,
+    /// Legacy inheritance (or partition) links: the parent this table
+    /// inherits from, if any, and how many tables inherit from it.
+    pub parent: Option<String>,
+    pub children: i64,
+    /// Row-level security would filter this table's rows for the current
+    /// role (`row_security_active()`: enabled, and FORCEd or not the owner,
+    /// and no BYPASSRLS).
+    pub row_security_applies: bool,
 }
 
 impl TableFacts {

@@ -25,6 +25,9 @@ fn facts() -> TableFacts {
         indexes: vec!["accounts_pkey".into(), "accounts_email_idx".into()],
         triggers: vec!["audit".into()],
         rules: vec![],
+        parent: None,
+        children: 0,
+        row_security_applies: false,
     }
 }
 
@@ -452,4 +455,72 @@ fn probe_statements_never_touch_other_tables() {
     );
     let link = cmd("INHERIT parent", CmdKind::Link, LockMode::AccessExclusive);
     assert_eq!(probe_statement(&link), None);
+}
+
+#[test]
+fn inheritance_and_row_security_refuse_what_would_not_be_online() {
+    let retype = |col: &str| {
+        cmd(
+            &format!("ALTER COLUMN {col} TYPE bigint"),
+            CmdKind::AlterColumnType {
+                column: col.into(),
+                using: None,
+                using_columns: vec![],
+            },
+            LockMode::AccessExclusive,
+        )
+    };
+    let rewrite = Some(ProbeOutcome {
+        rewrote_table: true,
+        built_indexes: vec![],
+        scanned: true,
+    });
+    let code = |r: Result<Vec<Step>>| r.unwrap_err().sqlstate();
+    let parent = TableFacts {
+        children: 2,
+        ..facts()
+    };
+    // A type change on a parent, even one the clone finds catalog-only.
+    let e = plan(&parent, &[retype("email")], &[catalog_only()]).unwrap_err();
+    assert_eq!(
+        e.sqlstate(),
+        pgrx::PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED
+    );
+    assert!(e.detail().unwrap().contains("2 child table(s)"), "{e:?}");
+    // Any rewrite of a parent.
+    let add = cmd(
+        "ADD COLUMN r float8 DEFAULT random()",
+        CmdKind::AddColumn {
+            column: "r".into(),
+            inline_foreign_key: false,
+        },
+        LockMode::AccessExclusive,
+    );
+    assert_eq!(
+        code(plan(&parent, &[add.clone()], &[rewrite.clone()])),
+        pgrx::PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED
+    );
+    // A catalog-only change of a parent is still instant.
+    let steps = plan(&parent, &[add.clone()], &[catalog_only()]).unwrap();
+    assert_eq!(steps[0].strategy, Strategy::Instant);
+    // A rewrite of a child.
+    let child = TableFacts {
+        parent: Some("public.base".into()),
+        ..facts()
+    };
+    let e = plan(&child, &[retype("id")], &[rewrite.clone()]).unwrap_err();
+    assert!(
+        e.detail().unwrap().contains("inherits from public.base"),
+        "{e:?}"
+    );
+    // A rewrite the table's policies would filter; instant changes are fine.
+    let filtered = TableFacts {
+        row_security_applies: true,
+        ..facts()
+    };
+    assert_eq!(
+        code(plan(&filtered, &[retype("id")], &[rewrite])),
+        pgrx::PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE
+    );
+    assert!(plan(&filtered, &[add], &[catalog_only()]).is_ok());
 }

@@ -12,4 +12,5 @@ mod faults;
 mod harness;
 mod operations;
 mod plan;
+mod promise;
 mod safety;

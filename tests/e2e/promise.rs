@@ -1,0 +1,384 @@
+//! The promise on tables that real databases have: row-level security with
+//! FORCE, legacy inheritance, a `FOR ALL TABLES` publication with a real
+//! subscriber, REPEATABLE READ readers whose snapshots predate the swap, and
+//! the DDL guard that no setting can switch off. Each test failed before its
+//! fix (issue 15).
+
+use crate::harness::*;
+use postgres::Client;
+use std::time::Duration;
+
+const COLUMNS: &str = "id int PRIMARY KEY, v int, payload text";
+
+/// A table `secrets` owned by `app_owner`, RLS enabled and FORCEd, with a
+/// policy that lets its owner see only tenant 'a': half of its 1000 rows.
+fn forced_rls_table(c: &mut Client, bypass: bool) {
+    c.batch_execute(&format!(
+        "CREATE ROLE app_owner LOGIN {};
+         GRANT CREATE ON SCHEMA public TO app_owner;
+         SET ROLE app_owner;
+         CREATE TABLE secrets (id int PRIMARY KEY, tenant text NOT NULL, v int);
+         INSERT INTO secrets SELECT g, CASE WHEN g % 2 = 0 THEN 'a' ELSE 'b' END, g FROM generate_series(1, 1000) g;
+         ALTER TABLE secrets ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY;
+         CREATE POLICY only_a ON secrets USING (tenant = 'a');
+         RESET ROLE;",
+        if bypass { "BYPASSRLS" } else { "" }
+    ))
+    .unwrap();
+}
+
+fn all_secrets(c: &mut Client) -> i64 {
+    // As the superuser, who is never subject to row-level security.
+    c.query_one("SELECT count(*) FROM secrets", &[])
+        .unwrap()
+        .get(0)
+}
+
+#[test]
+fn forced_row_security_is_refused_up_front_without_bypassrls() {
+    let cluster = Cluster::start();
+    let mut c = cluster.client();
+    forced_rls_table(&mut c, false);
+    let mut owner = cluster.client_as("app_owner");
+    for sql in [
+        "SELECT count(*) FROM migrate.plan('secrets', 'ALTER COLUMN v TYPE bigint')",
+        "SELECT migrate.start('secrets', 'ALTER COLUMN v TYPE bigint')",
+    ] {
+        let e = owner.query_one(sql, &[]).unwrap_err();
+        assert_eq!(sqlstate(&e), "42501", "{sql}: {e:?}");
+        let db = e.as_db_error().unwrap();
+        assert!(db.message().contains("row-level security"), "{db:?}");
+        assert!(db.hint().unwrap_or("").contains("BYPASSRLS"), "{db:?}");
+    }
+    assert_eq!(leftovers(&mut c), 0);
+    assert_eq!(all_secrets(&mut c), 1000);
+    // Changes that read no rows through SQL are not affected.
+    owner
+        .batch_execute("SELECT migrate.start('secrets', 'ADD COLUMN note text')")
+        .unwrap();
+    // A superuser sees every row, so may migrate it.
+    c.batch_execute(
+        "SELECT migrate.start('secrets', 'ALTER COLUMN v TYPE bigint', background => false);
+         SELECT migrate.finish('secrets');",
+    )
+    .unwrap();
+    assert_eq!(all_secrets(&mut c), 1000);
+}
+
+#[test]
+fn a_policy_that_starts_to_apply_mid_copy_fails_the_migration_loudly() {
+    let cluster = Cluster::start();
+    let mut c = cluster.client();
+    forced_rls_table(&mut c, true);
+    let mut owner = cluster.client_as("app_owner");
+    owner
+        .batch_execute(
+            "SELECT migrate.start('secrets', 'ALTER COLUMN v TYPE bigint', batch_rows => 100, background => false)",
+        )
+        .unwrap();
+    // The owner loses BYPASSRLS mid-migration: its policies now apply to it.
+    c.batch_execute("ALTER ROLE app_owner NOBYPASSRLS").unwrap();
+    let said: String = owner
+        .query_one("SELECT migrate.step('secrets')", &[])
+        .unwrap()
+        .get(0);
+    assert!(said.starts_with("failed:"), "{said}");
+    assert!(said.contains("row-level security"), "{said}");
+    let e = owner
+        .query_one("SELECT migrate.finish('secrets')", &[])
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "42501", "{e:?}");
+    assert_eq!(all_secrets(&mut c), 1000, "the table is untouched");
+    assert_eq!(leftovers(&mut c), 0);
+
+    // The same when the policies start to apply after the copy, at replay.
+    c.batch_execute("ALTER ROLE app_owner BYPASSRLS").unwrap();
+    owner
+        .batch_execute(
+            "SELECT migrate.start('secrets', 'ALTER COLUMN v TYPE bigint', background => false)",
+        )
+        .unwrap();
+    let mut said = String::new();
+    while !said.starts_with("caught up") {
+        said = owner
+            .query_one("SELECT migrate.step('secrets')", &[])
+            .unwrap()
+            .get(0);
+        assert!(!said.starts_with("failed"), "{said}");
+    }
+    c.batch_execute(
+        "ALTER ROLE app_owner NOBYPASSRLS; UPDATE secrets SET v = v + 1 WHERE id <= 10",
+    )
+    .unwrap();
+    let said: String = owner
+        .query_one("SELECT migrate.step('secrets')", &[])
+        .unwrap()
+        .get(0);
+    assert!(said.contains("row-level security"), "{said}");
+    assert_eq!(all_secrets(&mut c), 1000, "the table is untouched");
+    assert_eq!(leftovers(&mut c), 0);
+
+    // With BYPASSRLS back, the same migration keeps every row.
+    c.batch_execute("ALTER ROLE app_owner BYPASSRLS").unwrap();
+    owner
+        .batch_execute(
+            "SELECT migrate.start('secrets', 'ALTER COLUMN v TYPE bigint', background => false);
+             SELECT migrate.finish('secrets');",
+        )
+        .unwrap();
+    assert_eq!(all_secrets(&mut c), 1000);
+}
+
+#[test]
+fn inheritance_trees_are_refused_for_a_rewrite_and_left_alone() {
+    let cluster = Cluster::start();
+    let mut c = cluster.client();
+    c.batch_execute(
+        "CREATE TABLE e9 (id int PRIMARY KEY, v int);
+         CREATE TABLE e9_child () INHERITS (e9);
+         INSERT INTO e9 SELECT g, g FROM generate_series(1, 100) g;
+         INSERT INTO e9_child SELECT g, g FROM generate_series(101, 2000) g;
+         ALTER TABLE e9_child ADD PRIMARY KEY (id);",
+    )
+    .unwrap();
+    for (table, words) in [("e9", "child table"), ("e9_child", "inherits from")] {
+        for sql in [
+            format!("SELECT count(*) FROM migrate.plan('{table}', 'ALTER COLUMN v TYPE bigint')"),
+            format!("SELECT migrate.start('{table}', 'ALTER COLUMN v TYPE bigint')"),
+        ] {
+            let e = c.query_one(sql.as_str(), &[]).unwrap_err();
+            assert_eq!(sqlstate(&e), "0A000", "{sql}: {e:?}");
+            let db = e.as_db_error().unwrap();
+            assert!(db.detail().unwrap_or("").contains(words), "{sql}: {db:?}");
+        }
+    }
+    // Any other rewrite of the parent, too.
+    let e = c
+        .query_one(
+            "SELECT migrate.start('e9', 'ADD COLUMN r float8 DEFAULT random()')",
+            &[],
+        )
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "0A000", "{e:?}");
+    assert_eq!(leftovers(&mut c), 0);
+    // Catalog-only changes recurse without touching data: still allowed.
+    c.batch_execute("SELECT migrate.start('e9', 'ADD COLUMN note text')")
+        .unwrap();
+    let r = c
+        .query_one(
+            "SELECT (SELECT count(*) FROM e9), (SELECT count(*) FROM e9_child),
+                    (SELECT count(*) FROM pg_attribute WHERE attrelid = 'e9_child'::regclass AND attname = 'note')",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(
+        (r.get::<_, i64>(0), r.get::<_, i64>(1), r.get::<_, i64>(2)),
+        (2000, 1900, 1)
+    );
+}
+
+/// Publisher and subscriber: a `FOR ALL TABLES` publication, writers on the
+/// publisher during a migration; the subscription applies without a single
+/// error and ends equal to the publisher.
+#[test]
+fn a_for_all_tables_subscriber_keeps_working_and_ends_equal() {
+    const ROWS: i64 = 20_000;
+    let publisher = Cluster::start_with(&["wal_level = logical", "max_replication_slots = 10"]);
+    let subscriber = Cluster::start();
+    let mut p = publisher.client();
+    let mut s = subscriber.client();
+    create_with_control(&mut p, "t", COLUMNS, ROWS);
+    p.batch_execute("CREATE PUBLICATION everything FOR ALL TABLES")
+        .unwrap();
+    // The subscriber has the application's tables, empty, and (like every
+    // database of a FOR ALL TABLES setup) halo_migrate itself.
+    s.batch_execute(&format!(
+        "CREATE TABLE t ({COLUMNS}); CREATE TABLE t_control ({COLUMNS});"
+    ))
+    .unwrap();
+    // On its own: CREATE SUBSCRIPTION cannot run in a transaction block.
+    s.batch_execute(&format!(
+        "CREATE SUBSCRIPTION everything
+             CONNECTION 'host=127.0.0.1 port={} user=postgres dbname=postgres'
+             PUBLICATION everything",
+        publisher.port
+    ))
+    .unwrap();
+    let synced = |s: &mut Client| -> bool {
+        s.query_one(
+            "SELECT count(*) FILTER (WHERE srsubstate <> 'r') = 0 AND count(*) > 0 FROM pg_subscription_rel",
+            &[],
+        )
+        .unwrap()
+        .get(0)
+    };
+    wait_until("the initial sync", || synced(&mut s));
+
+    let writers = Writers::start(&publisher, "t", 2, ROWS);
+    p.batch_execute(
+        "SELECT migrate.start('t', 'ALTER COLUMN v TYPE bigint', batch_rows => 2000);
+         SELECT pg_sleep(1);
+         SELECT migrate.finish('t');",
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let (_, committed) = writers.stop();
+    assert!(committed > 0);
+    assert_matches_control(&mut p, "t", "ALTER COLUMN v TYPE bigint");
+    assert_eq!(leftovers(&mut p), 0);
+
+    let digest = |c: &mut Client, table: &str| -> (i64, String) {
+        let r = c
+            .query_one(
+                &format!(
+                    "SELECT count(*), coalesce(md5(string_agg(x::text, ',' ORDER BY id)), '')
+                       FROM (SELECT id, v::bigint, payload FROM {table}) x"
+                ),
+                &[],
+            )
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    let want = digest(&mut p, "t");
+    wait_until("the subscriber to catch up", || digest(&mut s, "t") == want);
+    let errors: i64 = s
+        .query_one(
+            "SELECT coalesce(sum(apply_error_count + sync_error_count), 0)::bigint FROM pg_stat_subscription_stats",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(errors, 0, "the subscription hit errors");
+    let shadows: i64 = s
+        .query_one("SELECT count(*) FROM migrate.migrations", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(shadows, 0, "the publisher's migration state was replicated");
+}
+
+/// A REPEATABLE READ transaction whose snapshot predates the swap reads the
+/// whole old table; the swap waits for it, under writes, and completes once
+/// it ends. With the opt-out, PostgreSQL's behaviour: an empty table.
+#[test]
+fn a_repeatable_read_reader_from_before_the_swap_sees_the_whole_table() {
+    const ROWS: i64 = 20_000;
+    let cluster = Cluster::start();
+    let mut c = cluster.client();
+    create_with_control(&mut c, "t", COLUMNS, ROWS);
+    c.batch_execute("CREATE TABLE other (x int); INSERT INTO other VALUES (1)")
+        .unwrap();
+    let mut reader = cluster.client();
+    reader
+        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM other")
+        .unwrap();
+    let reader_pid: i32 = reader
+        .query_one("SELECT pg_backend_pid()", &[])
+        .unwrap()
+        .get(0);
+    let writers = Writers::start(&cluster, "t", 2, ROWS);
+    let id: i64 = c
+        .query_one(
+            "SELECT migrate.start('t', 'ALTER COLUMN v TYPE bigint', batch_rows => 2000)",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    wait_until("the copy to catch up", || phase(&mut c, id) == "ready");
+    let e = c
+        .query_one("SELECT migrate.finish('t', '2s')", &[])
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "57014", "{e:?}");
+    let waiting: String = c
+        .query_one(
+            "SELECT waiting_for FROM migrate.status() WHERE id = $1",
+            &[&id],
+        )
+        .unwrap()
+        .get(0);
+    assert!(waiting.contains(&format!("pid {reader_pid} ")), "{waiting}");
+
+    // The reader's snapshot predates the swap: it sees the old table whole.
+    let seen: i64 = reader
+        .query_one("SELECT count(*) FROM t", &[])
+        .unwrap()
+        .get(0);
+    assert!(seen >= ROWS - 10, "the reader saw {seen} rows");
+    reader.batch_execute("COMMIT").unwrap();
+    c.batch_execute("SELECT migrate.finish('t', '60s')")
+        .unwrap();
+    let (worst, committed) = writers.stop();
+    assert!(committed > 0);
+    assert!(worst < Duration::from_secs(2), "a write waited {worst:?}");
+    assert_matches_control(&mut c, "t", "ALTER COLUMN v TYPE bigint");
+    let waiting: Option<String> = c
+        .query_one(
+            "SELECT waiting_for FROM migrate.status() WHERE id = $1",
+            &[&id],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(waiting, None);
+
+    // blockers => 'terminate' ends such a reader instead of waiting for it.
+    reader
+        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM other")
+        .unwrap();
+    c.batch_execute(
+        "SELECT migrate.start('t', 'ALTER COLUMN v TYPE numeric', background => false);
+         SELECT migrate.finish('t', '60s', blockers => 'terminate');",
+    )
+    .unwrap();
+    assert!(
+        reader.batch_execute("SELECT 1").is_err(),
+        "the reader lives on"
+    );
+
+    // Opting out: PostgreSQL's own behaviour, an old snapshot sees no rows.
+    let mut reader = cluster.client();
+    reader
+        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM other")
+        .unwrap();
+    c.batch_execute(
+        "SELECT migrate.start('t', 'ALTER COLUMN v TYPE bigint', background => false, snapshot_safe => false);
+         SELECT migrate.finish('t', '60s');",
+    )
+    .unwrap();
+    let seen: i64 = reader
+        .query_one("SELECT count(*) FROM t", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        seen, 0,
+        "with snapshot_safe => false the old snapshot sees the new, empty-to-it storage"
+    );
+}
+
+/// The DDL guard's exception for the migration's own DDL cannot be claimed
+/// from SQL.
+#[test]
+fn no_setting_lets_ddl_past_the_guard() {
+    let cluster = Cluster::start();
+    let mut c = cluster.client();
+    create_with_control(&mut c, "t", COLUMNS, 1000);
+    c.batch_execute("SELECT migrate.start('t', 'ALTER COLUMN v TYPE bigint', background => false)")
+        .unwrap();
+    let e = c
+        .batch_execute("SET halo_migrate.swapping = on")
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "42602", "{e:?}");
+    let e = c
+        .batch_execute("SELECT set_config('halo_migrate.swapping', 'on', false)")
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "42602", "{e:?}");
+    let internal: bool = c
+        .query_one("SELECT migrate.internal_ddl()", &[])
+        .unwrap()
+        .get(0);
+    assert!(!internal);
+    let e = c
+        .batch_execute("ALTER TABLE t ADD COLUMN sneaky int")
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "55006", "{e:?}");
+    c.batch_execute("SELECT migrate.finish('t')").unwrap();
+    assert_matches_control(&mut c, "t", "ALTER COLUMN v TYPE bigint");
+}
