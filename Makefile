@@ -5,7 +5,7 @@ PG_CONFIG ?= /usr/lib/postgresql/15/bin/pg_config
 PGRX_TEST_DATA ?= /tmp/halo_pgrx_test_data
 export USER ?= $(shell id -un)
 
-.PHONY: setup install test test-unit test-regress test-e2e test-cli demo bench clean
+.PHONY: setup install test test-unit test-regress test-e2e test-fuzz test-cli demo bench fuzz clean
 
 setup:
 	bash scripts/setup.sh
@@ -14,7 +14,7 @@ install: setup
 	cargo pgrx install --release --pg-config $(PG_CONFIG)
 
 ## All tests: Rust unit tests and #[pg_test]s, SQL regression, end to end, the CLI.
-test: setup test-unit install test-regress test-e2e test-cli
+test: setup test-unit install test-regress test-e2e test-fuzz test-cli
 
 # Plain unit tests and in-server #[pg_test]s (cargo pgrx test runs both).
 test-unit: setup
@@ -25,6 +25,17 @@ test-regress: install
 
 test-e2e: install
 	cargo test --features e2e --test e2e
+
+# The differential fuzzer's short pass: a fixed seed, 40 cases.
+test-fuzz: install
+	cargo test --features e2e --test fuzz -- --nocapture
+
+## A fuzzing campaign: make fuzz SEED=42 ITERATIONS=500 (findings are printed
+## with a shrunk reproducer; see doc/fuzzing.md).
+SEED ?= $(shell date +%s)
+ITERATIONS ?= 200
+fuzz: install
+	FUZZ_SEED=$(SEED) FUZZ_ITERATIONS=$(ITERATIONS) cargo test --features e2e --test fuzz -- --nocapture
 
 # The command line (cli/): its unit tests, and its tests against real clusters.
 test-cli: install

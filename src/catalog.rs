@@ -84,13 +84,14 @@ pub fn load_table(oid: Oid) -> Result<TableFacts> {
         return Err(MigrateError::NotOwner { table: qualified });
     }
 
-    let (parent, children, row_security_applies) = spi::select(
+    let (parent, children, row_security_applies, schema_create) = spi::select(
         "SELECT (SELECT i.inhparent::pg_catalog.regclass::text FROM pg_catalog.pg_inherits i
                   WHERE i.inhrelid = $1 ORDER BY i.inhseqno LIMIT 1),
                 (SELECT count(*) FROM pg_catalog.pg_inherits i WHERE i.inhparent = $1),
-                pg_catalog.row_security_active($1::pg_catalog.regclass)",
-        &[oid.into()],
-        |r| Ok((r.get::<String>(1)?, get::<i64>(r, 2)?, get::<bool>(r, 3)?)),
+                pg_catalog.row_security_active($1::pg_catalog.regclass),
+                pg_catalog.has_schema_privilege($2, 'CREATE')",
+        &[oid.into(), nsp.into()],
+        |r| Ok((r.get::<String>(1)?, get::<i64>(r, 2)?, get::<bool>(r, 3)?, get::<bool>(r, 4)?)),
     )?
     .into_iter()
     .next()
@@ -126,6 +127,7 @@ pub fn load_table(oid: Oid) -> Result<TableFacts> {
         parent,
         children,
         row_security_applies,
+        schema_create,
     })
 }
 

@@ -1,22 +1,26 @@
-//! The concurrent strategy: ADD PRIMARY KEY / ADD UNIQUE without blocking
-//! writes, as a unique index built `CONCURRENTLY` and then attached as the
-//! constraint (`USING INDEX`, catalog-only).
+//! Plans run statement by statement: the concurrent strategy (ADD PRIMARY
+//! KEY / ADD UNIQUE as a unique index built `CONCURRENTLY`, then attached as
+//! the constraint with `USING INDEX`) and the two-phase one (a constraint
+//! added `NOT VALID`, then validated).
 //!
-//! `start()` records the plan's statements in `index_sql` and launches the
-//! worker, which runs them in order: `CREATE INDEX CONCURRENTLY` as a
-//! top-level command ([`crate::toplevel`]), every other statement in a
-//! transaction of its own under the migration's lock timeout, retried with
-//! back-off. `indexes_built` counts the statements done; it commits after
-//! each, so a failure or an abort knows where the plan stopped.
+//! `start()` records the plan's statements in `index_sql`, with what takes
+//! each back in `undo_sql`. The worker runs them in order:
+//! `CREATE INDEX CONCURRENTLY` as a top-level command ([`crate::toplevel`]),
+//! every other statement in a transaction of its own under the migration's
+//! lock timeout, retried with back-off. Without a worker, `step()` runs one
+//! statement per call. A validation never runs in the transaction that took
+//! the ACCESS EXCLUSIVE lock of the `ADD … NOT VALID` before it: that is
+//! what makes it online. `indexes_built` counts the statements done; it
+//! commits after each, so a failure or an abort knows where the plan stopped.
 //!
-//! Invariant: on failure or abort, an index this plan created that backs no
-//! constraint yet (an invalid leftover of a failed build, or a ready index
-//! not yet attached) is dropped. Statements already done that stand on their
-//! own (a NOT NULL the plan set before a primary key) stay, and the error
-//! says so.
+//! Invariant: on failure or abort, the statements already done are taken
+//! back in reverse order ([`undo`]), and an index this plan created that
+//! backs no constraint is dropped: the table ends as it was, as after a
+//! failed ALTER TABLE.
 
 use crate::catalog;
-use crate::error::Result;
+use crate::error::{MigrateError, Result};
+use pgrx::PgSqlErrorCode;
 use crate::ident::QualifiedName;
 use crate::locks;
 use crate::plan::sqlgen;
@@ -28,14 +32,82 @@ pub fn needs_top_level(sql: &str) -> bool {
     sql.starts_with(sqlgen::CREATE_UNIQUE_INDEX_CONCURRENTLY)
 }
 
-/// One statement of the plan that may run in a transaction, under the
+/// Statement `i` of the plan, which may run in a transaction, under the
 /// migration's lock timeout with retries.
-pub fn run_statement(m: &Migration, sql: &str) -> Result<()> {
+pub fn run_statement(m: &Migration, i: usize) -> Result<()> {
+    let sql = m.index_sql.get(i).map(String::as_str).unwrap_or_default();
     spi::with_search_path(&m.search_path, || {
         locks::retry("run the ALTER", m.lock_timeout_ms, 100, || {
             spi::exec(sql, &[])
         })
     })
+    .map_err(|e| as_set_not_null_error(m, i, e))
+}
+
+/// SET NOT NULL runs as a helper CHECK validated first: when the validation
+/// finds a NULL, report what SET NOT NULL itself reports (23502), as a plain
+/// ALTER would.
+fn as_set_not_null_error(m: &Migration, i: usize, e: MigrateError) -> MigrateError {
+    let column = m.not_null_of.get(i).filter(|c| !c.is_empty());
+    match column {
+        Some(column) if e.sqlstate() == PgSqlErrorCode::ERRCODE_CHECK_VIOLATION => {
+            let relation = m.table_name.rsplit('.').next().unwrap_or(&m.table_name);
+            MigrateError::Postgres {
+                code: PgSqlErrorCode::ERRCODE_NOT_NULL_VIOLATION,
+                message: format!(
+                    "column \"{column}\" of relation \"{}\" contains null values",
+                    relation.trim_matches('"')
+                ),
+                detail: None,
+                hint: None,
+                context: "while validating SET NOT NULL".into(),
+            }
+        }
+        _ => e,
+    }
+}
+
+/// `step()` without a worker: run the plan's next statement in the caller's
+/// transaction. Refused for an index build, which cannot run in a function.
+pub fn step(m: &Migration) -> Result<crate::driver::Outcome> {
+    use crate::driver::Outcome;
+    use crate::state::{self, Phase};
+    let i = m.indexes_built.max(0) as usize;
+    let Some(sql) = m.index_sql.get(i) else {
+        state::set_phase(m.id, Phase::Done)?;
+        return Ok(Outcome::Finished(Phase::Done));
+    };
+    if needs_top_level(sql) {
+        return Err(MigrateError::Internal(format!(
+            "migration {} builds an index CONCURRENTLY: only its worker runs it",
+            m.id
+        )));
+    }
+    let _pass = crate::ddl_pass::Pass::for_this_transaction();
+    run_statement(m, i)?;
+    state::update(m.id, "indexes_built = indexes_built + 1", vec![])?;
+    if i + 1 >= m.index_sql.len() {
+        state::set_phase(m.id, Phase::Done)?;
+    }
+    Ok(Outcome::Progress(sql.clone()))
+}
+
+/// Take back the statements of the plan that were done, in reverse order,
+/// then drop any index it created that backs no constraint.
+pub fn undo(m: &Migration) -> Result<()> {
+    if catalog::qualified_name(m.relid)?.is_none() {
+        return Ok(());
+    }
+    let _pass = crate::ddl_pass::Pass::for_this_transaction();
+    let done = (m.indexes_built.max(0) as usize).min(m.undo_sql.len());
+    for sql in m.undo_sql[..done].iter().rev().filter(|s| !s.is_empty()) {
+        spi::with_search_path(&m.search_path, || {
+            locks::retry("take a statement back", m.lock_timeout_ms, 100, || {
+                spi::exec(sql, &[])
+            })
+        })?;
+    }
+    cleanup(m)
 }
 
 /// Drop the indexes this plan created that back no constraint.

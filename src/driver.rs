@@ -62,10 +62,8 @@ pub fn step(id: i64, cutover: Cutover) -> Result<Outcome> {
             note: "paused; migrate.resume() continues".into(),
         });
     }
-    if m.is_concurrent() {
-        return Err(MigrateError::Internal(format!(
-            "migration {id} builds an index CONCURRENTLY: only its worker runs it"
-        )));
+    if m.runs_statements() {
+        return crate::concurrent::step(&m);
     }
     let table = catalog::qualified_name(m.relid)?.ok_or_else(|| {
         MigrateError::Internal(format!("table of migration {id} no longer exists"))
@@ -268,8 +266,8 @@ fn finish_is_waiting(id: i64) -> Result<bool> {
 /// Remove what a migration created before its swap: the triggers (under
 /// bounded lock waits), the shadow, the log, the function.
 pub fn cleanup(m: &Migration) -> Result<()> {
-    if m.is_concurrent() {
-        return crate::concurrent::cleanup(m);
+    if m.runs_statements() {
+        return crate::concurrent::undo(m);
     }
     let oid = m.relid.to_u32();
     if let Some(table) = catalog::qualified_name(m.relid)? {
@@ -296,7 +294,7 @@ pub fn fail(id: i64, e: &MigrateError) -> Result<()> {
     if m.phase.is_terminal() {
         return Ok(());
     }
-    if m.phase == Phase::Validating {
+    if m.phase == Phase::Validating && !m.runs_statements() {
         let e = MigrateError::Postgres {
             code: e.sqlstate(),
             message: format!(

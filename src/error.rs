@@ -31,6 +31,16 @@ pub enum MigrateError {
     #[error("must be owner of table {table}")]
     NotOwner { table: String },
 
+    #[error("cannot drop column {column} of table {table} because other objects depend on it")]
+    DependentObjects {
+        column: String,
+        table: String,
+        users: String,
+    },
+
+    #[error("permission denied for schema {schema}")]
+    SchemaPrivilege { schema: String },
+
     #[error("row-level security would hide rows of table {table} from the migration")]
     RowSecurity { table: String },
 
@@ -122,7 +132,9 @@ impl MigrateError {
             MigrateError::Syntax { .. } => ERRCODE_SYNTAX_ERROR,
             MigrateError::NotSupported { .. } => ERRCODE_FEATURE_NOT_SUPPORTED,
             MigrateError::WrongObjectType { .. } => ERRCODE_WRONG_OBJECT_TYPE,
-            MigrateError::NotOwner { .. } | MigrateError::RowSecurity { .. } => {
+            MigrateError::NotOwner { .. }
+            | MigrateError::RowSecurity { .. }
+            | MigrateError::SchemaPrivilege { .. } => {
                 ERRCODE_INSUFFICIENT_PRIVILEGE
             }
             MigrateError::UndefinedObject { .. } => ERRCODE_UNDEFINED_OBJECT,
@@ -130,6 +142,7 @@ impl MigrateError {
             MigrateError::NullArgument { .. } => ERRCODE_NULL_VALUE_NOT_ALLOWED,
             MigrateError::InvalidParameter { .. } => ERRCODE_INVALID_PARAMETER_VALUE,
             MigrateError::Busy { .. } | MigrateError::SnapshotsHeld { .. } => ERRCODE_OBJECT_IN_USE,
+            MigrateError::DependentObjects { .. } => ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST,
             MigrateError::NoMigration { .. } => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             MigrateError::Postgres { code, .. } => *code,
             MigrateError::Internal(_) => ERRCODE_INTERNAL_ERROR,
@@ -150,6 +163,14 @@ impl MigrateError {
             MigrateError::NotOwner { .. } => {
                 Some("Only the owner of a table (or a superuser) may migrate it.".into())
             }
+            MigrateError::DependentObjects { users, .. } => {
+                Some(format!("{users} depend(s) on it."))
+            }
+            MigrateError::SchemaPrivilege { .. } => Some(
+                "The ALTER creates an index, which PostgreSQL allows only to roles that may create \
+                 objects in the table's schema."
+                    .into(),
+            ),
             MigrateError::RowSecurity { .. } => Some(
                 "The table has FORCE ROW LEVEL SECURITY (or the current role is not its owner), and \
                  the current role is neither a superuser nor BYPASSRLS: the copy would read only the \
@@ -188,6 +209,11 @@ impl MigrateError {
             MigrateError::NotOwner { table } => Some(format!(
                 "Connect as the owner of {table}, or ask its owner to run the migration."
             )),
+            MigrateError::DependentObjects { .. } => Some(
+                "PostgreSQL refuses this ALTER too while they exist: drop them (or change them \
+                 not to use the column) first."
+                    .into(),
+            ),
             MigrateError::RowSecurity { table } => Some(format!(
                 "Run the migration as a superuser or a role with BYPASSRLS, or lift FORCE ROW LEVEL \
                  SECURITY on {table} until it is done."

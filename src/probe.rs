@@ -14,6 +14,9 @@
 //! These do not depend on the table's size, so an empty clone answers for a
 //! table of any size. Errors PostgreSQL raises (unknown column, bad type,
 //! conflicting constraint) are reported as its own, naming the subcommand.
+//! Before that, all of them are tried in one ALTER, so that an ALTER that
+//! PostgreSQL refuses gets PostgreSQL's own first error, including those it
+//! raises only for a combination (a column's type changed twice).
 //!
 //! Invariants: the real table is only ever read-locked (ACCESS SHARE, by
 //! LIKE), with lock_timeout, and nothing survives the probe.
@@ -64,16 +67,33 @@ pub fn probe(
         )
     };
     let current = Cell::new(None::<usize>);
+    let together = Cell::new(false);
 
     let outcome = subxact::rolled_back(|| -> Result<Vec<Option<ProbeOutcome>>> {
         spi::exec(
             "SELECT pg_catalog.set_config('lock_timeout', $1, true)",
             &[format!("{lock_timeout_ms}ms").into()],
         )?;
-        spi::exec(
-            &format!("{create} {clone} (LIKE {original} INCLUDING ALL)"),
-            &[],
-        )?;
+        let make_clone = || {
+            spi::exec(
+                &format!("{create} {clone} (LIKE {original} INCLUDING ALL)"),
+                &[],
+            )
+        };
+        make_clone()?;
+        // First all of them in one ALTER, as PostgreSQL would run it: an
+        // ALTER it refuses gets its own first error (some are refused only
+        // in company, such as a column's type changed twice, or a default
+        // set on a column dropped in the same ALTER). Then one at a time,
+        // on a fresh clone, to see what each does.
+        let tried: Vec<&str> = statements.iter().flatten().map(String::as_str).collect();
+        if tried.len() > 1 {
+            together.set(true);
+            spi::exec(&format!("ALTER TABLE {clone} {}", tried.join(", ")), &[])?;
+            together.set(false);
+            spi::exec(&format!("DROP TABLE {clone}"), &[])?;
+            make_clone()?;
+        }
         let clone_oid = crate::catalog::relation_oid(&clone)?;
 
         let mut out = Vec::with_capacity(cmds.len());
@@ -108,6 +128,9 @@ pub fn probe(
                     "While trying subcommand {} (\"{}\") on an empty copy of {original}.",
                     i + 1,
                     cmds[i].text
+                ),
+                None if together.get() => format!(
+                    "While trying the subcommands together on an empty copy of {original}."
                 ),
                 None => format!("While making an empty copy of {original} to try the ALTER on."),
             };

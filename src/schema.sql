@@ -30,6 +30,9 @@ CREATE TABLE migrate.migrations (
     index_sql       text[] NOT NULL DEFAULT '{}',   -- indexes and index-backed constraints, built after the copy;
                                                     -- for a concurrent plan, its statements in order
     concurrent_indexes text[] NOT NULL DEFAULT '{}', -- concurrent plan: the indexes it builds (removed on failure)
+    undo_sql        text[] NOT NULL DEFAULT '{}',   -- concurrent and two-phase plans: what takes each statement
+                                                    -- of index_sql back ('' for nothing), run in reverse on failure
+    not_null_of     text[] NOT NULL DEFAULT '{}',   -- the column whose NOT NULL each statement validates ('' for none)
     post_swap_sql   text[] NOT NULL DEFAULT '{}',   -- after the swap, one transaction each (VALIDATE)
     altered_columns text[] NOT NULL DEFAULT '{}',   -- columns whose type the ALTER changes
     added_columns   text[] NOT NULL DEFAULT '{}',   -- columns the ALTER adds
@@ -102,7 +105,9 @@ BEGIN
     END IF;
     RETURN (SELECT m.table_name FROM migrate.migrations m
              WHERE m.relid = rel
-               AND m.phase IN ('copying', 'indexing', 'replaying', 'ready', 'swapping'));
+               AND (m.phase IN ('copying', 'indexing', 'replaying', 'ready', 'swapping')
+                    -- a two-phase plan validates in steps
+                    OR (m.phase = 'validating' AND m.strategy = 'two-phase')));
 END
 $fn$;
 COMMENT ON FUNCTION migrate.migrating(oid) IS
@@ -202,7 +207,7 @@ BEGIN
                 ELSE m.phase END,
            m.rows_copied, m.rows_total,
            CASE WHEN m.phase = 'done' THEN 100.0
-                WHEN m.strategy = 'concurrent'
+                WHEN m.strategy IN ('concurrent', 'two-phase')
                 THEN round(100.0 * m.indexes_built / greatest(cardinality(m.index_sql), 1), 1)
                 WHEN m.rows_total > 0 THEN round(100.0 * least(m.rows_copied, m.rows_total) / m.rows_total, 1)
                 WHEN m.phase <> 'copying' THEN 100.0 END,

@@ -88,8 +88,12 @@ pub struct Migration {
     pub error: Option<String>,
     pub error_sqlstate: Option<String>,
     pub error_detail: Option<String>,
-    /// "rewrite" or "concurrent" (instant and two-phase plans end in start()).
+    /// "rewrite", "concurrent" or "two-phase" (instant plans end in start()).
     pub strategy: String,
+    /// Concurrent and two-phase plans: what takes each statement back.
+    pub undo_sql: Vec<String>,
+    /// The column whose NOT NULL each statement validates ("" for none).
+    pub not_null_of: Vec<String>,
     /// Concurrent plan: the indexes it builds, by bare name.
     pub concurrent_indexes: Vec<String>,
     /// Runtime control (`pause`, `throttle`); 0 means off.
@@ -108,9 +112,22 @@ pub struct Migration {
 }
 
 impl Migration {
-    /// A concurrent plan, run statement by statement by the worker.
-    pub fn is_concurrent(&self) -> bool {
-        self.strategy == "concurrent"
+    /// A concurrent or two-phase plan: its statements in `index_sql`, each
+    /// in a transaction of its own, so that no validation runs under a lock
+    /// an earlier statement of the same transaction took.
+    pub fn runs_statements(&self) -> bool {
+        self.strategy == "concurrent" || self.strategy == "two-phase"
+    }
+
+    /// A statement of the plan not yet run must be a top-level command
+    /// (CREATE INDEX CONCURRENTLY), which only the worker can run.
+    pub fn needs_worker(&self) -> bool {
+        self.runs_statements()
+            && self
+                .index_sql
+                .iter()
+                .skip(self.indexes_built.max(0) as usize)
+                .any(|s| crate::concurrent::needs_top_level(s))
     }
 }
 
@@ -121,7 +138,7 @@ const COLUMNS: &str = "id, relid, table_name, phase, backlog, batch_rows, lock_t
     copy_next, coalesce(copy_end, 0), indexes_built, post_swap_done, rows_copied, coalesce(rows_total, 0),
     worker_pid, error, error_sqlstate, error_detail, strategy, concurrent_indexes,
     paused, batch_pause_ms, coalesce(target_batch_ms, 0), coalesce(max_replica_lag_ms, 0), role_oid,
-    snapshot_safe, waiting_for, snapshot_holders";
+    snapshot_safe, waiting_for, snapshot_holders, undo_sql, not_null_of";
 
 fn from_row(r: &spi::Row) -> Result<Migration> {
     Ok(Migration {
@@ -168,6 +185,8 @@ fn from_row(r: &spi::Row) -> Result<Migration> {
         snapshot_safe: get(r, 41)?,
         waiting_for: r.get(42)?,
         snapshot_holders: get(r, 43)?,
+        undo_sql: get(r, 44)?,
+        not_null_of: get(r, 45)?,
     })
 }
 

@@ -252,11 +252,12 @@ pub fn refuse_dropped(relid: Oid, columns: &[String]) -> Result<()> {
     )?;
     match users {
         None => Ok(()),
-        Some(u) => Err(MigrateError::not_supported(
-            "dropping a column a view or policy uses",
-            format!("{u} use(s) column(s) {}.", columns.join(", ")),
-            "PostgreSQL refuses this ALTER too while they exist: drop them (or change them not to use the column), then migrate.",
-        )),
+        Some(users) => Err(MigrateError::DependentObjects {
+            column: columns[0].clone(),
+            table: crate::catalog::qualified_name(relid)?
+                .map_or_else(|| relid.to_u32().to_string(), |q| q.to_string()),
+            users,
+        }),
     }
 }
 

@@ -103,7 +103,7 @@ pub extern "C-unwind" fn halo_migrate_worker_main(arg: pg_sys::Datum) {
     // worker_pid stays set when the worker exits: a migration that is not
     // over and whose worker is gone shows as interrupted in status().
     match transaction(|| state::load(id)) {
-        Ok(Some(m)) if m.is_concurrent() => run_concurrent(id),
+        Ok(Some(m)) if m.runs_statements() => run_concurrent(id),
         Ok(_) => run_rewrite(id),
         Err(e) => log!("halo_migrate worker for migration {id}: {e}"),
     }
@@ -167,8 +167,9 @@ fn run_rewrite(id: i64) {
     }
 }
 
-/// A concurrent plan: its statements in order, the index build as a
-/// top-level command, progress committed after each.
+/// A concurrent or two-phase plan: its statements in order, each in a
+/// transaction of its own (an index build as a top-level command), progress
+/// committed after each.
 fn run_concurrent(id: i64) {
     // Our own CREATE INDEX and ALTER TABLE pass the DDL guard.
     crate::ddl_pass::for_this_session();
@@ -191,7 +192,7 @@ fn run_concurrent(id: i64) {
             // A build cut short (a crash, a restart) left its index behind.
             transaction(|| concurrent::cleanup(&m)).and_then(|_| toplevel::exec(sql))
         } else {
-            transaction(|| concurrent::run_statement(&m, sql))
+            transaction(|| concurrent::run_statement(&m, m.indexes_built as usize))
         };
         let recorded = ran.and_then(|_| {
             transaction(|| state::update(id, "indexes_built = indexes_built + 1", vec![]))

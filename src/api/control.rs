@@ -136,7 +136,7 @@ fn finish_migration(
     if let Some(s) = ended(&m)? {
         return Ok(s);
     }
-    if m.is_concurrent() {
+    if m.needs_worker() {
         return Err(MigrateError::Postgres {
             code: PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             message: format!(
@@ -183,6 +183,21 @@ fn finish_migration(
             && !held_here
             && (state::worker_alive(m.worker_pid)?
                 || (m.worker_pid.is_none() && waiting_since.elapsed() < Duration::from_secs(10)));
+        if !driven_by_worker && m.runs_statements() {
+            return Err(MigrateError::Postgres {
+                code: PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                message: format!(
+                    "migration {id} of {} runs its statements one transaction each, and has no worker",
+                    m.table_name
+                ),
+                detail: Some("finish() runs in one transaction: a validation there would scan the table under the lock an earlier statement of the same transaction took.".into()),
+                hint: Some(format!(
+                    "Drive it with SELECT migrate.step('{}') until it is done, one call per transaction (each call runs one statement).",
+                    m.table_name.replace('\'', "''")
+                )),
+                context: String::new(),
+            });
+        }
         if !driven_by_worker && m.phase == Phase::Validating && swapped_here {
             // Our own swap's lock is held until this transaction commits:
             // validating here would block writes. Leave it to step().
@@ -288,7 +303,7 @@ fn abort_migration(tbl: Option<Regclass>) -> Result<()> {
             table: m.table_name,
         });
     }
-    if matches!(m.phase, Phase::Validating) {
+    if m.phase == Phase::Validating && !m.runs_statements() {
         return Err(MigrateError::not_supported(
             "aborting a migration after its swap",
             format!("Migration {} already put the new table in place; only constraint validation remains.", m.id),
@@ -298,7 +313,7 @@ fn abort_migration(tbl: Option<Regclass>) -> Result<()> {
     let mut cancelled = false;
     if let Some(pid) = m.worker_pid {
         if state::worker_alive(Some(pid))? {
-            if m.is_concurrent() {
+            if m.runs_statements() {
                 // SIGTERM is only looked at between statements; a CREATE
                 // INDEX CONCURRENTLY can wait for long, so cancel it.
                 spi::exec("SELECT pg_catalog.pg_cancel_backend($1)", &[pid.into()])?;
@@ -330,7 +345,7 @@ fn abort_migration(tbl: Option<Regclass>) -> Result<()> {
         )?;
         return state::set_phase(m.id, Phase::Aborted);
     }
-    if m.phase.is_terminal() || m.phase == Phase::Validating {
+    if m.phase.is_terminal() || (m.phase == Phase::Validating && !m.runs_statements()) {
         return Err(MigrateError::not_supported(
             "aborting a migration that has ended or swapped",
             format!("Migration {} is {}.", m.id, m.phase.as_str()),
@@ -353,7 +368,7 @@ fn step_migration(tbl: Option<Regclass>) -> Result<String> {
             m.id
         ));
     }
-    if m.is_concurrent() {
+    if m.needs_worker() {
         return Err(MigrateError::Postgres {
             code: PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             message: format!(

@@ -98,15 +98,15 @@ fn start_migration(tbl: Option<Regclass>, alter: Option<&str>, req: Requested) -
     let has = |k: Strategy| planned.steps.iter().any(|s| s.strategy == k);
     if has(Strategy::Rewrite) {
         start_rewrite(&planned, &table, alter_text, &opts)
-    } else if has(Strategy::Concurrent) {
-        start_concurrent(&planned, &table, alter_text, &opts)
+    } else if has(Strategy::Concurrent) || has(Strategy::TwoPhase) {
+        start_statements(&planned, &table, alter_text, &opts)
     } else {
         run_direct(&planned, &table, alter_text, &opts)
     }
 }
 
-/// Instant and two-phase plans: each statement under a bounded lock wait,
-/// retried with back-off, in the caller's transaction.
+/// Instant plans: each statement under a bounded lock wait, retried with
+/// back-off, in the caller's transaction.
 fn run_direct(
     planned: &Planned,
     table: &QualifiedName,
@@ -126,27 +126,38 @@ fn run_direct(
         }
         views::recreate(table, &saved)
     })?;
-    let strategy = if planned
-        .steps
-        .iter()
-        .any(|s| s.strategy == Strategy::TwoPhase)
-    {
-        "two-phase"
-    } else {
-        "instant"
-    };
-    insert(planned, table, alter, strategy, "done", opts)
+    insert(planned, table, alter, "instant", "done", opts)
 }
 
-/// A plan with an index built CONCURRENTLY, which no function can run: the
-/// worker runs the plan's statements, the index build as a top-level command.
-fn start_concurrent(
+/// A concurrent or two-phase plan runs statement by statement, each in a
+/// transaction of its own (concurrent.rs): a validation must not run in the
+/// transaction whose `ADD … NOT VALID` took ACCESS EXCLUSIVE, and no
+/// function can run CREATE INDEX CONCURRENTLY. The worker runs them (or
+/// `step()`, one per call, for a two-phase plan without a worker).
+fn start_statements(
     planned: &Planned,
     table: &QualifiedName,
     alter: &str,
     opts: &Options,
 ) -> Result<i64> {
-    if !opts.background {
+    use crate::plan::model::Undo;
+    if let Some(s) = planned.steps.iter().find(|s| s.undo == Undo::Irreversible) {
+        return Err(MigrateError::not_supported(
+            "combining this subcommand with a validated constraint or an index build",
+            format!(
+                "\"{}\" runs at once, while the rest of the ALTER is validated or built over several \
+                 transactions: if that failed, the first could not be taken back, and the table \
+                 would be left half-altered.",
+                s.subcommand.as_deref().unwrap_or(&s.sql)
+            ),
+            "Run it as a migration of its own, before or after the others.",
+        ));
+    }
+    let concurrent = planned
+        .steps
+        .iter()
+        .any(|s| s.strategy == Strategy::Concurrent);
+    if concurrent && !opts.background {
         return Err(MigrateError::not_supported(
             "background => false for an index built CONCURRENTLY",
             "CREATE INDEX CONCURRENTLY cannot run inside a function, so neither migrate.step() nor migrate.finish() can build it; only the background worker can.".to_string(),
@@ -162,13 +173,41 @@ fn start_concurrent(
             _ => None,
         })
         .collect();
-    let id = insert(planned, table, alter, "concurrent", "indexing", opts)?;
+    let undo: Vec<String> = planned
+        .steps
+        .iter()
+        .map(|s| match &s.undo {
+            Undo::Sql(sql) => sql.clone(),
+            _ => String::new(),
+        })
+        .collect();
+    let not_null_of: Vec<String> = planned
+        .steps
+        .iter()
+        .map(|s| match &s.stage {
+            Stage::ValidateNotNull(column) => column.clone(),
+            _ => String::new(),
+        })
+        .collect();
+    let (strategy, phase) = if concurrent {
+        ("concurrent", "indexing")
+    } else {
+        ("two-phase", "validating")
+    };
+    let id = insert(planned, table, alter, strategy, phase, opts)?;
     state::update(
         id,
-        "index_sql = $2, concurrent_indexes = $3",
-        vec![statements.into(), indexes.into()],
+        "index_sql = $2, concurrent_indexes = $3, undo_sql = $4, not_null_of = $5",
+        vec![
+            statements.into(),
+            indexes.into(),
+            undo.into(),
+            not_null_of.into(),
+        ],
     )?;
-    launch_worker(id)?;
+    if opts.background {
+        launch_worker(id)?;
+    }
     Ok(id)
 }
 
@@ -321,9 +360,8 @@ fn changed_columns(planned: &Planned) -> (Vec<String>, Vec<String>) {
 }
 
 /// Views and policies on columns whose type changes are recreated at the
-/// swap if they can be exactly; on dropped columns they are refused.
+/// swap if they can be exactly (those on dropped columns were refused by
+/// the planner, as PostgreSQL refuses them).
 fn refuse_view_dependencies(planned: &Planned, oid: pgrx::pg_sys::Oid) -> Result<()> {
-    let (typed, dropped) = changed_columns(planned);
-    views::check(oid, &typed)?;
-    views::refuse_dropped(oid, &dropped)
+    views::check(oid, &changed_columns(planned).0)
 }

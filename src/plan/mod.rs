@@ -90,6 +90,20 @@ pub fn build_plan(
     check_named_objects(facts, cmds)?;
     refuse_type_change_on_parent(facts, &table, cmds)?;
 
+    // PostgreSQL requires CREATE on the schema of whoever creates an index
+    // there; the shadow lives elsewhere, so check it here, as ALTER would.
+    let new_index = probes
+        .iter()
+        .flatten()
+        .flat_map(|p| &p.built_indexes)
+        .any(|n| !facts.indexes.contains(n));
+    if new_index && !facts.schema_create {
+        return Err(MigrateError::SchemaPrivilege {
+            schema: facts.schema.clone(),
+        });
+    }
+    check_privileges(facts, cmds)?;
+
     let decisions: Vec<Decision> = cmds
         .iter()
         .zip(probes)
@@ -124,6 +138,7 @@ pub fn build_plan(
         let sub = Some(cmd.text.clone());
         let step = |strategy, sql: String, lock: Option<LockMode>, reason: &str| Step {
             stage: Stage::Direct,
+            undo: Undo::Nothing,
             subcommand: sub.clone(),
             strategy,
             sql,
@@ -132,12 +147,20 @@ pub fn build_plan(
             reason: reason.to_string(),
         };
         match decision {
-            Decision::Instant(reason) => steps.push(step(
-                Strategy::Instant,
-                sqlgen::alter(&table, &cmd.text),
-                Some(cmd.lock),
-                reason,
-            )),
+            Decision::Instant(reason) => steps.push(Step {
+                // An ALTER of the user's own making: nothing says how to
+                // take it back, unless it changes nothing.
+                undo: match &cmd.kind {
+                    CmdKind::SetNotNull { .. } => Undo::Nothing,
+                    _ => Undo::Irreversible,
+                },
+                ..step(
+                    Strategy::Instant,
+                    sqlgen::alter(&table, &cmd.text),
+                    Some(cmd.lock),
+                    reason,
+                )
+            }),
             Decision::Validate => steps.push(step(
                 Strategy::TwoPhase,
                 sqlgen::alter(&table, &cmd.text),
@@ -179,15 +202,19 @@ pub fn build_plan(
                     "the index is built CONCURRENTLY: reads and writes continue",
                 );
                 build.stage = Stage::BuildIndex(name.clone());
+                build.undo = Undo::Sql(sqlgen::drop_index_if_exists(&table, &name));
                 steps.push(build);
                 let attach = sqlgen::add_constraint_using_index(&table, spec, &name, primary);
                 let lock = (oracle.lock_of)(&attach)?;
-                steps.push(step(
-                    Strategy::Concurrent,
-                    attach,
-                    Some(lock),
-                    "attaching the ready index as the constraint is catalog-only",
-                ));
+                steps.push(Step {
+                    undo: Undo::Sql(sqlgen::drop_constraint_if_exists(&table, &name)),
+                    ..step(
+                        Strategy::Concurrent,
+                        attach,
+                        Some(lock),
+                        "attaching the ready index as the constraint is catalog-only",
+                    )
+                });
             }
             Decision::Rewrite { .. } => unreachable!("handled above"),
         }
@@ -353,11 +380,27 @@ fn not_null_steps(
         "SET NOT NULL uses the validated check instead of scanning",
         "the helper check is no longer needed",
     ];
+    let undos = [
+        Undo::Sql(sqlgen::drop_constraint_if_exists(table, &check)),
+        Undo::Nothing,
+        Undo::Sql(sqlgen::alter(
+            table,
+            &format!("ALTER COLUMN {} DROP NOT NULL", crate::ident::Ident::new(column)),
+        )),
+        Undo::Nothing,
+    ];
     sqls.into_iter()
         .zip(reasons)
-        .map(|(sql, reason)| {
+        .zip(undos)
+        .enumerate()
+        .map(|(i, ((sql, reason), undo))| {
             Ok(Step {
-                stage: Stage::Direct,
+                stage: if i == 1 {
+                    Stage::ValidateNotNull(column.to_string())
+                } else {
+                    Stage::Direct
+                },
+                undo,
                 subcommand: sub.clone(),
                 strategy: Strategy::TwoPhase,
                 lock: Some((oracle.lock_of)(&sql)?),
@@ -370,6 +413,22 @@ fn not_null_steps(
 }
 
 /// One online rewrite for the whole ALTER: capture, shadow, copy, swap.
+/// An index-backed constraint needs CREATE on the table's schema, checked
+/// by PostgreSQL before anything else about it.
+pub fn check_privileges(facts: &TableFacts, cmds: &[Subcommand]) -> Result<()> {
+    let adds_index = cmds.iter().any(|c| {
+        matches!(&c.kind, CmdKind::AddConstraint(s)
+            if s.using_index.is_none()
+                && matches!(s.contype, ConstraintType::PrimaryKey | ConstraintType::Unique | ConstraintType::Exclusion))
+    });
+    if adds_index && !facts.schema_create {
+        return Err(MigrateError::SchemaPrivilege {
+            schema: facts.schema.clone(),
+        });
+    }
+    Ok(())
+}
+
 /// The probe's empty clone has the parent's indexes but not the children's:
 /// a type change it finds catalog-only could still rebuild an index that
 /// only a child has, under ACCESS EXCLUSIVE on the whole tree.
@@ -460,6 +519,7 @@ fn rewrite_plan(
     let key = facts.replay_key.as_deref().unwrap_or_default().join(", ");
     let mut steps = vec![Step {
         stage: Stage::Capture,
+        undo: Undo::Nothing,
         subcommand: None,
         strategy: Strategy::Rewrite,
         sql: format!(
@@ -502,6 +562,7 @@ fn rewrite_plan(
         };
         steps.push(Step {
             stage: Stage::Shadow(text.clone()),
+            undo: Undo::Nothing,
             subcommand: Some(cmd.text.clone()),
             strategy: Strategy::Rewrite,
             sql: sqlgen::alter(&shadow, &text),
@@ -512,6 +573,7 @@ fn rewrite_plan(
     }
     steps.push(Step {
         stage: Stage::Copy,
+        undo: Undo::Nothing,
         subcommand: None,
         strategy: Strategy::Rewrite,
         sql: format!(
@@ -526,6 +588,7 @@ fn rewrite_plan(
     });
     steps.push(Step {
         stage: Stage::Swap,
+        undo: Undo::Nothing,
         subcommand: None,
         strategy: Strategy::Rewrite,
         sql: format!("LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE; replay the last changes; put {shadow} in its place"),
@@ -565,6 +628,7 @@ fn not_valid_then_validate(
     let validate = sqlgen::validate(table, name);
     let step = |sql: String, lock: LockMode, reason: String| Step {
         stage: Stage::Direct,
+        undo: Undo::Nothing,
         subcommand: Some(cmd.text.clone()),
         strategy: Strategy::TwoPhase,
         sql,
@@ -573,11 +637,14 @@ fn not_valid_then_validate(
         reason,
     };
     Ok([
-        step(
-            add,
-            add_lock,
-            format!("{when}added NOT VALID: only new and updated rows are checked, no scan under {add_lock}{also}"),
-        ),
+        Step {
+            undo: Undo::Sql(sqlgen::drop_constraint_if_exists(table, name)),
+            ..step(
+                add,
+                add_lock,
+                format!("{when}added NOT VALID: only new and updated rows are checked, no scan under {add_lock}{also}"),
+            )
+        },
         step(validate.clone(), (oracle.lock_of)(&validate)?, format!("{when}{VALIDATE_REASON}")),
     ])
 }

@@ -233,6 +233,9 @@ pub struct TableFacts {
     /// role (`row_security_active()`: enabled, and FORCEd or not the owner,
     /// and no BYPASSRLS).
     pub row_security_applies: bool,
+    /// The current role may create objects in the table's schema, which
+    /// PostgreSQL requires of whoever creates an index there.
+    pub schema_create: bool,
 }
 
 impl TableFacts {
@@ -260,6 +263,18 @@ impl Strategy {
     }
 }
 
+/// How a step of a plan run statement by statement is taken back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Undo {
+    /// Nothing to take back (a validation; the rewrite machinery).
+    Nothing,
+    /// This statement takes it back.
+    Sql(String),
+    /// It cannot be taken back (a dropped column, a changed type): such a
+    /// step may only run in one transaction with the rest of its plan.
+    Irreversible,
+}
+
 /// When `migrate.start()` carries a step out.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Stage {
@@ -268,6 +283,9 @@ pub enum Stage {
     /// Concurrent: `CREATE INDEX CONCURRENTLY` of this index (its bare
     /// name), run by the background worker as a top-level command.
     BuildIndex(String),
+    /// Two-phase SET NOT NULL: the validation of the helper check on this
+    /// column. If it finds a NULL, the error is SET NOT NULL's own (23502).
+    ValidateNotNull(String),
     /// Rewrite: install the capture trigger.
     Capture,
     /// Rewrite: this subcommand text (unnamed constraints named) is applied
@@ -287,6 +305,9 @@ pub enum Stage {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Step {
     pub stage: Stage,
+    /// How to take this step back if a later step of the same plan fails
+    /// (plans run statement by statement, so they are undone that way).
+    pub undo: Undo,
     /// The user's subcommand this step serves; `None` for the rewrite machinery.
     pub subcommand: Option<String>,
     pub strategy: Strategy,

@@ -138,6 +138,18 @@ pub fn validate(table: &QualifiedName, constraint: &str) -> String {
     )
 }
 
+pub fn drop_constraint_if_exists(table: &QualifiedName, constraint: &str) -> String {
+    alter(
+        table,
+        &format!("DROP CONSTRAINT IF EXISTS {}", Ident::new(constraint)),
+    )
+}
+
+/// `DROP INDEX IF EXISTS` of an index in the table's schema.
+pub fn drop_index_if_exists(table: &QualifiedName, index: &str) -> String {
+    format!("DROP INDEX IF EXISTS {}.{}", table.schema, Ident::new(index))
+}
+
 pub fn drop_constraint(table: &QualifiedName, constraint: &str) -> String {
     alter(
         table,

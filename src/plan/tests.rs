@@ -28,6 +28,7 @@ fn facts() -> TableFacts {
         parent: None,
         children: 0,
         row_security_applies: false,
+        schema_create: true,
     }
 }
 
@@ -523,4 +524,42 @@ fn inheritance_and_row_security_refuse_what_would_not_be_online() {
         pgrx::PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE
     );
     assert!(plan(&filtered, &[add], &[catalog_only()]).is_ok());
+}
+
+#[test]
+fn a_new_index_needs_create_on_the_schema_as_alter_would() {
+    let add_unique = cmd(
+        "ADD UNIQUE (email)",
+        CmdKind::AddConstraint(spec(ConstraintType::Unique, &["email"], 4)),
+        LockMode::Share,
+    );
+    let probe = Some(ProbeOutcome {
+        rewrote_table: false,
+        built_indexes: vec!["accounts_email_key1".into()],
+        scanned: true,
+    });
+    let no_create = TableFacts {
+        schema_create: false,
+        ..facts()
+    };
+    let e = plan(&no_create, &[add_unique.clone()], &[probe.clone()]).unwrap_err();
+    assert_eq!(e.to_string(), "permission denied for schema public");
+    assert_eq!(e.sqlstate(), pgrx::PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE);
+    assert!(plan(&facts(), &[add_unique], &[probe]).is_ok());
+    // Rebuilding an existing index (a type change) creates nothing new.
+    let retype = cmd(
+        "ALTER COLUMN email TYPE text",
+        CmdKind::AlterColumnType {
+            column: "email".into(),
+            using: None,
+            using_columns: vec![],
+        },
+        LockMode::AccessExclusive,
+    );
+    let rebuilt = Some(ProbeOutcome {
+        rewrote_table: true,
+        built_indexes: vec!["accounts_email_idx".into()],
+        scanned: true,
+    });
+    assert!(plan(&no_create, &[retype], &[rebuilt]).is_ok());
 }

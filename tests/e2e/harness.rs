@@ -61,6 +61,14 @@ impl Cluster {
     pub fn client_as(&self, user: &str) -> Client {
         Client::connect(&self.connstr(user), NoTls).expect("connect")
     }
+
+    /// A new session as `postgres` in database `db`.
+    pub fn client_db(&self, db: &str) -> Client {
+        let conn = self
+            .connstr("postgres")
+            .replace("dbname=postgres", &format!("dbname={db}"));
+        Client::connect(&conn, NoTls).expect("connect")
+    }
 }
 
 impl Cluster {

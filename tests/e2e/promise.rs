@@ -382,3 +382,183 @@ fn no_setting_lets_ddl_past_the_guard() {
     c.batch_execute("SELECT migrate.finish('t')").unwrap();
     assert_matches_control(&mut c, "t", "ALTER COLUMN v TYPE bigint");
 }
+
+/// A two-phase plan validates in a transaction of its own: writes go on
+/// during the scan (it used to run in start()'s transaction, under the
+/// ACCESS EXCLUSIVE lock its ADD … NOT VALID had taken).
+#[test]
+fn validation_never_runs_under_a_write_blocking_lock() {
+    const ROWS: i64 = 2_000_000;
+    let cluster = Cluster::start();
+    let mut c = cluster.client();
+    c.batch_execute(&format!(
+        "CREATE TABLE big (id int PRIMARY KEY, v int, w int);
+         INSERT INTO big SELECT g, g, CASE WHEN g % 2 = 0 THEN g END FROM generate_series(1, {ROWS}) g;
+         ANALYZE big;"
+    ))
+    .unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (mut w, stop) = (cluster.client(), stop.clone());
+        std::thread::spawn(move || {
+            let (mut worst, mut i) = (Duration::ZERO, 0i32);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let t0 = std::time::Instant::now();
+                w.execute("UPDATE big SET v = v + 1 WHERE id = $1", &[&(1 + i % 1000)])
+                    .unwrap();
+                worst = worst.max(t0.elapsed());
+                i += 1;
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            worst
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let id: i64 = c
+        .query_one(
+            "SELECT migrate.start('big', 'ADD CONSTRAINT v_positive CHECK (length(md5(v::text)) = 32)')",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    c.batch_execute("CALL migrate.wait('big', '120s')").unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let worst = writer.join().unwrap();
+    let r = c
+        .query_one(
+            "SELECT (SELECT phase FROM migrate.status() WHERE id = $1),
+                    (SELECT strategy FROM migrate.status() WHERE id = $1),
+                    (SELECT convalidated FROM pg_constraint WHERE conname = 'v_positive')",
+            &[&id],
+        )
+        .unwrap();
+    assert_eq!(
+        (r.get::<_, String>(0), r.get::<_, String>(1), r.get::<_, bool>(2)),
+        ("done".into(), "two-phase".into(), true)
+    );
+    assert!(
+        worst < Duration::from_millis(400),
+        "a write waited {worst:?} while the constraint was validated"
+    );
+
+    // A plan that fails part-way is taken back whole, as a failed ALTER
+    // would be: here the UNIQUE index is built, then the CHECK fails.
+    let before = |c: &mut Client| -> i64 {
+        c.query_one(
+            "SELECT (SELECT count(*) FROM pg_constraint WHERE conrelid = 'big'::regclass)
+                  + (SELECT count(*) FROM pg_index WHERE indrelid = 'big'::regclass)
+                  + (SELECT count(*) FROM pg_attribute WHERE attrelid = 'big'::regclass AND attnotnull)",
+            &[],
+        )
+        .unwrap()
+        .get(0)
+    };
+    let shape = before(&mut c);
+    c.batch_execute("SELECT migrate.start('big', 'ADD UNIQUE (w), ADD CHECK (w IS NOT NULL)')")
+        .unwrap();
+    let e = c
+        .batch_execute("CALL migrate.wait('big', '120s')")
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "23514", "{e:?}");
+    assert_eq!(before(&mut c), shape, "the failed plan left something behind");
+    // The same driven by step(), without a worker: SET NOT NULL on a column
+    // with NULLs fails at its validation and is taken back.
+    c.batch_execute("SELECT migrate.start('big', 'ALTER COLUMN w SET NOT NULL', background => false)")
+        .unwrap();
+    let e = c.query_one("SELECT migrate.finish('big')", &[]).unwrap_err();
+    assert_eq!(sqlstate(&e), "55000", "finish() without a worker: {e:?}");
+    let mut said = String::new();
+    for _ in 0..10 {
+        said = c
+            .query_one("SELECT migrate.step('big')", &[])
+            .unwrap()
+            .get(0);
+        if said.starts_with("failed") {
+            break;
+        }
+    }
+    assert!(said.contains("violated") || said.contains("contains null"), "{said}");
+    assert_eq!(before(&mut c), shape);
+    assert_eq!(leftovers(&mut c), 0);
+    // Mixed with a change that cannot be taken back: refused up front.
+    let e = c
+        .batch_execute("SELECT migrate.start('big', 'DROP COLUMN w, ADD CHECK (v > 0)')")
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "0A000", "{e:?}");
+}
+
+/// What the differential fuzzer found (doc/fuzzing.md), kept fixed: each
+/// gets PostgreSQL's own error, and the table is left as it was.
+#[test]
+fn fuzzer_findings_get_postgres_own_errors() {
+    let cluster = Cluster::start();
+    let mut c = cluster.client();
+    c.batch_execute(
+        "CREATE ROLE fz_owner LOGIN;
+         CREATE TABLE t (id int PRIMARY KEY, j jsonb, b bigint);
+         INSERT INTO t SELECT g, jsonb_build_object('g', g), CASE WHEN g % 7 = 3 THEN NULL ELSE g END
+           FROM generate_series(1, 500) g;
+         ALTER TABLE t OWNER TO fz_owner;
+         CREATE VIEW t_v AS SELECT id, j FROM t;",
+    )
+    .unwrap();
+    for (alter, code) in [
+        // A column's type changed twice: refused together only.
+        ("ALTER COLUMN j TYPE text, ALTER COLUMN j TYPE json", "0A000"),
+        // A default on a column the same ALTER drops.
+        ("ALTER COLUMN b SET DEFAULT NULL, DROP COLUMN b", "42703"),
+        // A column a view uses, dropped (then changed): the view is named.
+        ("DROP COLUMN j, ALTER COLUMN j TYPE text", "2BP01"),
+    ] {
+        for sql in [
+            format!("SELECT count(*) FROM migrate.plan('t', '{alter}')"),
+            format!("SELECT migrate.start('t', '{alter}')"),
+        ] {
+            let e = c.query_one(sql.as_str(), &[]).unwrap_err();
+            assert_eq!(sqlstate(&e), code, "{sql}: {e:?}");
+        }
+        let plain = c
+            .batch_execute(&format!("BEGIN; ALTER TABLE t {alter}"))
+            .unwrap_err();
+        c.batch_execute("ROLLBACK").unwrap();
+        assert_eq!(sqlstate(&plain), code, "PostgreSQL's own: {plain:?}");
+    }
+    // SET NOT NULL on a column with NULLs: SET NOT NULL's own 23502.
+    c.batch_execute("SELECT migrate.start('t', 'ALTER COLUMN b SET NOT NULL')")
+        .unwrap();
+    let e = c
+        .batch_execute("CALL migrate.wait('t', '60s')")
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "23502", "{e:?}");
+    assert!(
+        e.as_db_error().unwrap().message().contains("column \"b\" of relation \"t\" contains null values"),
+        "{e:?}"
+    );
+    // An index in a schema the owner may not create in: refused as ALTER
+    // refuses it (the shadow's schema must not lend its privileges), and
+    // before anything else about the subcommands.
+    let mut owner = cluster.client_as("fz_owner");
+    for alter in [
+        "ADD UNIQUE (id, b)",
+        "ALTER COLUMN b TYPE int, ADD UNIQUE (b)",
+        "DROP COLUMN b, ADD UNIQUE (b)",
+    ] {
+        let e = owner
+            .query_one(&format!("SELECT migrate.start('t', '{alter}')"), &[])
+            .unwrap_err();
+        assert_eq!(sqlstate(&e), "42501", "{alter}: {e:?}");
+        assert_eq!(
+            e.as_db_error().unwrap().message(),
+            "permission denied for schema public"
+        );
+    }
+    assert_eq!(leftovers(&mut c), 0);
+    let n: i64 = c
+        .query_one(
+            "SELECT count(*) FROM pg_constraint WHERE conrelid = 't'::regclass",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1, "only the primary key");
+}

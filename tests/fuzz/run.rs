@@ -1,0 +1,363 @@
+//! Running one case on twin databases and judging the outcome.
+//!
+//! `fz_o` gets the shape and a plain `ALTER TABLE` (the oracle). `fz_h` gets
+//! the same shape, a control twin `t_control`, writers that apply the same
+//! transactions to both `t` and `t_control`, and the migration. Then:
+//! - both succeeded: `t` must equal `ALTER(t_control)` row by row, and its
+//!   normalized catalog entry must equal the oracle's;
+//! - both failed: with the same SQLSTATE, and `t` untouched;
+//! - halo_migrate refused (0A000, 55000, 42501) where the ALTER succeeded:
+//!   allowed, if `t` is untouched and nothing is left behind;
+//! - the ALTER was refused by PostgreSQL (0A000) where halo_migrate
+//!   succeeded: allowed (it recreates views PostgreSQL would refuse to
+//!   alter under), but nothing can be compared; where halo_migrate then
+//!   failed on the data, its error may differ, and `t` must be untouched;
+//! - anything else, a lost or changed row, a write that waited longer than
+//!   the lock timeout plus a margin, or a leftover object, is a finding.
+
+use crate::gen::{Case, PRELUDE};
+use crate::harness::{leftovers, sqlstate, Cluster};
+use postgres::Client;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const REFUSALS: &[&str] = &["0A000", "55000", "42501"];
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// The shape itself could not be built (say, UNIQUE on repeated values).
+    Skipped,
+    Same,
+    BothFailed(String),
+    Refused(String),
+    HaloDidMore(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Finding {
+    pub kind: &'static str,
+    pub detail: String,
+}
+
+fn finding(kind: &'static str, detail: impl Into<String>) -> Finding {
+    Finding {
+        kind,
+        detail: detail.into(),
+    }
+}
+
+/// Run `case`; the writers' worst latency may exceed the lock timeout by
+/// at most `margin`.
+pub fn run(cluster: &Cluster, case: &Case, margin: Duration) -> Result<Verdict, Finding> {
+    let mut admin = cluster.client();
+    for db in ["fz_h", "fz_o"] {
+        admin
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+            .unwrap();
+        admin
+            .batch_execute(&format!("CREATE DATABASE {db}"))
+            .unwrap();
+    }
+    let mut h = cluster.client_db("fz_h");
+    let mut o = cluster.client_db("fz_o");
+    h.batch_execute("CREATE EXTENSION halo_migrate").unwrap();
+    for (c, control) in [(&mut h, true), (&mut o, false)] {
+        c.batch_execute(PRELUDE).unwrap();
+        for stmt in case.setup(control) {
+            if c.batch_execute(&stmt).is_err() {
+                return Ok(Verdict::Skipped);
+            }
+        }
+    }
+    let before = catalog(&mut h);
+    let alter = case.alter_text();
+    let role = if case.as_owner {
+        "SET ROLE fz_owner"
+    } else {
+        "RESET ROLE"
+    };
+
+    o.batch_execute(role).unwrap();
+    let oracle = o
+        .batch_execute(&format!("ALTER TABLE t {alter}"))
+        .map_err(|e| sqlstate(&e));
+    o.batch_execute("RESET ROLE").unwrap();
+
+    let writers = Writers::start(cluster, case.writers, case.rows);
+    h.batch_execute(role).unwrap();
+    let halo = migrate(&mut h, &alter, case.background);
+    h.batch_execute("RESET ROLE").unwrap();
+    let (worst, _) = writers.stop();
+
+    let limit = Duration::from_millis(100) + margin;
+    if worst > limit {
+        return Err(finding(
+            "slow write",
+            format!("a write waited {worst:?} (lock timeout 100 ms)"),
+        ));
+    }
+    let verdict = match (&oracle, &halo) {
+        (Ok(()), Ok(())) => {
+            h.batch_execute(&format!("ALTER TABLE t_control {alter}"))
+                .map_err(|e| finding("control ALTER failed", sqlstate(&e)))?;
+            same_rows(&mut h)?;
+            let (mine, theirs) = (catalog(&mut h), catalog(&mut o));
+            if mine != theirs {
+                return Err(finding("catalog differs", diff(&theirs, &mine)));
+            }
+            Verdict::Same
+        }
+        (Err(a), Err(b)) if a == b => Verdict::BothFailed(a.clone()),
+        // PostgreSQL refuses what halo_migrate may go on to do (a type
+        // change under a view); it may then fail on the data instead.
+        (Err(a), Err(b)) if a == "0A000" => Verdict::BothFailed(format!("{a} (halo_migrate: {b})")),
+        (_, Err(b)) if REFUSALS.contains(&b.as_str()) => Verdict::Refused(b.clone()),
+        (Err(a), Ok(())) if a == "0A000" => return Ok(Verdict::HaloDidMore(a.clone())),
+        (Err(a), Err(b)) => {
+            return Err(finding(
+                "different errors",
+                format!("ALTER: {a}, halo_migrate: {b}"),
+            ))
+        }
+        (Ok(()), Err(b)) => {
+            return Err(finding(
+                "halo_migrate failed where ALTER succeeded",
+                b.clone(),
+            ))
+        }
+        (Err(a), Ok(())) => {
+            return Err(finding(
+                "halo_migrate succeeded where ALTER failed",
+                a.clone(),
+            ))
+        }
+    };
+    if leftovers(&mut h) != 0 {
+        return Err(finding("objects left behind", format!("{verdict:?}")));
+    }
+    if verdict != Verdict::Same {
+        // Nothing may have changed: the shape, and the rows (the control
+        // got the same writes and no ALTER).
+        let now = catalog(&mut h);
+        if now != before {
+            return Err(finding(
+                "changed by a failed migration",
+                diff(&before, &now),
+            ));
+        }
+        same_rows(&mut h)?;
+    }
+    Ok(verdict)
+}
+
+/// Start, wait and finish; the SQLSTATE of the first error.
+fn migrate(h: &mut Client, alter: &str, background: bool) -> Result<(), String> {
+    h.query_one(
+        "SELECT migrate.start('t', $1, batch_rows => 500, background => $2)",
+        &[&alter, &background],
+    )
+    .map_err(|e| sqlstate(&e))?;
+    if background {
+        h.batch_execute("CALL migrate.wait('t', '120s')")
+            .map_err(|e| sqlstate(&e))?;
+    } else {
+        // Driven from this session, one unit per call (as from pg_cron),
+        // up to the cut-over.
+        for _ in 0..100_000 {
+            h.batch_execute("SELECT migrate.step('t')")
+                .map_err(|e| sqlstate(&e))?;
+            let (phase, code): (String, Option<String>) = h
+                .query_one(
+                    "SELECT phase, error_sqlstate FROM migrate.migrations ORDER BY id DESC LIMIT 1",
+                    &[],
+                )
+                .map(|r| (r.get(0), r.get(1)))
+                .map_err(|e| sqlstate(&e))?;
+            match phase.as_str() {
+                "failed" => return Err(code.unwrap_or_default()),
+                "done" | "ready" => break,
+                _ => {}
+            }
+        }
+    }
+    h.batch_execute("SELECT migrate.finish('t', '120s')")
+        .map_err(|e| sqlstate(&e))?;
+    if !background {
+        // finish() swapped in its own transaction, and left the foreign
+        // keys to validate to step() (its own lock would block writes).
+        for _ in 0..100 {
+            let said: String = h
+                .query_one("SELECT migrate.step('t')", &[])
+                .map_err(|e| sqlstate(&e))?
+                .get(0);
+            if said == "done" || said.contains(" done") {
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn same_rows(h: &mut Client) -> Result<(), Finding> {
+    let digest = |h: &mut Client, t: &str| -> (i64, String) {
+        let r = h
+            .query_one(
+                &format!("SELECT count(*), coalesce(md5(string_agg(x::text, '|' ORDER BY x.id)), '') FROM {t} x"),
+                &[],
+            )
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    let (a, b) = (digest(h, "t"), digest(h, "t_control"));
+    if a != b {
+        return Err(finding(
+            "rows differ",
+            format!("t has {} rows, its control {}", a.0, b.0),
+        ));
+    }
+    Ok(())
+}
+
+/// The table's catalog entry, normalized: everything a plain ALTER decides,
+/// nothing that differs between two databases (OIDs, relfilenodes).
+pub fn catalog(c: &mut Client) -> String {
+    c.query_one(
+        "SELECT string_agg(x, E'\\n' ORDER BY x) FROM (
+           SELECT format('col %s %s %s notnull=%s default=%s gen=%s id=%s coll=%s stat=%s storage=%s',
+                         a.attnum, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,
+                         pg_get_expr(d.adbin, d.adrelid), a.attgenerated, a.attidentity,
+                         a.attcollation::regcollation, a.attstattarget, a.attstorage) AS x
+             FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+            WHERE a.attrelid = 't'::regclass AND a.attnum > 0 AND NOT a.attisdropped
+           UNION ALL
+           SELECT format('con %s on %s: %s valid=%s deferrable=%s', conname, conrelid::regclass,
+                         pg_get_constraintdef(oid), convalidated, condeferrable)
+             FROM pg_constraint WHERE conrelid = 't'::regclass OR confrelid = 't'::regclass
+           UNION ALL
+           SELECT 'idx ' || pg_get_indexdef(indexrelid) || ' replident=' || indisreplident
+             FROM pg_index WHERE indrelid = 't'::regclass
+           UNION ALL
+           SELECT format('trg %s %s', pg_get_triggerdef(oid), tgenabled)
+             FROM pg_trigger WHERE tgrelid = 't'::regclass AND NOT tgisinternal
+           UNION ALL
+           SELECT format('pol %s %s %s', polname, polcmd, pg_get_expr(polqual, polrelid))
+             FROM pg_policy WHERE polrelid = 't'::regclass
+           UNION ALL
+           SELECT format('rel %s%s replident=%s rls=%s,%s options=%s acl=%s owner=%s', relkind,
+                         relpersistence, relreplident, relrowsecurity, relforcerowsecurity,
+                         reloptions, relacl, relowner::regrole)
+             FROM pg_class WHERE oid = 't'::regclass
+           UNION ALL
+           SELECT format('comment %s %s', objsubid, description)
+             FROM pg_description WHERE objoid = 't'::regclass AND classoid = 'pg_class'::regclass
+           UNION ALL
+           SELECT format('pub %s', p.pubname)
+             FROM pg_publication_rel r JOIN pg_publication p ON p.oid = r.prpubid
+            WHERE r.prrelid = 't'::regclass
+           UNION ALL
+           SELECT format('view %s %s', c.relname, pg_get_viewdef(c.oid))
+             FROM pg_class c WHERE c.relkind = 'v' AND c.relnamespace = 'public'::regnamespace
+         ) s",
+        &[],
+    )
+    .unwrap()
+    .get::<_, Option<String>>(0)
+    .unwrap_or_default()
+}
+
+/// The lines of `b` not in `a` (+) and of `a` not in `b` (-).
+fn diff(a: &str, b: &str) -> String {
+    let (la, lb): (Vec<&str>, Vec<&str>) = (a.lines().collect(), b.lines().collect());
+    let mut out: Vec<String> = la
+        .iter()
+        .filter(|l| !lb.contains(l))
+        .map(|l| format!("- {l}"))
+        .collect();
+    out.extend(
+        lb.iter()
+            .filter(|l| !la.contains(l))
+            .map(|l| format!("+ {l}")),
+    );
+    out.join("\n")
+}
+
+/// Writers applying one generic transaction at a time to `t` and
+/// `t_control` in `fz_h`: copy a row under a new key, move a row's key,
+/// delete a row, touch a row, or overwrite a row with another's values.
+/// Whatever the shape, before and after the swap.
+struct Writers {
+    stop: Arc<AtomicBool>,
+    handles: Vec<std::thread::JoinHandle<(Duration, u64)>>,
+}
+
+impl Writers {
+    fn start(cluster: &Cluster, n: usize, rows: i64) -> Writers {
+        let stop = Arc::new(AtomicBool::new(false));
+        let handles = (0..n)
+            .map(|w| {
+                let mut c = cluster.client_db("fz_h");
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let (mut worst, mut ok) = (Duration::ZERO, 0);
+                    let mut i = w as i64;
+                    while !stop.load(Ordering::Relaxed) {
+                        let t0 = Instant::now();
+                        if write(&mut c, i, rows).is_ok() {
+                            ok += 1;
+                        }
+                        worst = worst.max(t0.elapsed());
+                        i += n as i64;
+                        std::thread::sleep(Duration::from_millis(3));
+                    }
+                    (worst, ok)
+                })
+            })
+            .collect();
+        Writers { stop, handles }
+    }
+
+    fn stop(self) -> (Duration, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handles
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .fold((Duration::ZERO, 0), |a, b| (a.0.max(b.0), a.1 + b.1))
+    }
+}
+
+fn write(c: &mut Client, i: i64, rows: i64) -> Result<(), postgres::Error> {
+    let k = 1 + (i * 7919) % rows;
+    let k2 = 1 + (i * 104_729) % rows;
+    let fresh = 10_000_000 + i;
+    let mut tx = c.transaction()?;
+    for t in ["t", "t_control"] {
+        let others: String = tx
+            .query_one(
+                "SELECT coalesce(string_agg(', ' || quote_ident(attname), '' ORDER BY attnum), '')
+                   FROM pg_attribute
+                  WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped
+                    AND attgenerated = '' AND attname <> 'id'",
+                &[&t],
+            )?
+            .get(0);
+        let copy = |new: &str, from: &str| {
+            format!("INSERT INTO {t} (id{others}) OVERRIDING SYSTEM VALUE SELECT {new}{others} FROM {t} WHERE id = {from}")
+        };
+        let sql = match i % 5 {
+            0 => copy("$2::bigint", "$1::bigint"),
+            1 => format!(
+                "UPDATE {t} SET id = id + 1000000 WHERE id = $1::bigint AND $2::bigint IS NOT NULL"
+            ),
+            2 => format!("DELETE FROM {t} WHERE id = $1::bigint AND $2::bigint IS NOT NULL"),
+            3 => format!("UPDATE {t} SET id = id WHERE id = $1::bigint AND $2::bigint IS NOT NULL"),
+            _ => {
+                tx.execute(&format!("DELETE FROM {t} WHERE id = $1::bigint"), &[&k])?;
+                copy("$1::bigint", "$2::bigint")
+            }
+        };
+        let second = if i % 5 == 4 { k2 } else { fresh };
+        tx.execute(sql.as_str(), &[&k, &second])?;
+    }
+    tx.commit()
+}
