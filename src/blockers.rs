@@ -78,7 +78,7 @@ pub fn clear(relid: Oid, older_than_ms: i32, policy: Policy) -> Result<usize> {
 
 /// Signal the sessions `pids` whose snapshots keep the swap waiting
 /// (snapshots.rs), as `policy` says; how many were signalled.
-pub fn clear_snapshot_holders(pids: &[i32], policy: Policy) -> Result<usize> {
+pub fn clear_snapshot_holders(pids: &[i32], older_than_ms: i32, policy: Policy) -> Result<usize> {
     let Some(function) = policy.function() else {
         return Ok(0);
     };
@@ -87,8 +87,11 @@ pub fn clear_snapshot_holders(pids: &[i32], policy: Policy) -> Result<usize> {
         "SELECT a.pid, a.state, pg_catalog.left(a.query, 60)
            FROM pg_catalog.pg_stat_activity a
           WHERE a.pid = ANY ($1) AND a.pid <> pg_catalog.pg_backend_pid()
-            AND a.backend_type IN ('client backend', 'background worker')",
-        &[pids.to_vec().into()],
+            AND a.backend_type IN ('client backend', 'background worker')
+            -- still holding an old snapshot (not a new session on a reused pid)
+            AND a.backend_xmin IS NOT NULL
+            AND a.xact_start < pg_catalog.clock_timestamp() - $2 * interval '1 millisecond'",
+        &[pids.to_vec().into(), older_than_ms.into()],
         session_row,
     )?;
     signal(

@@ -51,13 +51,16 @@ fn as_set_not_null_error(m: &Migration, i: usize, e: MigrateError) -> MigrateErr
     let column = m.not_null_of.get(i).filter(|c| !c.is_empty());
     match column {
         Some(column) if e.sqlstate() == PgSqlErrorCode::ERRCODE_CHECK_VIOLATION => {
-            let relation = m.table_name.rsplit('.').next().unwrap_or(&m.table_name);
+            let relation = spi::text(
+                "SELECT relname::text FROM pg_catalog.pg_class WHERE oid = $1",
+                &[m.relid.into()],
+            )
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| m.table_name.clone());
             MigrateError::Postgres {
                 code: PgSqlErrorCode::ERRCODE_NOT_NULL_VIOLATION,
-                message: format!(
-                    "column \"{column}\" of relation \"{}\" contains null values",
-                    relation.trim_matches('"')
-                ),
+                message: format!("column \"{column}\" of relation \"{relation}\" contains null values"),
                 detail: None,
                 hint: None,
                 context: "while validating SET NOT NULL".into(),
@@ -65,6 +68,11 @@ fn as_set_not_null_error(m: &Migration, i: usize, e: MigrateError) -> MigrateErr
         }
         _ => e,
     }
+}
+
+thread_local! {
+    /// The transaction (local id) and migration of the last `step()` here.
+    static LAST_STEP: std::cell::Cell<Option<(u32, i64)>> = const { std::cell::Cell::new(None) };
 }
 
 /// `step()` without a worker: run the plan's next statement in the caller's
@@ -77,6 +85,15 @@ pub fn step(m: &Migration) -> Result<crate::driver::Outcome> {
         state::set_phase(m.id, Phase::Done)?;
         return Ok(Outcome::Finished(Phase::Done));
     };
+    // One statement per transaction: a second call in the same transaction
+    // would validate under the lock the first one's ADD … NOT VALID took.
+    let here = (crate::ddl_pass::local_xid(), m.id);
+    if LAST_STEP.with(|c| c.replace(Some(here))) == Some(here) {
+        return Ok(Outcome::Idle {
+            ms: 0,
+            note: "one statement per transaction: commit, then call migrate.step() again".into(),
+        });
+    }
     if needs_top_level(sql) {
         return Err(MigrateError::Internal(format!(
             "migration {} builds an index CONCURRENTLY: only its worker runs it",

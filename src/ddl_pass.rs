@@ -23,7 +23,7 @@ thread_local! {
 }
 
 /// This backend's current local transaction id.
-fn local_xid() -> u32 {
+pub fn local_xid() -> u32 {
     // SAFETY: MyProc is this backend's own PGPROC, set for every backend that
     // runs SQL (our callers run inside a transaction); reading its local
     // transaction id has no side effect.

@@ -189,6 +189,9 @@ fn replay_or_swap(m: &Migration, table: &QualifiedName, cutover: Cutover) -> Res
             let pids: Vec<i32> = old.iter().map(|h| h.pid).collect();
             return waiting_for_snapshots(m, &snapshots::describe(&old), &pids, 100);
         }
+        if m.waiting_for.is_some() {
+            state::set_waiting_for(m.id, None, &[])?;
+        }
     }
     match locks::once("swap the table", m.lock_timeout_ms, || swap::swap(m, table)) {
         Ok(after) => {
@@ -240,13 +243,14 @@ fn replay_or_swap(m: &Migration, table: &QualifiedName, cutover: Cutover) -> Res
 /// The swap holds off for sessions whose snapshots predate it: say so in
 /// the migration's row (status()) and, when it changes, in a NOTICE.
 fn waiting_for_snapshots(m: &Migration, what: &str, pids: &[i32], ms: u64) -> Result<Outcome> {
+    // Only when the sessions change: the row is not rewritten at every look.
     if m.snapshot_holders != pids {
         pgrx::notice!(
             "halo_migrate: the swap of {} waits for {what}; they would otherwise read the new table through an old snapshot (migrate.finish(blockers => 'terminate') ends them; snapshot_safe => false opts out)",
             m.table_name
         );
+        state::set_waiting_for(m.id, Some(what), pids)?;
     }
-    state::set_waiting_for(m.id, Some(what), pids)?;
     Ok(Outcome::Idle {
         ms,
         note: format!("waiting for {what}"),
@@ -262,6 +266,9 @@ fn finish_is_waiting(id: i64) -> Result<bool> {
     )?;
     Ok(!free.first().copied().unwrap_or(true))
 }
+
+/// The note a failure whose cleanup could not be finished carries.
+pub const CLEANUP_INCOMPLETE: &str = "Cleanup is incomplete";
 
 /// Remove what a migration created before its swap: the triggers (under
 /// bounded lock waits), the shadow, the log, the function.
@@ -315,7 +322,7 @@ pub fn fail(id: i64, e: &MigrateError) -> Result<()> {
         state::update(
             id,
             "error_detail = coalesce(error_detail || E'\\n', '') || $2",
-            vec![format!("Cleanup is incomplete ({c}); run migrate.abort() to finish it.").into()],
+            vec![format!("{CLEANUP_INCOMPLETE} ({c}); run migrate.abort() to finish it.").into()],
         )?;
     }
     Ok(())

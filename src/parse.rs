@@ -223,7 +223,10 @@ unsafe fn cmd_kind(node: *mut pg_sys::Node, text: &str) -> Result<CmdKind> {
                 };
                 CmdKind::AlterColumnType { column: name.unwrap_or_default(), using, using_columns }
             }
-            AT_DropColumn => CmdKind::DropColumn { column: name.unwrap_or_default() },
+            AT_DropColumn => CmdKind::DropColumn {
+                column: name.unwrap_or_default(),
+                cascade: cmd.behavior == pg_sys::DropBehavior::DROP_CASCADE,
+            },
             AT_SetNotNull => CmdKind::SetNotNull { column: name.unwrap_or_default() },
             AT_AddConstraint => CmdKind::AddConstraint(constraint_spec(cmd.def as *mut pg_sys::Constraint, text)?),
             AT_ValidateConstraint => CmdKind::ValidateConstraint { name: name.unwrap_or_default() },

@@ -64,7 +64,8 @@ mod tests {
         assert_eq!(
             cmds[2].kind,
             CmdKind::DropColumn {
-                column: "note".into()
+                column: "note".into(),
+                cascade: false,
             }
         );
         let cmds = parse_alter("ALTER COLUMN n TYPE bigint USING (n * 100 + m)::bigint").unwrap();

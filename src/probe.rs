@@ -37,9 +37,13 @@ struct Snapshot {
 }
 
 /// Probe every subcommand; `None` for those that are not tried on the clone.
+/// `guarded` are the columns the ALTER drops that views or policies of the
+/// real table use (with the names of those users): the clone gets a view on
+/// each, so that PostgreSQL refuses their DROP exactly where it would.
 pub fn probe(
     facts: &TableFacts,
     cmds: &[Subcommand],
+    guarded: &[(String, String)],
     lock_timeout_ms: i32,
 ) -> Result<Vec<Option<ProbeOutcome>>> {
     let statements: Vec<Option<String>> = cmds.iter().map(probe_statement).collect();
@@ -87,11 +91,21 @@ pub fn probe(
         // set on a column dropped in the same ALTER). Then one at a time,
         // on a fresh clone, to see what each does.
         let tried: Vec<&str> = statements.iter().flatten().map(String::as_str).collect();
-        if tried.len() > 1 {
+        let in_company = tried.len() > 1;
+        if in_company || !guarded.is_empty() {
+            for (n, (column, _)) in guarded.iter().enumerate() {
+                spi::exec(
+                    &format!(
+                        "CREATE TEMP VIEW halo_probe_user_{n} AS SELECT {} FROM {clone}",
+                        Ident::new(column)
+                    ),
+                    &[],
+                )?;
+            }
             together.set(true);
             spi::exec(&format!("ALTER TABLE {clone} {}", tried.join(", ")), &[])?;
             together.set(false);
-            spi::exec(&format!("DROP TABLE {clone}"), &[])?;
+            spi::exec(&format!("DROP TABLE {clone} CASCADE"), &[])?;
             make_clone()?;
         }
         let clone_oid = crate::catalog::relation_oid(&clone)?;
@@ -104,7 +118,25 @@ pub fn probe(
             };
             current.set(Some(i));
             let before = snapshot(clone_oid)?;
-            spi::exec(&format!("ALTER TABLE {clone} {stmt}"), &[])?;
+            let alter = format!("ALTER TABLE {clone} {stmt}");
+            if in_company {
+                // PostgreSQL accepted them together, in the order of its own
+                // passes; one at a time in the user's order, one may fail
+                // (a default set, then the type changed). Such a subcommand
+                // is taken for one that rewrites: the rewrite applies the
+                // whole ALTER at once, as PostgreSQL does.
+                if subxact::attempt("probe a subcommand", || spi::exec(&alter, &[])).is_err() {
+                    out.push(Some(ProbeOutcome {
+                        rewrote_table: true,
+                        built_indexes: vec![],
+                        scanned: true,
+                        created_indexes: vec![],
+                    }));
+                    continue;
+                }
+            } else {
+                spi::exec(&alter, &[])?;
+            }
             let after = snapshot(clone_oid)?;
             out.push(Some(ProbeOutcome {
                 rewrote_table: after.relfilenode != before.relfilenode,
@@ -115,6 +147,12 @@ pub fn probe(
                     .map(|(name, _)| name.clone())
                     .collect(),
                 scanned: after.scans > before.scans,
+                created_indexes: after
+                    .indexes
+                    .iter()
+                    .filter(|(name, _)| !before.indexes.iter().any(|(b, _)| b == name))
+                    .map(|(name, _)| name.clone())
+                    .collect(),
             }));
         }
         current.set(None);
@@ -122,15 +160,32 @@ pub fn probe(
     });
     match outcome {
         Ok(result) => result,
+        Err(caught) if together.get() => {
+            let e = MigrateError::from_caught(
+                caught,
+                format!("While trying the subcommands together on an empty copy of {original}."),
+            );
+            // The clone's stand-in views refused a DROP COLUMN: name the
+            // real users, as PostgreSQL would on the table itself.
+            match guarded.first() {
+                Some((column, users))
+                    if e.sqlstate() == pgrx::PgSqlErrorCode::ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST =>
+                {
+                    Err(MigrateError::DependentObjects {
+                        column: column.clone(),
+                        table: original.to_string(),
+                        users: users.clone(),
+                    })
+                }
+                _ => Err(e),
+            }
+        }
         Err(caught) => {
             let context = match current.get() {
                 Some(i) => format!(
                     "While trying subcommand {} (\"{}\") on an empty copy of {original}.",
                     i + 1,
                     cmds[i].text
-                ),
-                None if together.get() => format!(
-                    "While trying the subcommands together on an empty copy of {original}."
                 ),
                 None => format!("While making an empty copy of {original} to try the ALTER on."),
             };

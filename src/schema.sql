@@ -184,6 +184,42 @@ $fn$;
 COMMENT ON FUNCTION migrate.worker_alive(integer) IS
     'halo_migrate: is this pid a live halo_migrate worker?';
 
+-- Sessions holding a snapshot in a transaction begun before `since`, for the
+-- snapshot-safe swap (src/snapshots.rs). SECURITY DEFINER: a role without
+-- pg_read_all_stats sees no backend_xmin or xact_start of other roles'
+-- sessions, and the swap must see them all. It reveals only their pid,
+-- state and transaction age; a statement's text only to members of the
+-- session's role, as pg_stat_activity does.
+CREATE FUNCTION migrate.snapshot_holders(tbl oid, since timestamptz, cutover_key integer)
+RETURNS TABLE (pid integer, state text, xact_age_ms bigint, query text)
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+    SELECT pg_stat_clear_snapshot();
+    SELECT a.pid, coalesce(a.state, ''),
+           (extract(epoch FROM clock_timestamp() - a.xact_start) * 1000)::bigint,
+           CASE WHEN pg_has_role(session_user, a.usesysid, 'MEMBER')
+                THEN coalesce(left(regexp_replace(a.query, '\s+', ' ', 'g'), 60), '')
+                ELSE '<a statement of another role>' END
+      FROM pg_stat_activity a
+     WHERE a.datname = current_database()
+       AND a.pid <> pg_backend_pid()
+       AND a.backend_xmin IS NOT NULL
+       AND a.backend_type IN ('client backend', 'background worker')
+       AND a.xact_start < since
+       -- blocked behind the swap: in READ COMMITTED they re-snapshot
+       AND NOT EXISTS (SELECT FROM pg_locks l
+                        WHERE l.pid = a.pid AND l.locktype = 'relation'
+                          AND l.relation = tbl AND NOT l.granted)
+       -- finish() calls, which hold or wait for the cut-over lock
+       AND NOT EXISTS (SELECT FROM pg_locks l
+                        WHERE l.pid = a.pid AND l.locktype = 'advisory'
+                          AND l.classid = cutover_key::oid)
+       -- waiting for this session: they would wait for each other
+       AND NOT pg_backend_pid() = ANY (pg_blocking_pids(a.pid))
+     ORDER BY a.xact_start
+$fn$;
+COMMENT ON FUNCTION migrate.snapshot_holders(oid, timestamptz, integer) IS
+    'halo_migrate: sessions whose snapshots predate a swap of this table (pid, state, transaction age, statement if visible)';
+
 CREATE FUNCTION migrate.status(tbl regclass DEFAULT NULL)
 RETURNS TABLE (id bigint, table_name text, alter_sql text, strategy text, phase text,
                rows_copied bigint, rows_total bigint, percent numeric, backlog bigint,

@@ -19,10 +19,12 @@
 //!    the attempt rolls back and is retried, like a lock timeout.
 //!
 //! Not counted: this session; halo_migrate's workers; sessions in
-//! `finish()` (they hold the cut-over advisory lock); sessions waiting for a
-//! lock on the table itself, which are blocked behind the swap and, in READ
-//! COMMITTED, take a fresh snapshot once they get the lock. Other backend
-//! types (autovacuum, WAL senders) never read the table through SQL.
+//! `finish()` (they hold or wait for the cut-over advisory lock); sessions
+//! waiting for a lock on the table itself, which are blocked behind the swap
+//! and, in READ COMMITTED, take a fresh snapshot once they get the lock; and
+//! sessions waiting for a lock this session holds (a `pause()` waiting for
+//! the migration's row), which would otherwise wait for each other. Other
+//! backend types (autovacuum, WAL senders) never read the table through SQL.
 
 use crate::error::{MigrateError, Result};
 use crate::spi::{self, get};
@@ -57,35 +59,18 @@ pub fn began_before(relid: Oid, ts: &str, cutover_key: i32) -> Result<Vec<Holder
 }
 
 fn holders(relid: Oid, since: Since, cutover_key: i32) -> Result<Vec<Holder>> {
-    // pg_stat_activity is otherwise read once per transaction.
-    spi::exec("SELECT pg_catalog.pg_stat_clear_snapshot()", &[])?;
-    let (cond, arg): (&str, pgrx::datum::DatumWithOid) = match since {
+    // Through a SECURITY DEFINER function: without pg_read_all_stats, other
+    // roles' sessions would show no snapshot here (schema.sql).
+    let (since_sql, arg): (&str, pgrx::datum::DatumWithOid) = match since {
         Since::AgeMs(ms) => (
-            "a.xact_start < pg_catalog.clock_timestamp() - $3 * interval '1 millisecond'",
+            "pg_catalog.clock_timestamp() - $2 * interval '1 millisecond'",
             ms.into(),
         ),
-        Since::Before(ts) => ("a.xact_start < $3::text::timestamptz", ts.into()),
+        Since::Before(ts) => ("$2::text::timestamptz", ts.into()),
     };
     spi::query(
-        &format!(
-            "SELECT a.pid, coalesce(a.state, ''),
-                    (extract(epoch FROM pg_catalog.clock_timestamp() - a.xact_start) * 1000)::bigint,
-                    coalesce(pg_catalog.left(pg_catalog.regexp_replace(a.query, '\\s+', ' ', 'g'), 60), '')
-               FROM pg_catalog.pg_stat_activity a
-              WHERE a.datname = pg_catalog.current_database()
-                AND a.pid <> pg_catalog.pg_backend_pid()
-                AND a.backend_xmin IS NOT NULL
-                AND a.backend_type IN ('client backend', 'background worker')
-                AND {cond}
-                AND NOT EXISTS (SELECT FROM pg_catalog.pg_locks l
-                                 WHERE l.pid = a.pid AND l.locktype = 'relation'
-                                   AND l.relation = $1 AND NOT l.granted)
-                AND NOT EXISTS (SELECT FROM pg_catalog.pg_locks l
-                                 WHERE l.pid = a.pid AND l.locktype = 'advisory'
-                                   AND l.classid = $2::oid AND l.granted)
-              ORDER BY a.xact_start"
-        ),
-        &[relid.into(), (cutover_key as i64).into(), arg],
+        &format!("SELECT * FROM migrate.snapshot_holders($1, {since_sql}, $3)"),
+        &[relid.into(), arg, cutover_key.into()],
         |r| {
             Ok(Holder {
                 pid: get(r, 1)?,
@@ -135,7 +120,7 @@ pub fn wait_in_lock(relid: Oid, locked_at: &str, budget_ms: i32, cutover_key: i3
                 pids: held.iter().map(|h| h.pid).collect(),
             });
         }
-        crate::locks::sleep_ms(2)?;
+        crate::locks::sleep_ms(5)?;
     }
 }
 

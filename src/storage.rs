@@ -110,6 +110,28 @@ pub fn swap_storage(r1: Oid, r2: Oid, toast_links: bool) {
 /// subscriber. Nothing else in PostgreSQL reads the column. The swap moves
 /// only the storage, so the table itself keeps `relrewrite = 0`.
 pub fn hide_from_decoding(relid: Oid, of: Oid) {
+    set_relrewrite(relid, of, true);
+}
+
+/// After the swap the table owns the shadow's TOAST table, which was hidden
+/// from decoding: show it again, or the chunks of every large value written
+/// from now on would be skipped, and subscribers would get NULLs.
+pub fn show_toast_to_decoding(relid: Oid) {
+    // SAFETY: inside a transaction, ACCESS EXCLUSIVE held on `relid` by the
+    // swap; a syscache copy is read and freed.
+    let toast = unsafe {
+        let t = class_tuple(relid);
+        let toast = (*pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_class>(t)).reltoastrelid;
+        pg_sys::heap_freetuple(t);
+        toast
+    };
+    if toast != pg_sys::InvalidOid {
+        set_relrewrite(toast, pg_sys::InvalidOid, false);
+    }
+}
+
+/// Set `relrewrite` of `relid` (and, with `with_toast`, of its TOAST table).
+fn set_relrewrite(relid: Oid, of: Oid, with_toast: bool) {
     // SAFETY: inside a transaction; the caller created `relid` in it (or
     // holds a lock on it that excludes concurrent DDL). The pg_class tuples
     // are palloc'd copies written back with CatalogTupleUpdate, which
@@ -122,7 +144,7 @@ pub fn hide_from_decoding(relid: Oid, of: Oid) {
             let t = class_tuple(r);
             let f = pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_class>(t);
             (*f).relrewrite = of;
-            if (*f).reltoastrelid != pg_sys::InvalidOid && r == relid {
+            if with_toast && (*f).reltoastrelid != pg_sys::InvalidOid && r == relid {
                 next = Some((*f).reltoastrelid);
             }
             pg_sys::CatalogTupleUpdate(class, &mut (*t).t_self, t);

@@ -84,6 +84,7 @@ pub fn swap(m: &Migration, table: &QualifiedName) -> Result<Vec<String>> {
     check_same_layout(m.relid, shadow_oid)?;
     let pairs = index_pairs(m.relid, shadow_oid)?;
     storage::swap_storage(m.relid, shadow_oid, true);
+    storage::show_toast_to_decoding(m.relid);
     for (a, b) in pairs {
         storage::swap_storage(a, b, false);
     }

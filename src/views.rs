@@ -229,14 +229,14 @@ fn check_views(views: &[(Oid, String, String, String)]) -> Result<()> {
     Ok(())
 }
 
-/// PostgreSQL cannot drop a column that a view or a policy uses, and
-/// neither can we: refuse before anything is copied.
-pub fn refuse_dropped(relid: Oid, columns: &[String]) -> Result<()> {
+/// The columns among `columns` that views or policies (other than the
+/// table's own rules) use, each with a list of those users.
+pub fn users_of_dropped(relid: Oid, columns: &[String]) -> Result<Vec<(String, String)>> {
     if columns.is_empty() {
-        return Ok(());
+        return Ok(vec![]);
     }
-    let users = spi::text(
-        "SELECT pg_catalog.string_agg(DISTINCT dep, ', ') FROM (
+    spi::query(
+        "SELECT a.attname::text, pg_catalog.string_agg(DISTINCT dep, ', ') FROM (
              SELECT 'view ' || v.oid::pg_catalog.regclass::text AS dep, d.refobjid, d.refobjsubid
                FROM pg_catalog.pg_depend d
                JOIN pg_catalog.pg_rewrite r ON r.oid = d.objid
@@ -247,13 +247,19 @@ pub fn refuse_dropped(relid: Oid, columns: &[String]) -> Result<()> {
                FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_policy p ON p.oid = d.objid
               WHERE d.classid = 'pg_catalog.pg_policy'::pg_catalog.regclass) x
            JOIN pg_catalog.pg_attribute a ON a.attrelid = x.refobjid AND a.attnum = x.refobjsubid
-          WHERE x.refobjid = $1 AND a.attname = ANY ($2)",
+          WHERE x.refobjid = $1 AND a.attname = ANY ($2)
+          GROUP BY a.attname, a.attnum ORDER BY pg_catalog.array_position($2, a.attname::text)",
         &[relid.into(), columns.to_vec().into()],
-    )?;
-    match users {
+        |r| Ok((get::<String>(r, 1)?, get::<String>(r, 2)?)),
+    )
+}
+
+/// Refuse dropping a column that views or policies use, as PostgreSQL does.
+pub fn refuse_dropped(relid: Oid, columns: &[String]) -> Result<()> {
+    match users_of_dropped(relid, columns)?.into_iter().next() {
         None => Ok(()),
-        Some(users) => Err(MigrateError::DependentObjects {
-            column: columns[0].clone(),
+        Some((column, users)) => Err(MigrateError::DependentObjects {
+            column,
             table: crate::catalog::qualified_name(relid)?
                 .map_or_else(|| relid.to_u32().to_string(), |q| q.to_string()),
             users,

@@ -188,15 +188,21 @@ fn run_concurrent(id: i64) {
             BackgroundWorker::wait_latch(Some(Duration::from_millis(500)));
             continue;
         }
-        let ran = if concurrent::needs_top_level(sql) {
-            // A build cut short (a crash, a restart) left its index behind.
-            transaction(|| concurrent::cleanup(&m)).and_then(|_| toplevel::exec(sql))
+        let count = || state::update(id, "indexes_built = indexes_built + 1", vec![]);
+        let recorded = if concurrent::needs_top_level(sql) {
+            // A build cut short (a crash, a restart) left its index behind,
+            // which cleanup() drops, like an undo would.
+            transaction(|| concurrent::cleanup(&m))
+                .and_then(|_| toplevel::exec(sql))
+                .and_then(|_| transaction(count))
         } else {
-            transaction(|| concurrent::run_statement(&m, m.indexes_built as usize))
+            // The statement and its count commit together, so that undo()
+            // always knows exactly what was done.
+            transaction(|| {
+                concurrent::run_statement(&m, m.indexes_built as usize)?;
+                count()
+            })
         };
-        let recorded = ran.and_then(|_| {
-            transaction(|| state::update(id, "indexes_built = indexes_built + 1", vec![]))
-        });
         if let Err(e) = recorded {
             return record_failure(id, &e);
         }

@@ -245,7 +245,7 @@ fn finish_migration(
                 .collect();
             if !fresh.is_empty() {
                 snapshot_signalled.extend(&fresh);
-                blockers::clear_snapshot_holders(&fresh, blockers)?;
+                blockers::clear_snapshot_holders(&fresh, m.lock_timeout_ms, blockers)?;
             }
         }
         if last_notice.elapsed() >= Duration::from_secs(5) {
@@ -298,6 +298,18 @@ fn swap_attempts(id: i64) -> Result<i32> {
 
 fn abort_migration(tbl: Option<Regclass>) -> Result<()> {
     let m = table_migration(tbl)?;
+    // A failure whose cleanup could not be finished (say, a lock not had in
+    // time) says to run abort(): finish the cleanup, keep the failure.
+    if m.phase == Phase::Failed
+        && m.error_detail.as_deref().is_some_and(|d| d.contains(driver::CLEANUP_INCOMPLETE))
+    {
+        driver::cleanup(&m)?;
+        return state::update(
+            m.id,
+            "error_detail = NULLIF(pg_catalog.regexp_replace(error_detail, $2, ''), '')",
+            vec![format!("\n?{}[^\n]*", driver::CLEANUP_INCOMPLETE).into()],
+        );
+    }
     if m.phase.is_terminal() {
         return Err(MigrateError::NoMigration {
             table: m.table_name,

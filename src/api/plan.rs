@@ -52,19 +52,25 @@ pub(crate) fn plan_steps(tbl: Option<Regclass>, alter: Option<&str>) -> Result<P
     let alter = required(alter, "alter")?;
     let facts = catalog::load_table(oid)?;
     let cmds = parse::parse_alter(alter)?;
-    // What PostgreSQL checks before it looks at the subcommands' columns,
-    // checked here before the probe (whose clone has no views, and lives
-    // where anyone may create), so that the first error is PostgreSQL's.
+    // PostgreSQL checks this before it looks at the subcommands' columns:
+    // checked here before the probe (whose clone lives where anyone may
+    // create), so that the first error is PostgreSQL's.
     crate::plan::check_privileges(&facts, &cmds)?;
     let dropped: Vec<String> = cmds
         .iter()
         .filter_map(|c| match &c.kind {
-            crate::plan::model::CmdKind::DropColumn { column } => Some(column.clone()),
+            // With CASCADE, PostgreSQL drops the views and policies too
+            // (and a rewrite refuses it: recreated views would be lost).
+            crate::plan::model::CmdKind::DropColumn {
+                column,
+                cascade: false,
+            } => Some(column.clone()),
             _ => None,
         })
         .collect();
+    let guarded = crate::views::users_of_dropped(oid, &dropped)?;
+    let probes = probe::probe(&facts, &cmds, &guarded, gucs::lock_timeout_ms())?;
     crate::views::refuse_dropped(oid, &dropped)?;
-    let probes = probe::probe(&facts, &cmds, gucs::lock_timeout_ms())?;
     let constraint_taken = |n: &str| catalog::constraint_name_taken(facts.namespace, n);
     let relation_taken = |n: &str| catalog::relation_name_taken(facts.namespace, n);
     let oracle = Oracle {

@@ -142,11 +142,15 @@ fn throttle_migration(
         }
     }
     let m = live(tbl)?;
-    if m.phase == Phase::Validating {
+    if m.phase == Phase::Validating || m.runs_statements() {
         return Err(MigrateError::not_supported(
-            "throttling a migration after its swap",
-            format!("Migration {} only has constraints left to validate.", m.id),
-            "Let it finish.",
+            "throttling a migration that copies nothing",
+            format!(
+                "Migration {} only has statements left to run ({}), one transaction each.",
+                m.id,
+                m.phase.as_str()
+            ),
+            "Let it finish, or pause() it.",
         ));
     }
     let row = spi::query(

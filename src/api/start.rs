@@ -352,7 +352,7 @@ fn changed_columns(planned: &Planned) -> (Vec<String>, Vec<String>) {
     for c in &planned.cmds {
         match &c.kind {
             CmdKind::AlterColumnType { column, .. } => typed.push(column.clone()),
-            CmdKind::DropColumn { column } => dropped.push(column.clone()),
+            CmdKind::DropColumn { column, .. } => dropped.push(column.clone()),
             _ => {}
         }
     }

@@ -95,8 +95,7 @@ pub fn build_plan(
     let new_index = probes
         .iter()
         .flatten()
-        .flat_map(|p| &p.built_indexes)
-        .any(|n| !facts.indexes.contains(n));
+        .any(|p| !p.created_indexes.is_empty());
     if new_index && !facts.schema_create {
         return Err(MigrateError::SchemaPrivilege {
             schema: facts.schema.clone(),
@@ -152,6 +151,10 @@ pub fn build_plan(
                 // take it back, unless it changes nothing.
                 undo: match &cmd.kind {
                     CmdKind::SetNotNull { .. } => Undo::Nothing,
+                    CmdKind::AddConstraint(spec) if spec.not_valid => match &spec.name {
+                        Some(name) => Undo::Sql(sqlgen::drop_constraint_if_exists(&table, name)),
+                        None => Undo::Irreversible,
+                    },
                     _ => Undo::Irreversible,
                 },
                 ..step(

@@ -149,6 +149,8 @@ pub enum CmdKind {
     },
     DropColumn {
         column: String,
+        /// `DROP COLUMN … CASCADE`: PostgreSQL drops what depends on it.
+        cascade: bool,
     },
     SetNotNull {
         column: String,
@@ -201,6 +203,9 @@ pub struct ProbeOutcome {
     pub built_indexes: Vec<String>,
     /// The table was read in full (a verification scan or an index build).
     pub scanned: bool,
+    /// Indexes that did not exist before (by name): the subcommand creates
+    /// an index, rather than rebuilding one.
+    pub created_indexes: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

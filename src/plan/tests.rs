@@ -114,6 +114,7 @@ fn a_rewrite_goes_through_capture_shadow_copy_and_swap() {
         rewrote_table: true,
         built_indexes: vec!["accounts_pkey".into()],
         scanned: true,
+        created_indexes: vec![],
     });
     let steps = plan(&facts(), &[c], &[probe]).unwrap();
     let strategies: Vec<_> = steps.iter().map(|s| s.strategy).collect();
@@ -147,6 +148,7 @@ fn index_build_or_full_scan_under_a_write_blocking_lock_is_never_instant() {
         rewrote_table: false,
         built_indexes: vec!["accounts_u_key".into()],
         scanned: true,
+        created_indexes: vec![],
     });
     let steps = plan(&facts(), &[c.clone()], &[built]).unwrap();
     assert!(steps.iter().all(|s| s.strategy == Strategy::Rewrite));
@@ -154,6 +156,7 @@ fn index_build_or_full_scan_under_a_write_blocking_lock_is_never_instant() {
 
     let scanned = Some(ProbeOutcome {
         scanned: true,
+        created_indexes: vec![],
         ..Default::default()
     });
     let steps = plan(&facts(), &[c], &[scanned]).unwrap();
@@ -170,6 +173,7 @@ fn index_build_or_full_scan_under_a_write_blocking_lock_is_never_instant() {
         &[c],
         &[Some(ProbeOutcome {
             scanned: true,
+            created_indexes: vec![],
             ..Default::default()
         })],
     )
@@ -475,6 +479,7 @@ fn inheritance_and_row_security_refuse_what_would_not_be_online() {
         rewrote_table: true,
         built_indexes: vec![],
         scanned: true,
+        created_indexes: vec![],
     });
     let code = |r: Result<Vec<Step>>| r.unwrap_err().sqlstate();
     let parent = TableFacts {
@@ -537,6 +542,7 @@ fn a_new_index_needs_create_on_the_schema_as_alter_would() {
         rewrote_table: false,
         built_indexes: vec!["accounts_email_key1".into()],
         scanned: true,
+        created_indexes: vec!["accounts_email_key1".into()],
     });
     let no_create = TableFacts {
         schema_create: false,
@@ -558,8 +564,9 @@ fn a_new_index_needs_create_on_the_schema_as_alter_would() {
     );
     let rebuilt = Some(ProbeOutcome {
         rewrote_table: true,
-        built_indexes: vec!["accounts_email_idx".into()],
+        built_indexes: vec!["a_renamed_clone_index".into()],
         scanned: true,
+        created_indexes: vec![],
     });
     assert!(plan(&no_create, &[retype], &[rebuilt]).is_ok());
 }
