@@ -161,6 +161,36 @@ fn execute_migrates_under_writers() {
     assert_same_rows(&mut c, "acc");
 }
 
+/// A two-phase change runs in the worker, one statement per transaction:
+/// the tool waits for it, and its throttle options are harmless.
+#[test]
+fn execute_a_two_phase_change() {
+    let cluster = Cluster::start();
+    let mut c = cluster.client();
+    c.batch_execute(
+        "CREATE TABLE acc (id int PRIMARY KEY, v int);
+         INSERT INTO acc SELECT g, g FROM generate_series(1, 10000) g;",
+    )
+    .unwrap();
+    let (code, out, err) = run(
+        &cluster,
+        &[
+            "-t",
+            "acc",
+            "-a",
+            "ADD CONSTRAINT v_positive CHECK (v > 0)",
+            "--execute",
+            "--batch-pause=10ms",
+        ],
+    );
+    assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
+    assert!(out.contains("done (two-phase)"), "{out}");
+    assert!(one::<bool>(
+        &mut c,
+        "SELECT convalidated FROM pg_constraint WHERE conname = 'v_positive'"
+    ));
+}
+
 #[test]
 fn cut_over_later_and_act_on_a_running_migration() {
     let cluster = Cluster::start();

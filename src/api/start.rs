@@ -105,8 +105,8 @@ fn start_migration(tbl: Option<Regclass>, alter: Option<&str>, req: Requested) -
     }
 }
 
-/// Instant plans: each statement under a bounded lock wait, retried with
-/// back-off, in the caller's transaction.
+/// Instant plans: the ALTER as one statement, under a bounded lock wait,
+/// retried with back-off, in the caller's transaction.
 fn run_direct(
     planned: &Planned,
     table: &QualifiedName,
@@ -119,11 +119,14 @@ fn run_direct(
         pgrx::pg_sys::Oid::from(planned.facts.oid),
         &changed_columns(planned).0,
     )?;
+    // One ALTER TABLE with all the subcommands, as the user wrote it:
+    // PostgreSQL orders them by its own passes (a type change before a
+    // default), which one statement per subcommand would not.
+    let texts: Vec<&str> = planned.cmds.iter().map(|c| c.text.as_str()).collect();
+    let sql = crate::plan::sqlgen::alter(table, &texts.join(", "));
     locks::retry("run the ALTER", opts.lock_timeout_ms, 50, || {
         views::drop_saved(table, &saved)?;
-        for s in &planned.steps {
-            spi::exec(&s.sql, &[])?;
-        }
+        spi::exec(&sql, &[])?;
         views::recreate(table, &saved)
     })?;
     insert(planned, table, alter, "instant", "done", opts)

@@ -627,3 +627,32 @@ fn the_swap_waits_for_another_roles_old_snapshot() {
     c.batch_execute("COMMIT").unwrap();
     app.batch_execute("SELECT migrate.finish('t', '60s')").unwrap();
 }
+
+/// An instant plan runs as the one ALTER the user wrote, so PostgreSQL
+/// orders its subcommands (found by the fuzzer: a default set before a
+/// type change was stored for the old type).
+#[test]
+fn an_instant_plan_is_one_alter() {
+    let cluster = Cluster::start();
+    let mut c = cluster.client();
+    c.batch_execute(
+        "CREATE DOMAIN pos AS int CHECK (VALUE > 0);
+         CREATE TABLE t (id int PRIMARY KEY, c pos);
+         CREATE TABLE t_twin (id int PRIMARY KEY, c pos);
+         SELECT migrate.start('t', 'ALTER COLUMN c SET DEFAULT NULL, ALTER COLUMN c TYPE int');
+         ALTER TABLE t_twin ALTER COLUMN c SET DEFAULT NULL, ALTER COLUMN c TYPE int;",
+    )
+    .unwrap();
+    let defaults: Vec<Option<String>> = c
+        .query(
+            "SELECT pg_get_expr(d.adbin, d.adrelid) FROM pg_class t
+               LEFT JOIN pg_attrdef d ON d.adrelid = t.oid
+              WHERE t.relname IN ('t', 't_twin') ORDER BY t.relname",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(defaults[0], defaults[1], "as plain ALTER leaves it");
+}

@@ -8,7 +8,8 @@
 //!
 //! Settings (environment): FUZZ_SEED (default 20261128), FUZZ_ITERATIONS
 //! (default 40), FUZZ_MARGIN_MS (how much longer than the 100 ms lock
-//! timeout a write may wait; default 900, for shared noisy machines).
+//! timeout a write may wait; default 900, for shared noisy machines),
+//! FUZZ_CASE (one case's own seed, as printed: run just that case).
 
 #[path = "../e2e/harness.rs"]
 mod harness;
@@ -107,16 +108,36 @@ fn differential_fuzz() {
     let iterations = env("FUZZ_ITERATIONS", 40);
     let margin = Duration::from_millis(env("FUZZ_MARGIN_MS", 900));
     let cluster = Cluster::start();
-    cluster
-        .client()
+    // A tablespace of its own, for shapes and ALTERs that move the table.
+    let ts = std::env::temp_dir().join(format!("halo_fuzz_ts_{}", std::process::id()));
+    std::fs::create_dir_all(&ts).unwrap();
+    let owned = std::process::Command::new("chown")
+        .arg("postgres:")
+        .arg(&ts)
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(owned, "chown postgres {ts:?}");
+    let mut admin = cluster.client();
+    admin
         .batch_execute("CREATE ROLE fz_owner LOGIN; CREATE ROLE fz_reader")
         .unwrap();
+    // On its own: CREATE TABLESPACE cannot run in a transaction block.
+    admin
+        .batch_execute(&format!("CREATE TABLESPACE fz_ts LOCATION '{}'", ts.display()))
+        .unwrap();
+    admin
+        .batch_execute("GRANT CREATE ON TABLESPACE fz_ts TO PUBLIC")
+        .unwrap();
+    drop(admin);
     let t0 = Instant::now();
     let mut tally: BTreeMap<String, u64> = BTreeMap::new();
     let mut findings = Vec::new();
     let mut rng = gen::Rng::new(seed);
+    // FUZZ_CASE=<a case's seed, as printed> runs just that case.
+    let only = std::env::var("FUZZ_CASE").ok().and_then(|v| v.parse::<u64>().ok());
+    let iterations = if only.is_some() { 1 } else { iterations };
     for i in 0..iterations {
-        let case = Case::generate(rng.next());
+        let case = Case::generate(only.unwrap_or_else(|| rng.next()));
         let verdict = run::run(&cluster, &case, margin);
         let label = match &verdict {
             Ok(Verdict::Skipped) => "skipped (shape not buildable)".to_string(),
@@ -152,6 +173,8 @@ fn differential_fuzz() {
     for (label, n) in &tally {
         println!("  {n:4}  {label}");
     }
+    drop(cluster);
+    let _ = std::fs::remove_dir_all(&ts);
     assert!(
         findings.is_empty(),
         "{} finding(s): {findings:?}",

@@ -244,10 +244,17 @@ pub fn catalog(c: &mut Client) -> String {
            SELECT format('pol %s %s %s', polname, polcmd, pg_get_expr(polqual, polrelid))
              FROM pg_policy WHERE polrelid = 't'::regclass
            UNION ALL
-           SELECT format('rel %s%s replident=%s rls=%s,%s options=%s acl=%s owner=%s', relkind,
+           SELECT format('rel %s%s replident=%s rls=%s,%s options=%s acl=%s owner=%s tablespace=%s', relkind,
                          relpersistence, relreplident, relrowsecurity, relforcerowsecurity,
-                         reloptions, relacl, relowner::regrole)
+                         reloptions, relacl, relowner::regrole,
+                         (SELECT spcname FROM pg_tablespace WHERE oid = reltablespace))
              FROM pg_class WHERE oid = 't'::regclass
+           UNION ALL
+           SELECT format('rule %s', pg_get_ruledef(oid)) FROM pg_rewrite
+            WHERE ev_class = 't'::regclass
+           UNION ALL
+           SELECT format('stat %s %s', stxname, pg_get_statisticsobjdef_columns(oid))
+             FROM pg_statistic_ext WHERE stxrelid = 't'::regclass
            UNION ALL
            SELECT format('comment %s %s', objsubid, description)
              FROM pg_description WHERE objoid = 't'::regclass AND classoid = 'pg_class'::regclass
