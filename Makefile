@@ -2,10 +2,11 @@
 # all set-up on a fresh Debian bookworm machine first (scripts/setup.sh).
 
 PG_CONFIG ?= /usr/lib/postgresql/15/bin/pg_config
+export PG_CONFIG
 PGRX_TEST_DATA ?= /tmp/halo_pgrx_test_data
 export USER ?= $(shell id -un)
 
-.PHONY: setup install test test-unit test-regress test-e2e test-fuzz test-cli demo bench fuzz clean
+.PHONY: setup install test test-layers test-unit test-regress test-e2e test-fuzz test-cli demo bench fuzz clean
 
 setup:
 	bash scripts/setup.sh
@@ -14,7 +15,11 @@ install: setup
 	cargo pgrx install --release --pg-config $(PG_CONFIG)
 
 ## All tests: Rust unit tests and #[pg_test]s, SQL regression, end to end, the CLI.
-test: setup test-unit install test-regress test-e2e test-fuzz test-cli
+test: setup test-layers test-unit install test-regress test-e2e test-fuzz test-cli
+
+# src/ keeps its layers: api → bgw → engine → catalog → plan → pg.
+test-layers:
+	bash scripts/layers.sh
 
 # Plain unit tests and in-server #[pg_test]s (cargo pgrx test runs both).
 test-unit: setup

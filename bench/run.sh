@@ -91,7 +91,7 @@ migrate() {
             -c "alter table bench alter column amount type bigint" \
             --lock-timeout 1 --time-between-locks 1 >"$dir/pg_tat.out" 2>&1 ;;
     pg_repack)
-        /usr/lib/postgresql/15/bin/pg_repack -h "$PGHOST" -p "$PGPORT" -U postgres -d run -t bench >"$dir/pg_repack.out" 2>&1 ;;
+        "$("${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}" --bindir)/pg_repack" -h "$PGHOST" -p "$PGPORT" -U postgres -d run -t bench >"$dir/pg_repack.out" 2>&1 ;;
     halo)
         q -c "SELECT migrate.start('bench', '$ALTER')" -c "SELECT migrate.finish('bench')" >/dev/null ;;
     esac

@@ -9,4 +9,4 @@ if [ ! -x .venv/bin/pg_tat ] || ! .venv/bin/python -c 'import matplotlib' 2>/dev
     .venv/bin/pip install -q --disable-pip-version-check \
         'pg-transparent-alter-table==4.4.0' 'matplotlib>=3.7,<4'
 fi
-test -x /usr/lib/postgresql/15/bin/pg_repack
+test -x "$("${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}" --bindir)/pg_repack"

@@ -6,7 +6,8 @@
 #   pgcluster.sh crash-restart DIR  (stop -m immediate, as in a crash; start again)
 #   pgcluster.sh standby PRIMARY_DIR DIR [extra lines...]  -> a streaming standby's port
 set -euo pipefail
-BIN=/usr/lib/postgresql/15/bin
+# The server of PG_CONFIG (the Makefile's; PostgreSQL 15 by default).
+BIN=$("${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}" --bindir)
 cmd=${1:?start|stop}; dir=${2:?data directory}
 as_pg() { if [ "$(id -un)" = postgres ]; then "$@"; else sudo -u postgres -- "$@"; fi; }
 

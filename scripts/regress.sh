@@ -9,7 +9,7 @@ dir=$(mktemp -d /tmp/halo_regress.XXXXXX); chmod 755 "$dir"
 trap 'scripts/pgcluster.sh stop "$dir/data"; rm -rf "$dir"' EXIT
 port=$(scripts/pgcluster.sh start "$dir/data")
 mkdir -p results
-/usr/lib/postgresql/15/lib/pgxs/src/test/regress/pg_regress \
+"$(dirname "$("${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}" --pgxs)")/../test/regress/pg_regress" \
     --host=127.0.0.1 --port="$port" --user=postgres \
     --dbname=halo_regress \
     --inputdir=. --outputdir=. "${tests[@]}" || {

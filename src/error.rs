@@ -5,7 +5,9 @@
 //! through [`MigrateError::report`]. An error PostgreSQL itself raised inside one
 //! of our operations (for instance while probing a subcommand on the empty
 //! clone) is carried through unchanged as [`MigrateError::Postgres`], so the
-//! user sees PostgreSQL's own SQLSTATE and wording, plus our context.
+//! user sees PostgreSQL's own SQLSTATE and wording, plus our context; a stored
+//! one is raised again the same way. halo_migrate's own errors are the other
+//! variants, [`MigrateError::Own`] for the one-off states of a migration.
 
 use pgrx::pg_sys::errcodes::PgSqlErrorCode;
 use pgrx::pg_sys::panic::{CaughtError, ErrorReport};
@@ -77,8 +79,22 @@ pub enum MigrateError {
     #[error("{name} must not be NULL")]
     NullArgument { name: &'static str },
 
+    /// An error PostgreSQL raised, passed through with its own SQLSTATE and
+    /// text, plus where it happened.
     #[error("{message}")]
     Postgres {
+        code: PgSqlErrorCode,
+        message: String,
+        detail: Option<String>,
+        hint: Option<String>,
+        context: String,
+    },
+
+    /// One of halo_migrate's own errors that has no variant of its own:
+    /// a state of the migration (aborted, timed out, no worker), written as
+    /// PostgreSQL would write it.
+    #[error("{message}")]
+    Own {
         code: PgSqlErrorCode,
         message: String,
         detail: Option<String>,
@@ -134,9 +150,7 @@ impl MigrateError {
             MigrateError::WrongObjectType { .. } => ERRCODE_WRONG_OBJECT_TYPE,
             MigrateError::NotOwner { .. }
             | MigrateError::RowSecurity { .. }
-            | MigrateError::SchemaPrivilege { .. } => {
-                ERRCODE_INSUFFICIENT_PRIVILEGE
-            }
+            | MigrateError::SchemaPrivilege { .. } => ERRCODE_INSUFFICIENT_PRIVILEGE,
             MigrateError::UndefinedObject { .. } => ERRCODE_UNDEFINED_OBJECT,
             MigrateError::NoKey { .. } => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             MigrateError::NullArgument { .. } => ERRCODE_NULL_VALUE_NOT_ALLOWED,
@@ -144,7 +158,7 @@ impl MigrateError {
             MigrateError::Busy { .. } | MigrateError::SnapshotsHeld { .. } => ERRCODE_OBJECT_IN_USE,
             MigrateError::DependentObjects { .. } => ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST,
             MigrateError::NoMigration { .. } => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-            MigrateError::Postgres { code, .. } => *code,
+            MigrateError::Postgres { code, .. } | MigrateError::Own { code, .. } => *code,
             MigrateError::Internal(_) => ERRCODE_INTERNAL_ERROR,
         }
     }
@@ -182,6 +196,9 @@ impl MigrateError {
                     .into(),
             ),
             MigrateError::Postgres {
+                detail, context, ..
+            }
+            | MigrateError::Own {
                 detail, context, ..
             } => Some(match detail {
                 Some(d) => format!("{d}\n{context}"),
@@ -222,7 +239,7 @@ impl MigrateError {
                 "Add a primary key first, e.g. ALTER TABLE {table} ADD PRIMARY KEY (...), \
                  or a unique index on NOT NULL columns."
             )),
-            MigrateError::Postgres { hint, .. } => hint.clone(),
+            MigrateError::Postgres { hint, .. } | MigrateError::Own { hint, .. } => hint.clone(),
             _ => None,
         }
     }

@@ -6,8 +6,8 @@ use pgrx::prelude::*;
 
 #[pg_schema]
 mod tests {
-    use crate::parse::parse_alter;
     use crate::plan::model::*;
+    use crate::plan::parse::parse_alter;
     use pgrx::prelude::*;
 
     /// (strategy, sql, lock, rewrites) of every step of `migrate.plan(tbl, alter)`.
@@ -272,10 +272,10 @@ mod tests {
     #[pg_test]
     fn bulk_copy_inserts_what_insert_would() {
         bulk_setup();
-        let n = crate::bulk::insert_select(BULK_SQL, &[0, 1_000_000]).unwrap();
+        let n = crate::engine::bulk::insert_select(BULK_SQL, &[0, 1_000_000]).unwrap();
         assert_eq!(n, Some(5000));
         // Within the block range only, and visible to the next statement.
-        let n = crate::bulk::insert_select(BULK_SQL, &[0, 1])
+        let n = crate::engine::bulk::insert_select(BULK_SQL, &[0, 1])
             .unwrap()
             .unwrap();
         assert!(n > 0 && n < 5000, "{n}");
@@ -294,7 +294,7 @@ mod tests {
         bulk_setup();
         Spi::run("CREATE INDEX dst_v ON dst (v)").unwrap();
         assert_eq!(
-            crate::bulk::insert_select(BULK_SQL, &[0, 1_000_000]).unwrap(),
+            crate::engine::bulk::insert_select(BULK_SQL, &[0, 1_000_000]).unwrap(),
             None
         );
         Spi::run(
@@ -304,7 +304,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            crate::bulk::insert_select(BULK_SQL, &[0, 1_000_000]).unwrap(),
+            crate::engine::bulk::insert_select(BULK_SQL, &[0, 1_000_000]).unwrap(),
             None
         );
         assert_eq!(Spi::get_one::<i64>("SELECT count(*) FROM dst"), Ok(Some(0)));
@@ -316,6 +316,6 @@ mod tests {
     fn bulk_copy_checks_not_null() {
         bulk_setup();
         Spi::run("UPDATE src SET id = NULL WHERE id = 4000").unwrap();
-        let _ = crate::bulk::insert_select(BULK_SQL, &[0, 1_000_000]);
+        let _ = crate::engine::bulk::insert_select(BULK_SQL, &[0, 1_000_000]);
     }
 }

@@ -4,10 +4,10 @@
 
 use super::control::table_migration;
 use super::{or_report, Regclass};
+use crate::bgw::worker;
+use crate::engine::state::{self, Migration, Phase};
 use crate::error::{MigrateError, Result};
-use crate::spi::{self, get};
-use crate::state::{self, Migration, Phase};
-use crate::worker;
+use crate::pg::spi::{self, get};
 use pgrx::datetime::Interval;
 use pgrx::prelude::*;
 
@@ -58,7 +58,7 @@ fn live(tbl: Option<Regclass>) -> Result<Migration> {
 
 fn pause_migration(tbl: Option<Regclass>) -> Result<String> {
     let m = live(tbl)?;
-    state::update(m.id, "paused = true", vec![])?;
+    state::set_paused(m.id, true)?;
     Ok(format!(
         "migration {} of {} paused (it was {}); migrate.resume() continues it",
         m.id,
@@ -69,7 +69,7 @@ fn pause_migration(tbl: Option<Regclass>) -> Result<String> {
 
 fn resume_migration(tbl: Option<Regclass>) -> Result<String> {
     let m = live(tbl)?;
-    state::update(m.id, "paused = false", vec![])?;
+    state::set_paused(m.id, false)?;
     let relaunch = m.background && !state::worker_alive(m.worker_pid)?;
     if relaunch {
         // The worker runs as the role that started the migration, whoever
@@ -132,7 +132,7 @@ fn throttle_migration(
             |r| get::<bool>(r, 1),
         )?;
         if !can_read.first().copied().unwrap_or(false) {
-            return Err(MigrateError::Postgres {
+            return Err(MigrateError::Own {
                 code: PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
                 message: "max_replica_lag needs to read standbys' replay lag".into(),
                 detail: Some("pg_stat_replication shows replay_lag only to roles with the privileges of pg_read_all_stats.".into()),
@@ -151,18 +151,7 @@ fn throttle_migration(
             "Let it finish.",
         ));
     }
-    let row = spi::query(
-        "UPDATE migrate.migrations
-            SET batch_rows = coalesce($2, batch_rows),
-                batch_pause_ms = coalesce($3, batch_pause_ms),
-                target_batch_ms = CASE WHEN $4 IS NULL THEN target_batch_ms ELSE NULLIF($4, 0) END,
-                max_replica_lag_ms = CASE WHEN $5 IS NULL THEN max_replica_lag_ms ELSE NULLIF($5, 0) END,
-                updated_at = pg_catalog.clock_timestamp()
-          WHERE id = $1
-      RETURNING batch_rows, batch_pause_ms, coalesce(target_batch_ms, 0), coalesce(max_replica_lag_ms, 0)",
-        &[m.id.into(), batch_rows.into(), pause.into(), target.into(), lag.into()],
-        |r| Ok((get::<i32>(r, 1)?, get::<i32>(r, 2)?, get::<i32>(r, 3)?, get::<i32>(r, 4)?)),
-    )?[0];
+    let row = state::set_throttle(m.id, batch_rows, pause, target, lag)?;
     let off = |ms: i32| {
         if ms > 0 {
             format!("{ms} ms")
@@ -185,7 +174,7 @@ fn throttle_migration(
 /// DDL guard's event triggers; nothing in SQL can make it true.
 #[pg_extern(volatile, parallel_unsafe)]
 fn internal_ddl() -> bool {
-    crate::ddl_pass::active()
+    crate::pg::ddl_pass::active()
 }
 
 /// Keep `migrate.migrations` out of logical decoding (run once, by CREATE
@@ -194,7 +183,7 @@ fn internal_ddl() -> bool {
 #[pg_extern(volatile, parallel_unsafe)]
 fn hide_state_from_decoding() {
     let oid = crate::catalog::relation_oid("migrate.migrations").unwrap_or_else(|e| e.report());
-    crate::storage::hide_from_decoding(oid, oid);
+    crate::engine::storage::hide_from_decoding(oid, oid);
 }
 
 pgrx::extension_sql!(

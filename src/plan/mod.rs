@@ -13,10 +13,12 @@
 //!   shadow table and swapped in once; foreign keys are added after the swap.
 
 pub mod model;
+pub mod parse;
+pub mod split;
 pub mod sqlgen;
 
 use crate::error::{MigrateError, Result};
-use crate::ident::QualifiedName;
+use crate::pg::ident::QualifiedName;
 use model::*;
 use std::cell::RefCell;
 use std::collections::HashSet;
@@ -388,7 +390,10 @@ fn not_null_steps(
         Undo::Nothing,
         Undo::Sql(sqlgen::alter(
             table,
-            &format!("ALTER COLUMN {} DROP NOT NULL", crate::ident::Ident::new(column)),
+            &format!(
+                "ALTER COLUMN {} DROP NOT NULL",
+                crate::pg::ident::Ident::new(column)
+            ),
         )),
         Undo::Nothing,
     ];

@@ -266,6 +266,18 @@ impl Strategy {
             Strategy::Rewrite => "rewrite",
         }
     }
+
+    /// The strategy of this name (as stored in `migrate.migrations`).
+    pub fn parse(name: &str) -> Option<Strategy> {
+        [
+            Strategy::Instant,
+            Strategy::TwoPhase,
+            Strategy::Concurrent,
+            Strategy::Rewrite,
+        ]
+        .into_iter()
+        .find(|s| s.name() == name)
+    }
 }
 
 /// How a step of a plan run statement by statement is taken back.

@@ -3,7 +3,7 @@
 //! user's own subcommand text is only ever placed after `ALTER TABLE <name>`,
 //! after it has been parsed as exactly one subcommand.
 
-use crate::ident::{ident_list, Ident, QualifiedName};
+use crate::pg::ident::{ident_list, Ident, QualifiedName};
 use crate::plan::model::ConstraintSpec;
 
 /// PostgreSQL's NAMEDATALEN - 1: the longest name it keeps.
@@ -147,7 +147,11 @@ pub fn drop_constraint_if_exists(table: &QualifiedName, constraint: &str) -> Str
 
 /// `DROP INDEX IF EXISTS` of an index in the table's schema.
 pub fn drop_index_if_exists(table: &QualifiedName, index: &str) -> String {
-    format!("DROP INDEX IF EXISTS {}.{}", table.schema, Ident::new(index))
+    format!(
+        "DROP INDEX IF EXISTS {}.{}",
+        table.schema,
+        Ident::new(index)
+    )
 }
 
 pub fn drop_constraint(table: &QualifiedName, constraint: &str) -> String {

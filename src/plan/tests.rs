@@ -550,7 +550,10 @@ fn a_new_index_needs_create_on_the_schema_as_alter_would() {
     };
     let e = plan(&no_create, &[add_unique.clone()], &[probe.clone()]).unwrap_err();
     assert_eq!(e.to_string(), "permission denied for schema public");
-    assert_eq!(e.sqlstate(), pgrx::PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE);
+    assert_eq!(
+        e.sqlstate(),
+        pgrx::PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE
+    );
     assert!(plan(&facts(), &[add_unique], &[probe]).is_ok());
     // Rebuilding an existing index (a type change) creates nothing new.
     let retype = cmd(

@@ -452,7 +452,11 @@ fn validation_never_runs_under_a_write_blocking_lock() {
         )
         .unwrap();
     assert_eq!(
-        (r.get::<_, String>(0), r.get::<_, String>(1), r.get::<_, bool>(2)),
+        (
+            r.get::<_, String>(0),
+            r.get::<_, String>(1),
+            r.get::<_, bool>(2)
+        ),
         ("done".into(), "two-phase".into(), true)
     );
     assert!(
@@ -479,12 +483,20 @@ fn validation_never_runs_under_a_write_blocking_lock() {
         .batch_execute("CALL migrate.wait('big', '120s')")
         .unwrap_err();
     assert_eq!(sqlstate(&e), "23514", "{e:?}");
-    assert_eq!(before(&mut c), shape, "the failed plan left something behind");
+    assert_eq!(
+        before(&mut c),
+        shape,
+        "the failed plan left something behind"
+    );
     // The same driven by step(), without a worker: SET NOT NULL on a column
     // with NULLs fails at its validation and is taken back.
-    c.batch_execute("SELECT migrate.start('big', 'ALTER COLUMN w SET NOT NULL', background => false)")
-        .unwrap();
-    let e = c.query_one("SELECT migrate.finish('big')", &[]).unwrap_err();
+    c.batch_execute(
+        "SELECT migrate.start('big', 'ALTER COLUMN w SET NOT NULL', background => false)",
+    )
+    .unwrap();
+    let e = c
+        .query_one("SELECT migrate.finish('big')", &[])
+        .unwrap_err();
     assert_eq!(sqlstate(&e), "55000", "finish() without a worker: {e:?}");
     let mut said = String::new();
     for _ in 0..10 {
@@ -496,7 +508,10 @@ fn validation_never_runs_under_a_write_blocking_lock() {
             break;
         }
     }
-    assert!(said.contains("violated") || said.contains("contains null"), "{said}");
+    assert!(
+        said.contains("violated") || said.contains("contains null"),
+        "{said}"
+    );
     assert_eq!(before(&mut c), shape);
     assert_eq!(leftovers(&mut c), 0);
     // Mixed with a change that cannot be taken back: refused up front.
@@ -523,7 +538,10 @@ fn fuzzer_findings_get_postgres_own_errors() {
     .unwrap();
     for (alter, code) in [
         // A column's type changed twice: refused together only.
-        ("ALTER COLUMN j TYPE text, ALTER COLUMN j TYPE json", "0A000"),
+        (
+            "ALTER COLUMN j TYPE text, ALTER COLUMN j TYPE json",
+            "0A000",
+        ),
         // A default on a column the same ALTER drops.
         ("ALTER COLUMN b SET DEFAULT NULL, DROP COLUMN b", "42703"),
         // A column a view uses, dropped (then changed): the view is named.
@@ -552,7 +570,10 @@ fn fuzzer_findings_get_postgres_own_errors() {
          SELECT migrate.finish('t', '60s');",
     )
     .unwrap();
-    let sum: i64 = c.query_one("SELECT sum(s)::bigint FROM t", &[]).unwrap().get(0);
+    let sum: i64 = c
+        .query_one("SELECT sum(s)::bigint FROM t", &[])
+        .unwrap()
+        .get(0);
     assert_eq!(sum, 500 * 501 / 2);
     // SET NOT NULL on a column with NULLs: SET NOT NULL's own 23502.
     c.batch_execute("SELECT migrate.start('t', 'ALTER COLUMN b SET NOT NULL')")
@@ -562,7 +583,10 @@ fn fuzzer_findings_get_postgres_own_errors() {
         .unwrap_err();
     assert_eq!(sqlstate(&e), "23502", "{e:?}");
     assert!(
-        e.as_db_error().unwrap().message().contains("column \"b\" of relation \"t\" contains null values"),
+        e.as_db_error()
+            .unwrap()
+            .message()
+            .contains("column \"b\" of relation \"t\" contains null values"),
         "{e:?}"
     );
     // An index in a schema the owner may not create in: refused as ALTER
@@ -625,7 +649,8 @@ fn the_swap_waits_for_another_roles_old_snapshot() {
     let seen: i64 = c.query_one("SELECT count(*) FROM t", &[]).unwrap().get(0);
     assert_eq!(seen, 5000);
     c.batch_execute("COMMIT").unwrap();
-    app.batch_execute("SELECT migrate.finish('t', '60s')").unwrap();
+    app.batch_execute("SELECT migrate.finish('t', '60s')")
+        .unwrap();
 }
 
 /// An instant plan runs as the one ALTER the user wrote, so PostgreSQL

@@ -123,7 +123,10 @@ fn differential_fuzz() {
         .unwrap();
     // On its own: CREATE TABLESPACE cannot run in a transaction block.
     admin
-        .batch_execute(&format!("CREATE TABLESPACE fz_ts LOCATION '{}'", ts.display()))
+        .batch_execute(&format!(
+            "CREATE TABLESPACE fz_ts LOCATION '{}'",
+            ts.display()
+        ))
         .unwrap();
     admin
         .batch_execute("GRANT CREATE ON TABLESPACE fz_ts TO PUBLIC")
@@ -134,7 +137,9 @@ fn differential_fuzz() {
     let mut findings = Vec::new();
     let mut rng = gen::Rng::new(seed);
     // FUZZ_CASE=<a case's seed, as printed> runs just that case.
-    let only = std::env::var("FUZZ_CASE").ok().and_then(|v| v.parse::<u64>().ok());
+    let only = std::env::var("FUZZ_CASE")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok());
     let iterations = if only.is_some() { 1 } else { iterations };
     for i in 0..iterations {
         let case = Case::generate(only.unwrap_or_else(|| rng.next()));

@@ -27,7 +27,7 @@
 //! backend types (autovacuum, WAL senders) never read the table through SQL.
 
 use crate::error::{MigrateError, Result};
-use crate::spi::{self, get};
+use crate::pg::spi::{self, get};
 use pgrx::pg_sys::Oid;
 
 /// A session holding an old snapshot.
@@ -120,7 +120,7 @@ pub fn wait_in_lock(relid: Oid, locked_at: &str, budget_ms: i32, cutover_key: i3
                 pids: held.iter().map(|h| h.pid).collect(),
             });
         }
-        crate::locks::sleep_ms(5)?;
+        crate::engine::locks::sleep_ms(5)?;
     }
 }
 

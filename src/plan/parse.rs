@@ -13,7 +13,7 @@
 
 use crate::error::{MigrateError, Result};
 use crate::plan::model::*;
-use crate::split::split_top_level;
+use crate::plan::split::split_top_level;
 use pgrx::pg_sys;
 use pgrx::pg_sys::panic::CaughtError;
 use pgrx::prelude::*;
@@ -113,8 +113,11 @@ fn with_raw_parse<R>(sql: &str, f: impl FnOnce(*mut pg_sys::List) -> Result<R>) 
 }
 
 /// The single statement of a parse, or a syntax error if there are several.
+///
+/// # Safety
+/// `stmts` must be a List of RawStmt.
 unsafe fn first_stmt(stmts: *mut pg_sys::List) -> Result<*mut pg_sys::Node> {
-    // SAFETY (caller): stmts is a List of RawStmt.
+    // SAFETY: guaranteed by the caller (# Safety above).
     let list = unsafe { PgList::<pg_sys::RawStmt>::from_pg(stmts) };
     if list.len() != 1 {
         return Err(MigrateError::syntax(
@@ -126,8 +129,10 @@ unsafe fn first_stmt(stmts: *mut pg_sys::List) -> Result<*mut pg_sys::Node> {
     Ok(unsafe { (*list.get_ptr(0).unwrap()).stmt })
 }
 
+/// # Safety
+/// `node` must be a valid parse node.
 unsafe fn lock_of_node(node: *mut pg_sys::Node) -> Result<LockMode> {
-    // SAFETY (caller): node is a valid parse node.
+    // SAFETY: guaranteed by the caller (# Safety above).
     let mode = unsafe {
         if is_a(node, pg_sys::NodeTag::T_AlterTableStmt) {
             pg_sys::AlterTableGetLockLevel((*(node as *mut pg_sys::AlterTableStmt)).cmds)
@@ -140,28 +145,37 @@ unsafe fn lock_of_node(node: *mut pg_sys::Node) -> Result<LockMode> {
         .ok_or_else(|| MigrateError::Internal(format!("unknown lock mode {mode}")))
 }
 
+/// # Safety
+/// `node` must be NULL or a valid Node.
 unsafe fn is_a(node: *mut pg_sys::Node, tag: pg_sys::NodeTag) -> bool {
-    // SAFETY (caller): node is NULL or a valid Node.
+    // SAFETY: guaranteed by the caller (# Safety above).
     !node.is_null() && unsafe { (*node).type_ } == tag
 }
 
+/// # Safety
+/// `p` must be NULL or a NUL-terminated string from the parse tree.
 unsafe fn cstr(p: *const std::ffi::c_char) -> Option<String> {
-    // SAFETY (caller): p is NULL or a NUL-terminated string from the parse tree.
+    // SAFETY: guaranteed by the caller (# Safety above).
     (!p.is_null()).then(|| unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned())
 }
 
 /// Names in a List of String nodes (column lists of constraints).
+///
+/// # Safety
+/// `list` must be NIL or a List of String nodes.
 unsafe fn string_list(list: *mut pg_sys::List) -> Vec<String> {
-    // SAFETY (caller): list is NIL or a List of String nodes.
+    // SAFETY: guaranteed by the caller (# Safety above).
     unsafe { PgList::<pg_sys::String>::from_pg(list) }
         .iter_ptr()
         .filter_map(|s| unsafe { cstr((*s).sval) })
         .collect()
 }
 
+/// # Safety
+/// `node` must be the statement node of a fresh raw parse.
 #[allow(non_upper_case_globals)] // pg_sys::AlterTableType::AT_* are C enum constants
 unsafe fn cmd_kind(node: *mut pg_sys::Node, text: &str) -> Result<CmdKind> {
-    // SAFETY (caller): node is the statement node of a fresh raw parse.
+    // SAFETY: guaranteed by the caller (# Safety above).
     unsafe {
         if is_a(node, pg_sys::NodeTag::T_RenameStmt) {
             let r = &*(node as *mut pg_sys::RenameStmt);
@@ -216,7 +230,7 @@ unsafe fn cmd_kind(node: *mut pg_sys::Node, text: &str) -> Result<CmdKind> {
                 let (using, using_columns) = if def.raw_default.is_null() {
                     (None, vec![])
                 } else {
-                    let at = crate::split::find_top_level_word(text, "using").ok_or_else(|| {
+                    let at = crate::plan::split::find_top_level_word(text, "using").ok_or_else(|| {
                         MigrateError::Internal(format!("USING clause not found in \"{text}\""))
                     })?;
                     (Some(text[at + "using".len()..].trim().to_string()), check_columns(def.raw_default))
@@ -260,8 +274,10 @@ unsafe fn cmd_kind(node: *mut pg_sys::Node, text: &str) -> Result<CmdKind> {
     }
 }
 
+/// # Safety
+/// `c` must be the Constraint of an ADD CONSTRAINT subcommand.
 unsafe fn constraint_spec(c: *mut pg_sys::Constraint, text: &str) -> Result<ConstraintSpec> {
-    // SAFETY (caller): c is the Constraint of an ADD CONSTRAINT subcommand.
+    // SAFETY: guaranteed by the caller (# Safety above).
     unsafe {
         let c = &*c;
         use pg_sys::ConstrType::*;

@@ -2,10 +2,15 @@
 //!
 //! Only catalog tables are read here (never the user's table), with the
 //! caller's snapshot, so nothing here takes a lock on the table or waits.
+//! `probe` asks PostgreSQL what a subcommand does, on an empty clone.
+//!
+//! Layer: uses `plan` (its model) and `pg`; used by `engine` and `api`.
+
+pub mod probe;
 
 use crate::error::{MigrateError, Result};
+use crate::pg::spi::{self, get};
 use crate::plan::model::{Column, TableFacts};
-use crate::spi::{self, get};
 use pgrx::pg_sys::Oid;
 
 /// The table's facts, after checking it is an ordinary table the caller owns.
@@ -28,7 +33,7 @@ pub fn load_table(oid: Oid) -> Result<TableFacts> {
         },
     )?;
     let Some((schema, name, relkind, persistence, owner, nsp)) = rows.into_iter().next() else {
-        return Err(MigrateError::Postgres {
+        return Err(MigrateError::Own {
             code: pgrx::PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
             message: format!("relation with OID {} does not exist", oid.to_u32()),
             detail: None,
@@ -36,7 +41,7 @@ pub fn load_table(oid: Oid) -> Result<TableFacts> {
             context: "The table was dropped while the migration was being planned.".into(),
         });
     };
-    let qualified = crate::ident::QualifiedName::new(&schema, &name).to_string();
+    let qualified = crate::pg::ident::QualifiedName::new(&schema, &name).to_string();
     if matches!(
         schema.as_str(),
         "pg_catalog" | "information_schema" | "pg_toast"
@@ -91,7 +96,14 @@ pub fn load_table(oid: Oid) -> Result<TableFacts> {
                 pg_catalog.row_security_active($1::pg_catalog.regclass),
                 pg_catalog.has_schema_privilege($2, 'CREATE')",
         &[oid.into(), nsp.into()],
-        |r| Ok((r.get::<String>(1)?, get::<i64>(r, 2)?, get::<bool>(r, 3)?, get::<bool>(r, 4)?)),
+        |r| {
+            Ok((
+                r.get::<String>(1)?,
+                get::<i64>(r, 2)?,
+                get::<bool>(r, 3)?,
+                get::<bool>(r, 4)?,
+            ))
+        },
     )?
     .into_iter()
     .next()
@@ -181,13 +193,13 @@ fn exists(sql: &str, namespace: u32, name: &str) -> Result<bool> {
 }
 
 /// The table's schema-qualified name, or `None` if it is gone.
-pub fn qualified_name(oid: Oid) -> Result<Option<crate::ident::QualifiedName>> {
+pub fn qualified_name(oid: Oid) -> Result<Option<crate::pg::ident::QualifiedName>> {
     let rows = spi::query(
         "SELECT n.nspname::text, c.relname::text FROM pg_catalog.pg_class c
            JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1",
         &[oid.into()],
         |r| {
-            Ok(crate::ident::QualifiedName::new(
+            Ok(crate::pg::ident::QualifiedName::new(
                 get::<String>(r, 1)?,
                 get::<String>(r, 2)?,
             ))

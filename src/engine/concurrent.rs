@@ -5,7 +5,7 @@
 //!
 //! `start()` records the plan's statements in `index_sql`, with what takes
 //! each back in `undo_sql`. The worker runs them in order:
-//! `CREATE INDEX CONCURRENTLY` as a top-level command ([`crate::toplevel`]),
+//! `CREATE INDEX CONCURRENTLY` as a top-level command ([`crate::pg::toplevel`]),
 //! every other statement in a transaction of its own under the migration's
 //! lock timeout, retried with back-off. Without a worker, `step()` runs one
 //! statement per call. A validation never runs in the transaction that took
@@ -19,13 +19,13 @@
 //! failed ALTER TABLE.
 
 use crate::catalog;
+use crate::engine::locks;
+use crate::engine::state::Migration;
 use crate::error::{MigrateError, Result};
-use pgrx::PgSqlErrorCode;
-use crate::ident::QualifiedName;
-use crate::locks;
+use crate::pg::ident::QualifiedName;
+use crate::pg::spi::{self, get};
 use crate::plan::sqlgen;
-use crate::spi::{self, get};
-use crate::state::Migration;
+use pgrx::PgSqlErrorCode;
 
 /// Must this statement run as a top-level command (outside any function)?
 pub fn needs_top_level(sql: &str) -> bool {
@@ -58,9 +58,11 @@ fn as_set_not_null_error(m: &Migration, i: usize, e: MigrateError) -> MigrateErr
             .ok()
             .flatten()
             .unwrap_or_else(|| m.table_name.clone());
-            MigrateError::Postgres {
+            MigrateError::Own {
                 code: PgSqlErrorCode::ERRCODE_NOT_NULL_VIOLATION,
-                message: format!("column \"{column}\" of relation \"{relation}\" contains null values"),
+                message: format!(
+                    "column \"{column}\" of relation \"{relation}\" contains null values"
+                ),
                 detail: None,
                 hint: None,
                 context: "while validating SET NOT NULL".into(),
@@ -77,9 +79,9 @@ thread_local! {
 
 /// `step()` without a worker: run the plan's next statement in the caller's
 /// transaction. Refused for an index build, which cannot run in a function.
-pub fn step(m: &Migration) -> Result<crate::driver::Outcome> {
-    use crate::driver::Outcome;
-    use crate::state::{self, Phase};
+pub fn step(m: &Migration) -> Result<crate::engine::driver::Outcome> {
+    use crate::engine::driver::Outcome;
+    use crate::engine::state::{self, Phase};
     let i = m.indexes_built.max(0) as usize;
     let Some(sql) = m.index_sql.get(i) else {
         state::set_phase(m.id, Phase::Done)?;
@@ -87,7 +89,7 @@ pub fn step(m: &Migration) -> Result<crate::driver::Outcome> {
     };
     // One statement per transaction: a second call in the same transaction
     // would validate under the lock the first one's ADD … NOT VALID took.
-    let here = (crate::ddl_pass::local_xid(), m.id);
+    let here = (crate::pg::ddl_pass::local_xid(), m.id);
     if LAST_STEP.with(|c| c.replace(Some(here))) == Some(here) {
         return Ok(Outcome::Idle {
             ms: 0,
@@ -100,9 +102,9 @@ pub fn step(m: &Migration) -> Result<crate::driver::Outcome> {
             m.id
         )));
     }
-    let _pass = crate::ddl_pass::Pass::for_this_transaction();
+    let _pass = crate::pg::ddl_pass::Pass::for_this_transaction();
     run_statement(m, i)?;
-    state::update(m.id, "indexes_built = indexes_built + 1", vec![])?;
+    state::record_index_built(m.id, None)?;
     if i + 1 >= m.index_sql.len() {
         state::set_phase(m.id, Phase::Done)?;
     }
@@ -115,7 +117,7 @@ pub fn undo(m: &Migration) -> Result<()> {
     if catalog::qualified_name(m.relid)?.is_none() {
         return Ok(());
     }
-    let _pass = crate::ddl_pass::Pass::for_this_transaction();
+    let _pass = crate::pg::ddl_pass::Pass::for_this_transaction();
     let done = (m.indexes_built.max(0) as usize).min(m.undo_sql.len());
     for sql in m.undo_sql[..done].iter().rev().filter(|s| !s.is_empty()) {
         spi::with_search_path(&m.search_path, || {
@@ -145,7 +147,7 @@ pub fn cleanup(m: &Migration) -> Result<()> {
         if orphan.first().copied().unwrap_or(false) {
             let index = QualifiedName {
                 schema: table.schema.clone(),
-                name: crate::ident::Ident::new(name),
+                name: crate::pg::ident::Ident::new(name),
             };
             locks::retry("drop the unfinished index", m.lock_timeout_ms, 100, || {
                 spi::exec(&format!("DROP INDEX IF EXISTS {index}"), &[])

@@ -13,11 +13,11 @@
 //! commit in the same transaction.
 
 use crate::catalog;
+use crate::engine::state::Migration;
 use crate::error::{MigrateError, Result};
-use crate::ident::QualifiedName;
+use crate::pg::ident::QualifiedName;
+use crate::pg::spi::{self, CATALOG_PATH};
 use crate::plan::sqlgen;
-use crate::spi::{self, CATALOG_PATH};
-use crate::state::Migration;
 
 /// Heap blocks per batch so that a batch holds about `batch_rows` rows.
 pub fn blocks_per_batch(batch_rows: i64, rows_total: i64, blocks_total: i64) -> i64 {
@@ -44,7 +44,7 @@ pub fn copy_batch(m: &Migration, table: &QualifiedName) -> Result<(u64, i64)> {
     // The batch must see every row of its range (spi::with_all_rows).
     let rows = spi::with_all_rows(|| {
         let bulk = if crate::gucs::bulk_copy() {
-            crate::bulk::insert_select(&sql, &[m.copy_next, end])?
+            crate::engine::bulk::insert_select(&sql, &[m.copy_next, end])?
         } else {
             None
         };
@@ -63,7 +63,7 @@ pub fn copy_batch(m: &Migration, table: &QualifiedName) -> Result<(u64, i64)> {
 /// (VACUUM FULL, CLUSTER, or a rewrite the event trigger could not stop).
 pub fn check_not_rewritten(m: &Migration) -> Result<()> {
     if catalog::relfilenode(m.relid)? != m.relfilenode {
-        return Err(MigrateError::Postgres {
+        return Err(MigrateError::Own {
             code: pgrx::PgSqlErrorCode::ERRCODE_OBJECT_IN_USE,
             message: format!("table {} was rewritten while it was being migrated", m.table_name),
             detail: Some("Its storage changed (VACUUM FULL, CLUSTER or a table rewrite), so the copy no longer matches it.".into()),
@@ -81,7 +81,7 @@ pub fn build_next_index(m: &Migration) -> Result<bool> {
         // Rows that changed after the copy began may be stale or copied
         // twice; all are in the log. Remove them before any unique index
         // exists; replay copies them again.
-        crate::replay::delete_logged_keys(m, "", &[])?;
+        crate::engine::replay::delete_logged_keys(m, "", &[])?;
     }
     if let Some(sql) = m.index_sql.get(m.indexes_built as usize) {
         spi::with_search_path(CATALOG_PATH, || spi::exec(sql, &[]))?;

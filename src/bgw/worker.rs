@@ -11,15 +11,16 @@
 //! An ERROR inside a unit aborts that transaction; the worker then records
 //! the failure and cleans up in a fresh transaction (`driver::fail`).
 
-use crate::driver::{self, Cutover, Outcome};
+use crate::engine::driver::{self, Cutover, Outcome};
+use crate::engine::state;
 use crate::error::{MigrateError, Result};
-use crate::spi;
-use crate::state;
-use crate::{concurrent, toplevel};
+use crate::pg::activity;
+use crate::pg::spi;
+use crate::pg::xact::transaction;
+use crate::{engine::concurrent, pg::toplevel};
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
-use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
 pub const BACKEND_TYPE: &str = "halo_migrate worker";
@@ -27,14 +28,14 @@ pub const BACKEND_TYPE: &str = "halo_migrate worker";
 /// Launch the worker for migration `id`, as `role`, to begin once the
 /// current transaction commits (and not at all if it rolls back).
 pub fn launch_after_commit(id: i64, role: pg_sys::Oid) -> Result<()> {
-    let xid = spi::query(
+    let xid = spi::one(
         "SELECT pg_catalog.pg_current_xact_id()::text::bigint",
         &[],
         |r| spi::get::<i64>(r, 1),
-    )?[0];
+    )?;
     // A worker is on its way: until it registers, finish() waits for it
     // rather than taking the old, dead pid as a sign that nobody drives.
-    crate::state::update(id, "worker_pid = NULL", vec![])?;
+    crate::engine::state::set_worker(id, None)?;
     launch(id, role, xid)
 }
 
@@ -52,7 +53,7 @@ fn launch(id: i64, role: pg_sys::Oid, start_xid: i64) -> Result<()> {
         .enable_spi_access()
         .load_dynamic()
         .map(|_| ())
-        .map_err(|_| MigrateError::Postgres {
+        .map_err(|_| MigrateError::Own {
             code: PgSqlErrorCode::ERRCODE_CONFIGURATION_LIMIT_EXCEEDED,
             message: "could not start a halo_migrate background worker".into(),
             detail: Some("All background worker slots are in use.".into()),
@@ -93,7 +94,7 @@ pub extern "C-unwind" fn halo_migrate_worker_main(arg: pg_sys::Datum) {
         )?;
         // SAFETY: reading this backend's own pid.
         let pid = unsafe { pg_sys::MyProcPid };
-        state::update(id, "worker_pid = $2", vec![pid.into()])
+        state::set_worker(id, Some(pid))
     });
     if let Err(e) = registered {
         log!("halo_migrate worker for migration {id}: {e}");
@@ -109,53 +110,14 @@ pub extern "C-unwind" fn halo_migrate_worker_main(arg: pg_sys::Datum) {
     }
 }
 
-/// Say in pg_stat_activity what a long unit of work is about to do, when
-/// running in the worker (a session calling `step()` keeps its own query).
-pub fn announce(what: &str) {
-    // SAFETY: a process-global pointer, set only in background workers.
-    if !unsafe { pg_sys::MyBgworkerEntry }.is_null() {
-        report(true, what);
-    }
-}
-
-/// Let the current unit of work commit without waiting for its WAL to be
-/// flushed, when running in the worker (which owns its transactions; a
-/// session calling `step()` or `finish()` keeps its own setting).
-///
-/// Sound for units whose work and progress commit together (a copy batch,
-/// an index build, a replay batch): a crash can lose only the last few such
-/// commits, and with them the progress that records them, so the worker
-/// redoes them. Never used for the swap or what follows it, so a migration
-/// reported done stays done.
-pub fn commit_asynchronously() -> Result<()> {
-    // SAFETY: a process-global pointer, set only in background workers.
-    if unsafe { pg_sys::MyBgworkerEntry }.is_null() {
-        return Ok(());
-    }
-    spi::exec("SET LOCAL synchronous_commit = off", &[])
-}
-
-/// What the worker is doing, in pg_stat_activity's `state` and `query`.
-fn report(running: bool, what: &str) {
-    let text = std::ffi::CString::new(what.replace('\0', "")).unwrap_or_default();
-    let state = if running {
-        pg_sys::BackendState::STATE_RUNNING
-    } else {
-        pg_sys::BackendState::STATE_IDLE
-    };
-    // SAFETY: a backend may report its activity at any time (the executor's
-    // callers do, around every statement); the text is copied into this
-    // backend's slot in shared memory before the call returns.
-    unsafe { pg_sys::pgstat_report_activity(state, text.as_ptr()) };
-}
-
 /// A rewrite: one unit of work per transaction until it is over.
 fn run_rewrite(id: i64) {
     while !stop_requested() {
+        super::reload_if_asked();
         match transaction(|| driver::step(id, Cutover::WhenRequested)) {
-            Ok(Outcome::Progress(what)) => report(true, &what),
+            Ok(Outcome::Progress(what)) => activity::report(true, &what),
             Ok(Outcome::Idle { ms, note }) => {
-                report(false, &note);
+                activity::report(false, &note);
                 BackgroundWorker::wait_latch(Some(Duration::from_millis(ms)));
             }
             Ok(Outcome::Busy) => {
@@ -172,8 +134,9 @@ fn run_rewrite(id: i64) {
 /// committed after each.
 fn run_concurrent(id: i64) {
     // Our own CREATE INDEX and ALTER TABLE pass the DDL guard.
-    crate::ddl_pass::for_this_session();
+    crate::pg::ddl_pass::for_this_session();
     while !stop_requested() {
+        super::reload_if_asked();
         let m = match transaction(|| state::load(id)) {
             Ok(Some(m)) if !m.phase.is_terminal() => m,
             Ok(_) => return,
@@ -184,11 +147,11 @@ fn run_concurrent(id: i64) {
             return;
         };
         if m.paused {
-            report(false, "paused; migrate.resume() continues");
+            activity::report(false, "paused; migrate.resume() continues");
             BackgroundWorker::wait_latch(Some(Duration::from_millis(500)));
             continue;
         }
-        let count = || state::update(id, "indexes_built = indexes_built + 1", vec![]);
+        let count = || state::record_index_built(id, None);
         let recorded = if concurrent::needs_top_level(sql) {
             // A build cut short (a crash, a restart) left its index behind,
             // which cleanup() drops, like an undo would.
@@ -247,36 +210,4 @@ fn wait_for_start(id: i64, xid: i64) -> bool {
             return false;
         }
     }
-}
-
-/// Run `f` in a transaction of its own: committed if it returns `Ok`,
-/// aborted if it returns `Err` or raises an ERROR.
-pub(crate) fn transaction<R>(f: impl FnOnce() -> Result<R>) -> Result<R> {
-    // SAFETY: the worker is connected to a database and not inside a
-    // transaction (every path below ends the one it starts).
-    unsafe {
-        pg_sys::SetCurrentStatementStartTimestamp();
-        pg_sys::StartTransactionCommand();
-        pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
-    }
-    let f = AssertUnwindSafe(f);
-    let r = PgTryBuilder::new(move || {
-        let f = f;
-        (f.0)()
-    })
-    .catch_others(|e| Err(MigrateError::from_caught(e, "in the halo_migrate worker")))
-    .execute();
-    // SAFETY: the transaction started above is current: on success we pop
-    // our snapshot and commit; on error AbortCurrentTransaction releases
-    // snapshots, locks and memory, as PostgreSQL's own workers do.
-    unsafe {
-        match &r {
-            Ok(_) => {
-                pg_sys::PopActiveSnapshot();
-                pg_sys::CommitTransactionCommand();
-            }
-            Err(_) => pg_sys::AbortCurrentTransaction(),
-        }
-    }
-    r
 }

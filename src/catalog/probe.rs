@@ -22,11 +22,11 @@
 //! LIKE), with lock_timeout, and nothing survives the probe.
 
 use crate::error::{MigrateError, Result};
-use crate::ident::{Ident, QualifiedName};
+use crate::pg::ident::{Ident, QualifiedName};
+use crate::pg::spi::{self, get};
+use crate::pg::subxact;
 use crate::plan::model::{CmdKind, ProbeOutcome, Subcommand, TableFacts};
 use crate::plan::probe_statement;
-use crate::spi::{self, get};
-use crate::subxact;
 use pgrx::pg_sys::Oid;
 use std::cell::Cell;
 
@@ -169,7 +169,8 @@ pub fn probe(
             // real users, as PostgreSQL would on the table itself.
             match guarded.first() {
                 Some((column, users))
-                    if e.sqlstate() == pgrx::PgSqlErrorCode::ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST =>
+                    if e.sqlstate()
+                        == pgrx::PgSqlErrorCode::ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST =>
                 {
                     Err(MigrateError::DependentObjects {
                         column: column.clone(),

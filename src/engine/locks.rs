@@ -7,8 +7,8 @@
 //! us; `lock_timeout` is what bounds their wait.
 
 use crate::error::{MigrateError, Result};
-use crate::spi;
-use crate::subxact;
+use crate::pg::spi;
+use crate::pg::subxact;
 use pgrx::PgSqlErrorCode;
 
 /// Advisory lock keys: (HALO, migration id) is held by `finish()` while it
@@ -31,20 +31,9 @@ pub fn backoff_ms(attempt: u32, jitter: f64) -> u64 {
 
 /// Run `f` with `lock_timeout = timeout_ms` in a subtransaction.
 pub fn once<R>(what: &str, timeout_ms: i32, f: impl FnOnce() -> Result<R>) -> Result<R> {
-    let old =
-        spi::text("SELECT pg_catalog.current_setting('lock_timeout')", &[])?.unwrap_or_default();
-    let r = subxact::attempt(what, || {
-        spi::exec(
-            "SELECT pg_catalog.set_config('lock_timeout', $1, true)",
-            &[format!("{timeout_ms}ms").into()],
-        )?;
-        f()
-    });
-    spi::exec(
-        "SELECT pg_catalog.set_config('lock_timeout', $1, true)",
-        &[old.into()],
-    )?;
-    r
+    spi::with_setting("lock_timeout", &format!("{timeout_ms}ms"), || {
+        subxact::attempt(what, f)
+    })
 }
 
 /// [`once`], retried on lock timeouts up to `attempts` times.
@@ -60,7 +49,7 @@ pub fn retry<R>(
         match once(what, timeout_ms, &mut f) {
             Err(e) if is_lock_timeout(&e) && n < attempts => sleep_ms(backoff_ms(n, jitter()?))?,
             Err(e) if is_lock_timeout(&e) => {
-                return Err(MigrateError::Postgres {
+                return Err(MigrateError::Own {
                     code: PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE,
                     message: format!(
                         "could not lock the table to {what} in {n} attempts of {timeout_ms} ms"
@@ -89,7 +78,7 @@ pub fn sleep_ms(ms: u64) -> Result<()> {
 
 /// A random number in [0, 1), for back-off jitter.
 pub fn jitter() -> Result<f64> {
-    Ok(spi::query("SELECT pg_catalog.random()", &[], |r| spi::get::<f64>(r, 1))?[0])
+    spi::one("SELECT pg_catalog.random()", &[], |r| spi::get::<f64>(r, 1))
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@
 //! commit); the caller has checked that the two relations have the same
 //! physical row layout before swapping.
 
+use crate::pg::rel::Rel;
 use pgrx::pg_sys;
 use pgrx::pg_sys::Oid;
 use pgrx::IntoDatum;
@@ -26,14 +27,15 @@ pub fn empty_storage(relid: Oid) {
     // pointers are used only while open. This is TRUNCATE's transactional
     // path (ExecuteTruncateGuts) without triggers and logical-decoding records.
     unsafe {
-        let rel = pg_sys::relation_open(relid, pg_sys::AccessExclusiveLock as _);
-        pg_sys::RelationSetNewRelfilenode(rel, (*(*rel).rd_rel).relpersistence);
-        let toast = (*(*rel).rd_rel).reltoastrelid;
-        pg_sys::relation_close(rel, pg_sys::NoLock as _);
+        let toast = {
+            let rel = Rel::open(relid, pg_sys::AccessExclusiveLock);
+            let r = rel.get();
+            pg_sys::RelationSetNewRelfilenode(r, (*(*r).rd_rel).relpersistence);
+            (*(*r).rd_rel).reltoastrelid
+        };
         if toast != pg_sys::InvalidOid {
-            let t = pg_sys::relation_open(toast, pg_sys::AccessExclusiveLock as _);
-            pg_sys::RelationSetNewRelfilenode(t, (*(*t).rd_rel).relpersistence);
-            pg_sys::relation_close(t, pg_sys::NoLock as _);
+            let t = Rel::open(toast, pg_sys::AccessExclusiveLock);
+            pg_sys::RelationSetNewRelfilenode(t.get(), (*(*t.get()).rd_rel).relpersistence);
         }
         let mut params = pg_sys::ReindexParams {
             options: 0,
@@ -55,7 +57,7 @@ pub fn swap_storage(r1: Oid, r2: Oid, toast_links: bool) {
     // registers the relcache invalidations); pg_class is opened and closed
     // here with RowExclusiveLock, as cluster.c's swap_relation_files does.
     unsafe {
-        let class = pg_sys::table_open(pg_sys::RelationRelationId, pg_sys::RowExclusiveLock as _);
+        let class = Rel::open_catalog(pg_sys::RelationRelationId, pg_sys::RowExclusiveLock);
         let t1 = class_tuple(r1);
         let t2 = class_tuple(r2);
         let f1 = pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_class>(t1);
@@ -75,8 +77,8 @@ pub fn swap_storage(r1: Oid, r2: Oid, toast_links: bool) {
         if toast_links {
             std::mem::swap(&mut (*f1).reltoastrelid, &mut (*f2).reltoastrelid);
         }
-        pg_sys::CatalogTupleUpdate(class, &mut (*t1).t_self, t1);
-        pg_sys::CatalogTupleUpdate(class, &mut (*t2).t_self, t2);
+        pg_sys::CatalogTupleUpdate(class.get(), &mut (*t1).t_self, t1);
+        pg_sys::CatalogTupleUpdate(class.get(), &mut (*t2).t_self, t2);
         if toast_links {
             let pairs = [((*f1).reltoastrelid, r1), ((*f2).reltoastrelid, r2)];
             for (toast, _) in pairs {
@@ -98,7 +100,6 @@ pub fn swap_storage(r1: Oid, r2: Oid, toast_links: bool) {
         }
         pg_sys::heap_freetuple(t1);
         pg_sys::heap_freetuple(t2);
-        pg_sys::table_close(class, pg_sys::RowExclusiveLock as _);
         pg_sys::CommandCounterIncrement();
     }
 }
@@ -138,7 +139,7 @@ fn set_relrewrite(relid: Oid, of: Oid, with_toast: bool) {
     // registers the relcache invalidations; pg_class is opened and closed
     // here with RowExclusiveLock.
     unsafe {
-        let class = pg_sys::table_open(pg_sys::RelationRelationId, pg_sys::RowExclusiveLock as _);
+        let class = Rel::open_catalog(pg_sys::RelationRelationId, pg_sys::RowExclusiveLock);
         let mut next = Some(relid);
         while let Some(r) = next.take() {
             let t = class_tuple(r);
@@ -147,10 +148,9 @@ fn set_relrewrite(relid: Oid, of: Oid, with_toast: bool) {
             if with_toast && (*f).reltoastrelid != pg_sys::InvalidOid && r == relid {
                 next = Some((*f).reltoastrelid);
             }
-            pg_sys::CatalogTupleUpdate(class, &mut (*t).t_self, t);
+            pg_sys::CatalogTupleUpdate(class.get(), &mut (*t).t_self, t);
             pg_sys::heap_freetuple(t);
         }
-        pg_sys::table_close(class, pg_sys::RowExclusiveLock as _);
         pg_sys::CommandCounterIncrement();
     }
 }
@@ -169,11 +169,13 @@ pub fn rename_internal(relid: Oid, name: &str, is_index: bool) {
 }
 
 /// A palloc'd copy of the relation's pg_class tuple.
+///
+/// # Safety
+/// Must be called inside a transaction (the syscache lookup needs one).
 unsafe fn class_tuple(relid: Oid) -> pg_sys::HeapTuple {
     let key = relid.into_datum().expect("an Oid is never NULL");
     let zero = pg_sys::Datum::from(0usize);
-    // SAFETY (caller): inside a transaction; SearchSysCacheCopy returns a
-    // palloc'd copy or NULL.
+    // SAFETY: guaranteed by the caller (# Safety above).
     let tuple = unsafe {
         pg_sys::SearchSysCacheCopy(
             pg_sys::SysCacheIdentifier::RELOID as _,

@@ -19,16 +19,16 @@
 //! Any error rolls all of it back; the caller decides whether to retry (lock
 //! timeout) or to fail the migration.
 
-use crate::capture;
-use crate::copy;
+use crate::engine::capture;
+use crate::engine::copy;
+use crate::engine::replay;
+use crate::engine::state::Migration;
+use crate::engine::storage;
+use crate::engine::views;
 use crate::error::{MigrateError, Result};
-use crate::ident::{Ident, QualifiedName};
+use crate::pg::ident::{Ident, QualifiedName};
+use crate::pg::spi::{self, get, CATALOG_PATH};
 use crate::plan::sqlgen;
-use crate::replay;
-use crate::spi::{self, get, CATALOG_PATH};
-use crate::state::Migration;
-use crate::storage;
-use crate::views;
 use pgrx::pg_sys::Oid;
 
 /// A foreign key taken off for the swap.
@@ -58,7 +58,7 @@ pub fn swap(m: &Migration, table: &QualifiedName) -> Result<Vec<String>> {
     let shadow_oid = crate::catalog::relation_oid(&shadow.to_string())?;
     // From here on, DDL on the table is the migration's own (the event
     // trigger lets it through), including dropping its foreign keys.
-    let _pass = crate::ddl_pass::Pass::for_this_transaction();
+    let _pass = crate::pg::ddl_pass::Pass::for_this_transaction();
     let fks = spi::with_search_path(CATALOG_PATH, || {
         foreign_keys_on(m.relid, &m.altered_columns)
     })?;
@@ -117,11 +117,11 @@ pub fn swap(m: &Migration, table: &QualifiedName) -> Result<Vec<String>> {
     if m.snapshot_safe {
         // Writers queue behind the lock meanwhile: wait at most half the
         // lock timeout, then roll back and let them through.
-        crate::snapshots::wait_in_lock(
+        crate::engine::snapshots::wait_in_lock(
             m.relid,
             &locked_at,
             (m.lock_timeout_ms / 2).max(1),
-            crate::locks::CUTOVER_LOCK_KEY,
+            crate::engine::locks::CUTOVER_LOCK_KEY,
         )?;
     }
     Ok(after)

@@ -11,17 +11,17 @@
 //! swap; after the swap there is nothing of ours left to remove.
 
 use crate::catalog;
-use crate::copy;
+use crate::engine::copy;
+use crate::engine::locks;
+use crate::engine::replay;
+use crate::engine::snapshots;
+use crate::engine::state::{self, Migration, Phase};
+use crate::engine::swap;
+use crate::engine::throttle;
 use crate::error::{MigrateError, Result};
-use crate::ident::QualifiedName;
-use crate::locks;
+use crate::pg::ident::QualifiedName;
+use crate::pg::spi;
 use crate::plan::sqlgen;
-use crate::replay;
-use crate::snapshots;
-use crate::spi;
-use crate::state::{self, Migration, Phase};
-use crate::swap;
-use crate::throttle;
 use std::time::Instant;
 
 /// Whether this call may perform the swap when the copy has caught up.
@@ -47,7 +47,7 @@ pub enum Outcome {
     Finished(Phase),
 }
 
-pub use crate::locks::CUTOVER_LOCK_KEY;
+pub use crate::engine::locks::CUTOVER_LOCK_KEY;
 
 pub fn step(id: i64, cutover: Cutover) -> Result<Outcome> {
     let Some(m) = state::lock(id)? else {
@@ -63,7 +63,7 @@ pub fn step(id: i64, cutover: Cutover) -> Result<Outcome> {
         });
     }
     if m.runs_statements() {
-        return crate::concurrent::step(&m);
+        return crate::engine::concurrent::step(&m);
     }
     let table = catalog::qualified_name(m.relid)?.ok_or_else(|| {
         MigrateError::Internal(format!("table of migration {id} no longer exists"))
@@ -77,7 +77,7 @@ fn step_phase(m: &Migration, table: &QualifiedName, cutover: Cutover) -> Result<
             if let Some(note) = throttle::hold(m)? {
                 return Ok(Outcome::Idle { ms: 1000, note });
             }
-            crate::worker::commit_asynchronously()?;
+            crate::pg::activity::commit_asynchronously()?;
             let t0 = Instant::now();
             let (rows, next) = copy::copy_batch(m, table)?;
             let took_ms = t0.elapsed().as_secs_f64() * 1000.0;
@@ -87,16 +87,7 @@ fn step_phase(m: &Migration, table: &QualifiedName, cutover: Cutover) -> Result<
                 Phase::Copying
             };
             let batch_rows = throttle::adapt_batch_rows(m.batch_rows, took_ms, m.target_batch_ms);
-            state::update(
-                m.id,
-                "rows_copied = rows_copied + $2, copy_next = $3, phase = $4, batch_rows = $5",
-                vec![
-                    (rows as i64).into(),
-                    next.into(),
-                    phase.as_str().into(),
-                    batch_rows.into(),
-                ],
-            )?;
+            state::record_copy_batch(m.id, rows, next, phase, batch_rows)?;
             let note = format!(
                 "copied {rows} rows (heap blocks {} to {next} of {})",
                 m.copy_next, m.copy_end
@@ -111,18 +102,14 @@ fn step_phase(m: &Migration, table: &QualifiedName, cutover: Cutover) -> Result<
             })
         }
         Phase::Indexing => {
-            crate::worker::commit_asynchronously()?;
+            crate::pg::activity::commit_asynchronously()?;
             let done = copy::build_next_index(m)?;
             let phase = if done {
                 Phase::Replaying
             } else {
                 Phase::Indexing
             };
-            state::update(
-                m.id,
-                "indexes_built = indexes_built + 1, phase = $2",
-                vec![phase.as_str().into()],
-            )?;
+            state::record_index_built(m.id, Some(phase))?;
             let what = m
                 .index_sql
                 .get(m.indexes_built as usize)
@@ -133,14 +120,14 @@ fn step_phase(m: &Migration, table: &QualifiedName, cutover: Cutover) -> Result<
         Phase::Validating => {
             let i = m.post_swap_done as usize;
             if let Some(sql) = m.post_swap_sql.get(i) {
-                crate::worker::announce(&format!("validating: {sql}"));
+                crate::pg::activity::announce(&format!("validating: {sql}"));
                 locks::retry("validate a constraint", m.lock_timeout_ms, 600, || {
                     spi::exec(sql, &[])
                 })?;
             }
             let done = i + 1 >= m.post_swap_sql.len();
             let phase = if done { Phase::Done } else { Phase::Validating };
-            state::update(m.id, "post_swap_done = post_swap_done + 1", vec![])?;
+            state::record_validated(m.id)?;
             state::set_phase(m.id, phase)?;
             Ok(Outcome::Progress(
                 m.post_swap_sql.get(i).cloned().unwrap_or_default(),
@@ -164,13 +151,9 @@ fn replay_or_swap(m: &Migration, table: &QualifiedName, cutover: Cutover) -> Res
         (true, false) => Phase::Ready,
         (false, _) => Phase::Replaying,
     };
-    state::update(
-        m.id,
-        "rows_replayed = rows_replayed + $2, backlog = $3, phase = $4",
-        vec![(n as i64).into(), backlog.into(), phase.as_str().into()],
-    )?;
+    state::record_replay(m.id, n, backlog, phase)?;
     if phase != Phase::Swapping {
-        crate::worker::commit_asynchronously()?;
+        crate::pg::activity::commit_asynchronously()?;
         return Ok(if n > 0 {
             Outcome::Progress(format!("replayed {n} changes, {backlog} waiting"))
         } else {
@@ -203,20 +186,12 @@ fn replay_or_swap(m: &Migration, table: &QualifiedName, cutover: Cutover) -> Res
             } else {
                 Phase::Validating
             };
-            state::update(
-                m.id,
-                "post_swap_sql = post_swap_sql || $2, swap_attempts = swap_attempts + 1, backlog = 0",
-                vec![after.into()],
-            )?;
+            state::record_swap(m.id, after)?;
             state::set_phase(m.id, phase)?;
             Ok(Outcome::Progress("swapped".into()))
         }
         Err(e) if locks::is_lock_timeout(&e) => {
-            let attempts: i32 = spi::query(
-                "UPDATE migrate.migrations SET swap_attempts = swap_attempts + 1 WHERE id = $1 RETURNING swap_attempts",
-                &[m.id.into()],
-                |r| spi::get(r, 1),
-            )?[0];
+            let attempts = state::count_swap_attempt(m.id)?;
             pgrx::notice!(
                 "halo_migrate: swap attempt {attempts} for {} timed out after {} ms waiting for its lock; retrying",
                 m.table_name,
@@ -230,10 +205,7 @@ fn replay_or_swap(m: &Migration, table: &QualifiedName, cutover: Cutover) -> Res
         Err(MigrateError::SnapshotsHeld { holders, pids }) => {
             // Counted like a lock timeout, so that finish(blockers => …)
             // acts on the sessions after a failed attempt.
-            spi::exec(
-                "UPDATE migrate.migrations SET swap_attempts = swap_attempts + 1 WHERE id = $1",
-                &[m.id.into()],
-            )?;
+            state::count_swap_attempt(m.id)?;
             waiting_for_snapshots(m, &holders, &pids, 50)
         }
         Err(e) => Err(e),
@@ -259,12 +231,12 @@ fn waiting_for_snapshots(m: &Migration, what: &str, pids: &[i32], ms: u64) -> Re
 
 /// Is `finish()` waiting for this migration (holding the cut-over lock)?
 fn finish_is_waiting(id: i64) -> Result<bool> {
-    let free = spi::query(
+    let free = spi::one(
         "SELECT pg_catalog.pg_try_advisory_xact_lock_shared($1, $2)",
         &[CUTOVER_LOCK_KEY.into(), (id as i32).into()],
         |r| spi::get::<bool>(r, 1),
     )?;
-    Ok(!free.first().copied().unwrap_or(true))
+    Ok(!free)
 }
 
 /// The note a failure whose cleanup could not be finished carries.
@@ -274,12 +246,12 @@ pub const CLEANUP_INCOMPLETE: &str = "Cleanup is incomplete";
 /// bounded lock waits), the shadow, the log, the function.
 pub fn cleanup(m: &Migration) -> Result<()> {
     if m.runs_statements() {
-        return crate::concurrent::undo(m);
+        return crate::engine::concurrent::undo(m);
     }
     let oid = m.relid.to_u32();
     if let Some(table) = catalog::qualified_name(m.relid)? {
         locks::retry("remove the capture trigger", m.lock_timeout_ms, 100, || {
-            for sql in crate::capture::drop_trigger_sql(oid, &table) {
+            for sql in crate::engine::capture::drop_trigger_sql(oid, &table) {
                 spi::exec(&sql, &[])?;
             }
             Ok(())
@@ -289,7 +261,7 @@ pub fn cleanup(m: &Migration) -> Result<()> {
         &format!("DROP TABLE IF EXISTS {}", sqlgen::shadow_table(oid)),
         &[],
     )?;
-    crate::capture::drop_log(oid)
+    crate::engine::capture::drop_log(oid)
 }
 
 /// Record a failure and clean up. Before the swap the table is left exactly
@@ -319,10 +291,9 @@ pub fn fail(id: i64, e: &MigrateError) -> Result<()> {
     let cleaned = cleanup(&m);
     state::set_failed(id, Phase::Failed, e)?;
     if let Err(c) = cleaned {
-        state::update(
+        state::note_incomplete_cleanup(
             id,
-            "error_detail = coalesce(error_detail || E'\\n', '') || $2",
-            vec![format!("{CLEANUP_INCOMPLETE} ({c}); run migrate.abort() to finish it.").into()],
+            &format!("{CLEANUP_INCOMPLETE} ({c}); run migrate.abort() to finish it."),
         )?;
     }
     Ok(())

@@ -31,6 +31,27 @@ pub fn query<T>(
     Spi::connect_mut(|c| c.update(sql, None, args)?.map(|r| f(&r)).collect())
 }
 
+/// The one row a read-write query returns, mapped by `f`: an error if it
+/// returns none (never an index out of bounds).
+pub fn one<T>(sql: &str, args: &[DatumWithOid], f: impl FnMut(&Row) -> Result<T>) -> Result<T> {
+    opt(sql, args, f)?.ok_or_else(|| {
+        crate::error::MigrateError::Internal(format!("no row from: {}", first_line(sql)))
+    })
+}
+
+/// The first row a read-write query returns, if any, mapped by `f`.
+pub fn opt<T>(
+    sql: &str,
+    args: &[DatumWithOid],
+    f: impl FnMut(&Row) -> Result<T>,
+) -> Result<Option<T>> {
+    Ok(query(sql, args, f)?.into_iter().next())
+}
+
+fn first_line(sql: &str) -> &str {
+    sql.trim().lines().next().unwrap_or_default()
+}
+
 /// Run a statement for its effect.
 pub fn exec(sql: &str, args: &[DatumWithOid]) -> Result<()> {
     Spi::connect_mut(|c| c.update(sql, None, args).map(|_| ()))?;

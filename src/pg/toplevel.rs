@@ -53,10 +53,7 @@ pub fn exec(sql: &str) -> Result<()> {
     // locks too), snapshots, portals and memory after an ERROR. Only then
     // is our context unused and freed.
     unsafe {
-        match &r {
-            Ok(_) => pg_sys::CommitTransactionCommand(),
-            Err(_) => pg_sys::AbortCurrentTransaction(),
-        }
+        crate::pg::xact::end(r.is_ok());
         pg_sys::pgstat_report_activity(pg_sys::BackendState::STATE_IDLE, std::ptr::null());
         pg_sys::MemoryContextDelete(cxt);
     }

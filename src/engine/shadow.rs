@@ -16,10 +16,10 @@
 
 use crate::catalog;
 use crate::error::{MigrateError, Result};
-use crate::ident::{Ident, QualifiedName};
+use crate::pg::ident::{Ident, QualifiedName};
+use crate::pg::spi::{self, get, CATALOG_PATH};
 use crate::plan::model::{CmdKind, Subcommand, TableFacts};
 use crate::plan::sqlgen;
-use crate::spi::{self, get, CATALOG_PATH};
 use pgrx::pg_sys::Oid;
 
 /// Everything the copy, replay and swap need, generated once.
@@ -79,7 +79,7 @@ pub fn create(facts: &TableFacts, cmds: &[Subcommand], subcommands: &[String]) -
 fn keep_out_of_publications(table: Oid, shadow: &QualifiedName) -> Result<()> {
     spi::exec(&sqlgen::alter(shadow, "REPLICA IDENTITY FULL"), &[])?;
     let shadow_oid = catalog::relation_oid(&shadow.to_string())?;
-    crate::storage::hide_from_decoding(shadow_oid, table);
+    crate::engine::storage::hide_from_decoding(shadow_oid, table);
     Ok(())
 }
 

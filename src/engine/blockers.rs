@@ -14,8 +14,8 @@
 //! then goes on waiting for them.
 
 use crate::error::{MigrateError, Result};
-use crate::spi::{self, get};
-use crate::subxact;
+use crate::pg::spi::{self, get};
+use crate::pg::subxact;
 use pgrx::pg_sys::Oid;
 
 /// What `finish()` does to sessions whose locks keep the swap waiting.

@@ -18,9 +18,10 @@
 //! alive, asleep, until shutdown: the postmaster forgets a static worker
 //! that has exited, so one that exited would not run after a crash restart.
 
+use crate::bgw::worker;
 use crate::error::Result;
-use crate::spi::{self, get};
-use crate::worker::{self, transaction};
+use crate::pg::spi::{self, get};
+use crate::pg::xact::transaction;
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
@@ -71,6 +72,7 @@ pub extern "C-unwind" fn halo_migrate_launcher_main(_arg: pg_sys::Datum) {
         if BackgroundWorker::sigterm_received() {
             return;
         }
+        super::reload_if_asked();
     }
     while BackgroundWorker::wait_latch(None) {}
 }
@@ -86,8 +88,9 @@ fn databases() -> Vec<(pg_sys::Oid, String)> {
     unsafe {
         pg_sys::StartTransactionCommand();
         pg_sys::GetTransactionSnapshot();
-        let rel = pg_sys::table_open(pg_sys::DatabaseRelationId, pg_sys::AccessShareLock as i32);
-        let scan = pg_sys::table_beginscan_catalog(rel, 0, std::ptr::null_mut());
+        let rel =
+            crate::pg::rel::Rel::open_catalog(pg_sys::DatabaseRelationId, pg_sys::AccessShareLock);
+        let scan = pg_sys::table_beginscan_catalog(rel.get(), 0, std::ptr::null_mut());
         loop {
             let tup = pg_sys::heap_getnext(scan, pg_sys::ScanDirection::ForwardScanDirection);
             if tup.is_null() {
@@ -100,7 +103,7 @@ fn databases() -> Vec<(pg_sys::Oid, String)> {
             }
         }
         pg_sys::table_endscan(scan);
-        pg_sys::table_close(rel, pg_sys::AccessShareLock as i32);
+        drop(rel);
         pg_sys::CommitTransactionCommand();
     }
     out

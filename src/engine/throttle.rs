@@ -7,9 +7,9 @@
 //! `start()`), so every driver — the worker, `step()`, `finish()` — obeys
 //! them, and they survive a restart. The decisions are pure functions.
 
+use crate::engine::state::Migration;
 use crate::error::Result;
-use crate::spi::{self, get};
-use crate::state::Migration;
+use crate::pg::spi::{self, get};
 
 /// The adaptive batch size stays within these bounds.
 pub const MIN_BATCH_ROWS: i32 = 100;

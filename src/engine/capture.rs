@@ -13,9 +13,9 @@
 //! trigger with the same function refuses TRUNCATE during the migration.
 
 use crate::error::Result;
-use crate::ident::{Ident, QualifiedName};
+use crate::pg::ident::{Ident, QualifiedName};
+use crate::pg::spi;
 use crate::plan::sqlgen;
-use crate::spi;
 
 pub fn guard_trigger(oid: u32) -> Ident {
     Ident::new(format!("halo_truncate_guard_{oid}"))
@@ -44,7 +44,7 @@ pub fn create_log(
     // of logical decoding, or a subscriber would be sent changes to a table
     // it does not have.
     let log_oid = crate::catalog::relation_oid(&log.to_string())?;
-    crate::storage::hide_from_decoding(log_oid, pgrx::pg_sys::Oid::from(oid));
+    crate::engine::storage::hide_from_decoding(log_oid, pgrx::pg_sys::Oid::from(oid));
     spi::exec(&function_sql(oid, table, key), &[])?;
     Ok(())
 }

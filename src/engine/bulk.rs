@@ -153,17 +153,16 @@ unsafe fn plan(
 unsafe fn plain_target(relid: pg_sys::Oid) -> bool {
     // SAFETY: the parser locked the INSERT's target; NoLock opens it again.
     unsafe {
-        let rel = pg_sys::relation_open(relid, pg_sys::NoLock as i32);
+        let opened = crate::pg::rel::Rel::open(relid, pg_sys::NoLock);
+        let rel = opened.get();
         let form = &*(*rel).rd_rel;
-        let plain = form.relkind == pg_sys::RELKIND_RELATION as std::ffi::c_char
+        form.relkind == pg_sys::RELKIND_RELATION as std::ffi::c_char
             && !form.relrowsecurity
             && (*rel).trigdesc.is_null()
             && (*rel).rd_rules.is_null()
             && pg_sys::RelationGetIndexList(rel).is_null()
             && !(*rel).rd_tableam.is_null()
-            && (*(*rel).rd_tableam).multi_insert.is_some();
-        pg_sys::relation_close(rel, pg_sys::NoLock as i32);
-        plain
+            && (*(*rel).rd_tableam).multi_insert.is_some()
     }
 }
 

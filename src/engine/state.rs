@@ -5,7 +5,8 @@
 //! far as the committed work: a restarted worker continues from it.
 
 use crate::error::{MigrateError, Result};
-use crate::spi::{self, get};
+use crate::pg::spi::{self, get};
+use crate::plan::model::Strategy;
 use pgrx::pg_sys::Oid;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,8 +89,8 @@ pub struct Migration {
     pub error: Option<String>,
     pub error_sqlstate: Option<String>,
     pub error_detail: Option<String>,
-    /// "rewrite", "concurrent" or "two-phase" (instant plans end in start()).
-    pub strategy: String,
+    /// Rewrite, concurrent or two-phase (instant plans end in start()).
+    pub strategy: Strategy,
     /// Concurrent and two-phase plans: what takes each statement back.
     pub undo_sql: Vec<String>,
     /// The column whose NOT NULL each statement validates ("" for none).
@@ -116,7 +117,7 @@ impl Migration {
     /// in a transaction of its own, so that no validation runs under a lock
     /// an earlier statement of the same transaction took.
     pub fn runs_statements(&self) -> bool {
-        self.strategy == "concurrent" || self.strategy == "two-phase"
+        matches!(self.strategy, Strategy::Concurrent | Strategy::TwoPhase)
     }
 
     /// A statement of the plan not yet run must be a top-level command
@@ -127,7 +128,7 @@ impl Migration {
                 .index_sql
                 .iter()
                 .skip(self.indexes_built.max(0) as usize)
-                .any(|s| crate::concurrent::needs_top_level(s))
+                .any(|s| crate::engine::concurrent::needs_top_level(s))
     }
 }
 
@@ -175,7 +176,11 @@ fn from_row(r: &spi::Row) -> Result<Migration> {
         error: r.get(31)?,
         error_sqlstate: r.get(32)?,
         error_detail: r.get(33)?,
-        strategy: get(r, 34)?,
+        strategy: {
+            let name: String = get(r, 34)?;
+            Strategy::parse(&name)
+                .ok_or_else(|| MigrateError::Internal(format!("unknown strategy \"{name}\"")))?
+        },
         concurrent_indexes: get(r, 35)?,
         paused: get(r, 36)?,
         batch_pause_ms: get(r, 37)?,
@@ -239,8 +244,9 @@ pub fn latest_for_table(relid: Oid) -> Result<Option<Migration>> {
 }
 
 /// Run an UPDATE of this migration's row; `set` is the SET list, with the
-/// id as `$1` and further values from `$2`.
-pub fn update(id: i64, set: &str, args: Vec<pgrx::datum::DatumWithOid<'static>>) -> Result<()> {
+/// id as `$1` and further values from `$2`. Private: every change of a
+/// migration's row is one of the typed functions below.
+fn update(id: i64, set: &str, args: Vec<pgrx::datum::DatumWithOid<'static>>) -> Result<()> {
     let mut all = vec![id.into()];
     all.extend(args);
     spi::exec(
@@ -276,6 +282,255 @@ pub fn set_failed(id: i64, phase: Phase, e: &MigrateError) -> Result<()> {
     )
 }
 
+/// A new migration, as `start()` records it.
+pub struct New {
+    pub relid: Oid,
+    pub table_name: String,
+    pub alter_sql: String,
+    pub strategy: Strategy,
+    pub phase: Phase,
+    pub batch_rows: i32,
+    pub lock_timeout_ms: i32,
+    pub auto_finish: bool,
+    pub background: bool,
+    pub snapshot_safe: bool,
+}
+
+/// Record a new migration (done already, for an instant plan); its id. The
+/// runtime throttles start from the `halo_migrate.*` settings, and the
+/// search_path is the caller's, for the user's own expressions.
+pub fn create(n: New) -> Result<i64> {
+    let path =
+        spi::text("SELECT pg_catalog.current_setting('search_path')", &[])?.unwrap_or_default();
+    let finished = if n.phase.is_terminal() {
+        "pg_catalog.clock_timestamp()"
+    } else {
+        "NULL"
+    };
+    spi::query(
+        &format!(
+            "INSERT INTO migrate.migrations (relid, table_name, alter_sql, strategy, phase, batch_rows,
+                 lock_timeout_ms, auto_finish, background, search_path, finished_at,
+                 batch_pause_ms, target_batch_ms, max_replica_lag_ms, snapshot_safe)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, {finished}, $11,
+                     NULLIF($12, 0), NULLIF($13, 0), $14) RETURNING id"
+        ),
+        &[
+            n.relid.into(),
+            n.table_name.into(),
+            n.alter_sql.into(),
+            n.strategy.name().into(),
+            n.phase.as_str().into(),
+            n.batch_rows.into(),
+            n.lock_timeout_ms.into(),
+            n.auto_finish.into(),
+            n.background.into(),
+            path.into(),
+            crate::gucs::batch_pause_ms().into(),
+            crate::gucs::target_batch_ms().into(),
+            crate::gucs::max_replica_lag_ms().into(),
+            n.snapshot_safe.into(),
+        ],
+        |r| get::<i64>(r, 1),
+    )?
+    .into_iter()
+    .next()
+    .ok_or_else(|| MigrateError::Internal("INSERT ... RETURNING returned no row".into()))
+}
+
+/// A copy batch of `rows` rows committed; the copy goes on at block `next`.
+pub fn record_copy_batch(
+    id: i64,
+    rows: u64,
+    next: i64,
+    phase: Phase,
+    batch_rows: i32,
+) -> Result<()> {
+    update(
+        id,
+        "rows_copied = rows_copied + $2, copy_next = $3, phase = $4, batch_rows = $5",
+        vec![
+            (rows as i64).into(),
+            next.into(),
+            phase.as_str().into(),
+            batch_rows.into(),
+        ],
+    )
+}
+
+/// One more index of the shadow built, or one more statement of a plan of
+/// statements run (`phase`: the phase after it, if it changes).
+pub fn record_index_built(id: i64, phase: Option<Phase>) -> Result<()> {
+    match phase {
+        Some(p) => update(
+            id,
+            "indexes_built = indexes_built + 1, phase = $2",
+            vec![p.as_str().into()],
+        ),
+        None => update(id, "indexes_built = indexes_built + 1", vec![]),
+    }
+}
+
+/// `n` captured changes replayed; `backlog` left.
+pub fn record_replay(id: i64, n: u64, backlog: i64, phase: Phase) -> Result<()> {
+    update(
+        id,
+        "rows_replayed = rows_replayed + $2, backlog = $3, phase = $4",
+        vec![(n as i64).into(), backlog.into(), phase.as_str().into()],
+    )
+}
+
+/// The swap committed with this attempt; `after` are its validations.
+pub fn record_swap(id: i64, after: Vec<String>) -> Result<()> {
+    update(
+        id,
+        "post_swap_sql = post_swap_sql || $2, swap_attempts = swap_attempts + 1, backlog = 0",
+        vec![after.into()],
+    )
+}
+
+/// A swap attempt that did not commit (lock timeout, old snapshots); how
+/// many attempts there have been.
+pub fn count_swap_attempt(id: i64) -> Result<i32> {
+    spi::query(
+        "UPDATE migrate.migrations SET swap_attempts = swap_attempts + 1,
+                updated_at = pg_catalog.clock_timestamp()
+          WHERE id = $1 RETURNING swap_attempts",
+        &[id.into()],
+        |r| get(r, 1),
+    )?
+    .into_iter()
+    .next()
+    .ok_or_else(|| MigrateError::Internal(format!("migration {id} vanished")))
+}
+
+/// One more post-swap validation done.
+pub fn record_validated(id: i64) -> Result<()> {
+    update(id, "post_swap_done = post_swap_done + 1", vec![])
+}
+
+/// A failure's note that its cleanup could not be finished.
+pub fn note_incomplete_cleanup(id: i64, note: &str) -> Result<()> {
+    update(
+        id,
+        "error_detail = coalesce(error_detail || E'\\n', '') || $2",
+        vec![note.into()],
+    )
+}
+
+/// Remove the note that matches `pattern` (a regular expression) from the
+/// failure's detail, once the cleanup is finished after all.
+pub fn drop_note(id: i64, pattern: &str) -> Result<()> {
+    update(
+        id,
+        "error_detail = NULLIF(pg_catalog.regexp_replace(error_detail, $2, ''), '')",
+        vec![pattern.into()],
+    )
+}
+
+/// Forget the failure (an abort that cancelled the worker caused it).
+pub fn clear_error(id: i64) -> Result<()> {
+    update(
+        id,
+        "error = NULL, error_sqlstate = NULL, error_detail = NULL",
+        vec![],
+    )
+}
+
+/// The statements of a concurrent or two-phase plan, with what takes each
+/// back, the indexes it builds, and the column each NOT NULL check is of.
+pub fn set_statements(
+    id: i64,
+    statements: Vec<String>,
+    indexes: Vec<String>,
+    undo: Vec<String>,
+    not_null_of: Vec<String>,
+) -> Result<()> {
+    update(
+        id,
+        "index_sql = $2, concurrent_indexes = $3, undo_sql = $4, not_null_of = $5",
+        vec![
+            statements.into(),
+            indexes.into(),
+            undo.into(),
+            not_null_of.into(),
+        ],
+    )
+}
+
+/// Everything a rewrite's copy, replay and swap need, fixed at start.
+pub struct RewriteRecipe {
+    pub relfilenode: Oid,
+    pub copy_end: i64,
+    pub rows_total: i64,
+    pub shadow_sql: Vec<String>,
+    pub swap_sql: Vec<String>,
+    pub post_swap_sql: Vec<String>,
+    pub recipe: crate::engine::shadow::Recipe,
+}
+
+pub fn set_rewrite_recipe(id: i64, r: RewriteRecipe) -> Result<()> {
+    update(
+        id,
+        "relfilenode = $2, copy_end = $3, rows_total = $4, shadow_sql = $5, swap_sql = $6, post_swap_sql = $7,
+         index_sql = $8, altered_columns = $9, added_columns = $10, copy_targets = $11, copy_exprs = $12,
+         log_as_orig = $13, key_map = $14, shadow_match = $15, orig_match = $16",
+        vec![
+            r.relfilenode.into(),
+            r.copy_end.into(),
+            r.rows_total.into(),
+            r.shadow_sql.into(),
+            r.swap_sql.into(),
+            r.post_swap_sql.into(),
+            r.recipe.index_sql.into(),
+            r.recipe.altered_columns.into(),
+            r.recipe.added_columns.into(),
+            r.recipe.copy_targets.into(),
+            r.recipe.copy_exprs.into(),
+            r.recipe.log_as_orig.into(),
+            r.recipe.key_map.into(),
+            r.recipe.shadow_match.into(),
+            r.recipe.orig_match.into(),
+        ],
+    )
+}
+
+/// Hold the migration still after its current unit of work, or let it go on.
+pub fn set_paused(id: i64, paused: bool) -> Result<()> {
+    update(id, "paused = $2", vec![paused.into()])
+}
+
+/// The worker now driving the migration (None: one is on its way).
+pub fn set_worker(id: i64, pid: Option<i32>) -> Result<()> {
+    update(id, "worker_pid = $2", vec![pid.into()])
+}
+
+/// Runtime throttling; `None` keeps a value, 0 turns a limit off. The values
+/// in force after the change: (batch_rows, batch_pause, target, lag) in ms.
+pub fn set_throttle(
+    id: i64,
+    batch_rows: Option<i32>,
+    batch_pause_ms: Option<i32>,
+    target_ms: Option<i32>,
+    lag_ms: Option<i32>,
+) -> Result<(i32, i32, i32, i32)> {
+    spi::query(
+        "UPDATE migrate.migrations
+            SET batch_rows = coalesce($2, batch_rows),
+                batch_pause_ms = coalesce($3, batch_pause_ms),
+                target_batch_ms = CASE WHEN $4 IS NULL THEN target_batch_ms ELSE NULLIF($4, 0) END,
+                max_replica_lag_ms = CASE WHEN $5 IS NULL THEN max_replica_lag_ms ELSE NULLIF($5, 0) END,
+                updated_at = pg_catalog.clock_timestamp()
+          WHERE id = $1
+      RETURNING batch_rows, batch_pause_ms, coalesce(target_batch_ms, 0), coalesce(max_replica_lag_ms, 0)",
+        &[id.into(), batch_rows.into(), batch_pause_ms.into(), target_ms.into(), lag_ms.into()],
+        |r| Ok((get::<i32>(r, 1)?, get::<i32>(r, 2)?, get::<i32>(r, 3)?, get::<i32>(r, 4)?)),
+    )?
+    .into_iter()
+    .next()
+    .ok_or_else(|| MigrateError::Internal(format!("migration {id} vanished")))
+}
+
 /// Say what the swap waits for (None: nothing), and which sessions.
 pub fn set_waiting_for(id: i64, what: Option<&str>, pids: &[i32]) -> Result<()> {
     update(
@@ -290,8 +545,7 @@ pub fn worker_alive(pid: Option<i32>) -> Result<bool> {
     let Some(pid) = pid else { return Ok(false) };
     // pg_stat_activity is read from a snapshot kept for the transaction: refresh it.
     spi::exec("SELECT pg_catalog.pg_stat_clear_snapshot()", &[])?;
-    let alive = spi::query("SELECT migrate.worker_alive($1)", &[pid.into()], |r| {
+    spi::one("SELECT migrate.worker_alive($1)", &[pid.into()], |r| {
         get::<bool>(r, 1)
-    })?;
-    Ok(alive.first().copied().unwrap_or(false))
+    })
 }

@@ -17,9 +17,9 @@
 //! another table), or a view the migrating role could not drop and create.
 
 use crate::error::{MigrateError, Result};
-use crate::ident::{Ident, QualifiedName};
+use crate::pg::ident::{Ident, QualifiedName};
+use crate::pg::spi::{self, get, CATALOG_PATH};
 use crate::plan::sqlgen::literal;
-use crate::spi::{self, get, CATALOG_PATH};
 use pgrx::pg_sys::Oid;
 
 /// One privilege, as `aclexplode` reports it.

@@ -9,11 +9,11 @@
 //! in log order all the same, so that a later change of a unique value never
 //! meets a stale earlier one in the shadow.
 
+use crate::engine::state::Migration;
 use crate::error::Result;
-use crate::ident::QualifiedName;
+use crate::pg::ident::QualifiedName;
+use crate::pg::spi::{self, get};
 use crate::plan::sqlgen;
-use crate::spi::{self, get};
-use crate::state::Migration;
 
 /// Replay up to `limit` log rows; returns how many were consumed.
 pub fn replay_batch(m: &Migration, table: &QualifiedName, limit: i64) -> Result<u64> {
@@ -76,10 +76,9 @@ pub fn delete_logged_keys(
 /// Log rows waiting (an estimate from the id range: two index probes).
 pub fn backlog(m: &Migration) -> Result<i64> {
     let log = sqlgen::log_table(m.relid.to_u32());
-    let v = spi::query(
+    spi::one(
         &format!("SELECT coalesce(max(id) - min(id) + 1, 0) FROM {log}"),
         &[],
         |r| get::<i64>(r, 1),
-    )?;
-    Ok(v.first().copied().unwrap_or(0))
+    )
 }

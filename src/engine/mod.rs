@@ -1,0 +1,33 @@
+//! The engine: the phase machine of a migration and each of its steps.
+//!
+//! `setup` plans a migration and sets it up; `driver` runs one unit of
+//! work per call (copy, index, replay, swap, validate); `finish` is the
+//! cut-over loop of `migrate.finish()`, `abort` takes a migration back; the data phases of a rewrite are `capture`, `shadow`, `copy`
+//! (with `bulk`, its fast path), `replay` and `swap` (with `storage`, the
+//! catalog-level storage exchange, `views`, views and policies recreated
+//! around the ALTER, and `snapshots`, the wait for older snapshots);
+//! `concurrent` runs plans of statements (concurrent and two-phase). `state`
+//! owns the `migrate.migrations` rows; `locks` is the lock-timeout retry
+//! loop; `blockers` acts on sessions that keep the swap waiting; `throttle`
+//! decides pauses and batch sizes.
+//!
+//! Layer: called by `api` and `bgw`; uses `catalog`, `plan` and `pg`.
+
+pub mod abort;
+pub mod blockers;
+pub mod bulk;
+pub mod capture;
+pub mod concurrent;
+pub mod copy;
+pub mod driver;
+pub mod finish;
+pub mod locks;
+pub mod replay;
+pub mod setup;
+pub mod shadow;
+pub mod snapshots;
+pub mod state;
+pub mod storage;
+pub mod swap;
+pub mod throttle;
+pub mod views;
