@@ -205,10 +205,12 @@ LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS 
        AND a.backend_xmin IS NOT NULL
        AND a.backend_type IN ('client backend', 'background worker')
        AND a.xact_start < since
-       -- blocked behind the swap: in READ COMMITTED they re-snapshot
+       -- holding a lock on the table: the swap's own lock waits for their
+       -- transaction to end, snapshot and all; waiting for one: blocked
+       -- behind the swap, and in READ COMMITTED they take a new snapshot
        AND NOT EXISTS (SELECT FROM pg_locks l
                         WHERE l.pid = a.pid AND l.locktype = 'relation'
-                          AND l.relation = tbl AND NOT l.granted)
+                          AND l.relation = tbl)
        -- finish() calls, which hold or wait for the cut-over lock
        AND NOT EXISTS (SELECT FROM pg_locks l
                         WHERE l.pid = a.pid AND l.locktype = 'advisory'

@@ -20,8 +20,11 @@
 //!
 //! Not counted: this session; halo_migrate's workers; sessions in
 //! `finish()` (they hold or wait for the cut-over advisory lock); sessions
-//! waiting for a lock on the table itself, which are blocked behind the swap
-//! and, in READ COMMITTED, take a fresh snapshot once they get the lock; and
+//! holding a lock on the table itself, whose transactions (snapshots and
+//! all) the swap's lock waits for anyway — counting them would starve the
+//! swap under long writes; sessions waiting for a lock on the table, which
+//! are blocked behind the swap and, in READ COMMITTED, take a fresh snapshot
+//! once they get the lock; and
 //! sessions waiting for a lock this session holds (a `pause()` waiting for
 //! the migration's row), which would otherwise wait for each other. Other
 //! backend types (autovacuum, WAL senders) never read the table through SQL.
