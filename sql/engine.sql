@@ -68,6 +68,18 @@ CALL migrate.wait(NULL);
 CREATE TABLE never_migrated (id int PRIMARY KEY);
 CALL migrate.wait('never_migrated');
 CALL migrate.wait('acct');
+-- a verified rewrite: the shadow is compared with the ALTERed table before the swap
+CREATE TABLE ver (id int PRIMARY KEY, v int NOT NULL);
+INSERT INTO ver SELECT g, g FROM generate_series(1, 1000) g;
+SELECT migrate.start('ver', 'ALTER COLUMN id TYPE text', verify => true);
+SELECT migrate.start('ver', 'ALTER COLUMN id TYPE bigint USING id * 2', verify => true);
+SELECT count(*) AS leftovers FROM pg_class WHERE relnamespace = 'migrate'::regnamespace AND relname NOT LIKE 'migrations%';
+SELECT migrate.start('ver', 'ALTER COLUMN v SET DEFAULT 0', verify => true) > 0 AS instant;
+SELECT migrate.start('ver', 'ALTER COLUMN v TYPE bigint', batch_rows => 400, background => false, verify => true) AS vid \gset
+SELECT regexp_replace(migrate.step('ver'), 'shadow_[0-9]+', 'shadow_<oid>') AS step FROM generate_series(1, 8);
+SELECT phase, verify_rows, verify_chunks, verify_differences, verified_at IS NOT NULL AS verified FROM migrate.status() WHERE id = :vid;
+SELECT regexp_replace(migrate.finish('ver'), ' in [0-9.]+ s$', '') AS finished;
+DROP TABLE ver;
 DROP TABLE acct, never_migrated;
 REVOKE ALL ON migrate.migrations FROM halo_no_stats;
 DROP ROLE halo_no_stats;

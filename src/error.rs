@@ -7,7 +7,7 @@
 //! clone) is carried through unchanged as [`MigrateError::Postgres`], so the
 //! user sees PostgreSQL's own SQLSTATE and wording, plus our context; a stored
 //! one is raised again the same way. halo_migrate's own errors are the other
-//! variants, [`MigrateError::Own`] for the one-off states of a migration.
+//! variants, one per failure, each with its SQLSTATE, detail and hint here.
 
 use pgrx::pg_sys::errcodes::PgSqlErrorCode;
 use pgrx::pg_sys::panic::{CaughtError, ErrorReport};
@@ -38,6 +38,14 @@ pub enum MigrateError {
         column: String,
         table: String,
         users: String,
+    },
+
+    /// PostgreSQL's own refusal, raised before anything is created.
+    #[error("cannot alter type of a column used by a view or rule")]
+    RuleUsesColumn {
+        rule: String,
+        table: String,
+        column: String,
     },
 
     #[error("permission denied for schema {schema}")]
@@ -90,16 +98,66 @@ pub enum MigrateError {
         context: String,
     },
 
-    /// One of halo_migrate's own errors that has no variant of its own:
-    /// a state of the migration (aborted, timed out, no worker), written as
-    /// PostgreSQL would write it.
-    #[error("{message}")]
-    Own {
+    #[error("relation with OID {oid} does not exist")]
+    TableGone { oid: u32 },
+
+    #[error("migration {id} of {table} was aborted")]
+    Aborted { id: i64, table: String },
+
+    #[error("migrate.finish() must run in a READ COMMITTED transaction")]
+    FinishIsolation,
+
+    #[error("migration {id} of {table} is still building its index CONCURRENTLY")]
+    StillBuildingConcurrently { id: i64, table: String },
+
+    #[error(
+        "migration {id} of {table} runs its statements one transaction each, and has no worker"
+    )]
+    StatementsWithoutWorker { id: i64, table: String },
+
+    #[error("migration {id} of {table} has no worker to build its index")]
+    NoIndexWorker { id: i64, table: String },
+
+    #[error("migrate.finish() timed out; migration {id} of {table} is still {phase}")]
+    FinishTimedOut {
+        id: i64,
+        table: String,
+        phase: &'static str,
+    },
+
+    #[error("column \"{column}\" of relation \"{relation}\" contains null values")]
+    NullsFound { column: String, relation: String },
+
+    #[error("could not lock the table to {what} in {attempts} attempts of {timeout_ms} ms")]
+    LockNotAvailable {
+        what: String,
+        attempts: u32,
+        timeout_ms: i32,
+    },
+
+    #[error("table {table} was rewritten while it was being migrated")]
+    Rewritten { table: String },
+
+    #[error("max_replica_lag needs to read standbys' replay lag")]
+    ReplicaLagPrivilege,
+
+    #[error("could not start a halo_migrate background worker")]
+    NoWorkerSlot,
+
+    #[error("the new table of {table} did not verify: {passes} passes found differences")]
+    VerificationFailed {
+        table: String,
+        passes: i32,
+        sample: String,
+    },
+
+    /// The swap of a migration with constraints validated after it stands,
+    /// but a validation failed: the validation's error, and what it means.
+    #[error("the table was migrated, but a constraint could not be validated: {cause}")]
+    ValidationAfterSwap {
         code: PgSqlErrorCode,
-        message: String,
+        cause: String,
         detail: Option<String>,
-        hint: Option<String>,
-        context: String,
     },
 
     #[error("internal error: {0}")]
@@ -146,7 +204,9 @@ impl MigrateError {
         use PgSqlErrorCode::*;
         match self {
             MigrateError::Syntax { .. } => ERRCODE_SYNTAX_ERROR,
-            MigrateError::NotSupported { .. } => ERRCODE_FEATURE_NOT_SUPPORTED,
+            MigrateError::NotSupported { .. } | MigrateError::RuleUsesColumn { .. } => {
+                ERRCODE_FEATURE_NOT_SUPPORTED
+            }
             MigrateError::WrongObjectType { .. } => ERRCODE_WRONG_OBJECT_TYPE,
             MigrateError::NotOwner { .. }
             | MigrateError::RowSecurity { .. }
@@ -158,7 +218,21 @@ impl MigrateError {
             MigrateError::Busy { .. } | MigrateError::SnapshotsHeld { .. } => ERRCODE_OBJECT_IN_USE,
             MigrateError::DependentObjects { .. } => ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST,
             MigrateError::NoMigration { .. } => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-            MigrateError::Postgres { code, .. } | MigrateError::Own { code, .. } => *code,
+            MigrateError::Postgres { code, .. } => *code,
+            MigrateError::TableGone { .. } => ERRCODE_UNDEFINED_TABLE,
+            MigrateError::Aborted { .. }
+            | MigrateError::StillBuildingConcurrently { .. }
+            | MigrateError::StatementsWithoutWorker { .. }
+            | MigrateError::NoIndexWorker { .. } => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            MigrateError::FinishIsolation => ERRCODE_ACTIVE_SQL_TRANSACTION,
+            MigrateError::FinishTimedOut { .. } => ERRCODE_QUERY_CANCELED,
+            MigrateError::VerificationFailed { .. } => ERRCODE_DATA_EXCEPTION,
+            MigrateError::NullsFound { .. } => ERRCODE_NOT_NULL_VIOLATION,
+            MigrateError::LockNotAvailable { .. } => ERRCODE_LOCK_NOT_AVAILABLE,
+            MigrateError::Rewritten { .. } => ERRCODE_OBJECT_IN_USE,
+            MigrateError::ReplicaLagPrivilege => ERRCODE_INSUFFICIENT_PRIVILEGE,
+            MigrateError::NoWorkerSlot => ERRCODE_CONFIGURATION_LIMIT_EXCEEDED,
+            MigrateError::ValidationAfterSwap { code, .. } => *code,
             MigrateError::Internal(_) => ERRCODE_INTERNAL_ERROR,
         }
     }
@@ -197,12 +271,62 @@ impl MigrateError {
             ),
             MigrateError::Postgres {
                 detail, context, ..
-            }
-            | MigrateError::Own {
-                detail, context, ..
             } => Some(match detail {
                 Some(d) => format!("{d}\n{context}"),
                 None => context.clone(),
+            }),
+            MigrateError::RuleUsesColumn {
+                rule,
+                table,
+                column,
+            } => Some(format!(
+                "rule {rule} on table {table} depends on column \"{column}\""
+            )),
+            MigrateError::TableGone { .. } => {
+                Some("The table was dropped while the migration was being planned.".into())
+            }
+            MigrateError::FinishIsolation => Some(
+                "It watches the migration's progress, which a snapshot taken once would never show."
+                    .into(),
+            ),
+            MigrateError::StillBuildingConcurrently { .. } => Some(
+                "CREATE INDEX CONCURRENTLY waits for every transaction that holds an older \
+                 snapshot, this one included: a function that waited for it would wait forever."
+                    .into(),
+            ),
+            MigrateError::StatementsWithoutWorker { .. } => Some(
+                "finish() runs in one transaction: a validation there would scan the table under \
+                 the lock an earlier statement of the same transaction took."
+                    .into(),
+            ),
+            MigrateError::NoIndexWorker { .. } => Some(
+                "An index built CONCURRENTLY can only be built by the background worker.".into(),
+            ),
+            MigrateError::FinishTimedOut { .. } => {
+                Some("The migration goes on; nothing was swapped.".into())
+            }
+            MigrateError::NullsFound { .. } => Some("while validating SET NOT NULL".into()),
+            MigrateError::VerificationFailed { sample, .. } => Some(format!(
+                "Keys that differ in the last pass: {sample}. Each was copied again after the pass \
+                 that found it; nothing was swapped, and the table is as it was."
+            )),
+            MigrateError::LockNotAvailable { what, .. } => Some(format!("while trying to {what}")),
+            MigrateError::Rewritten { .. } => Some(
+                "Its storage changed (VACUUM FULL, CLUSTER or a table rewrite), so the copy no \
+                 longer matches it.\nwhile copying"
+                    .into(),
+            ),
+            MigrateError::ReplicaLagPrivilege => Some(
+                "pg_stat_replication shows replay_lag only to roles with the privileges of \
+                 pg_read_all_stats."
+                    .into(),
+            ),
+            MigrateError::NoWorkerSlot => Some(
+                "All background worker slots are in use.\nwhile starting the migration".into(),
+            ),
+            MigrateError::ValidationAfterSwap { detail, .. } => Some(match detail {
+                Some(d) => format!("{d}\nafter the swap"),
+                None => "after the swap".into(),
             }),
             _ => None,
         }
@@ -239,7 +363,51 @@ impl MigrateError {
                 "Add a primary key first, e.g. ALTER TABLE {table} ADD PRIMARY KEY (...), \
                  or a unique index on NOT NULL columns."
             )),
-            MigrateError::Postgres { hint, .. } | MigrateError::Own { hint, .. } => hint.clone(),
+            MigrateError::Postgres { hint, .. } => hint.clone(),
+            MigrateError::Aborted { .. } => Some("Start it again with migrate.start().".into()),
+            MigrateError::FinishIsolation => Some(
+                "Call it on its own, outside an explicit REPEATABLE READ or SERIALIZABLE \
+                 transaction."
+                    .into(),
+            ),
+            MigrateError::StillBuildingConcurrently { table, .. } => Some(format!(
+                "CALL migrate.wait('{}') waits for it (it commits between checks); or watch \
+                 migrate.status().",
+                table.replace('\'', "''")
+            )),
+            MigrateError::StatementsWithoutWorker { table, .. } => Some(format!(
+                "Drive it with SELECT migrate.step('{}') until it is done, one call per \
+                 transaction (each call runs one statement).",
+                table.replace('\'', "''")
+            )),
+            MigrateError::NoIndexWorker { .. } => {
+                Some("Run migrate.abort() and start the migration again.".into())
+            }
+            MigrateError::FinishTimedOut { .. } => Some(
+                "Call migrate.finish() again later, or cancel it with migrate.abort().".into(),
+            ),
+            MigrateError::LockNotAvailable { .. } => Some(
+                "Long transactions on the table hold the lock; see pg_locks, or raise lock_timeout."
+                    .into(),
+            ),
+            MigrateError::Rewritten { .. } => Some("Start the migration again.".into()),
+            MigrateError::VerificationFailed { .. } => Some(
+                "A USING expression or a column default that is not deterministic (random(), \
+                 now(), a sequence) gives another value at each evaluation and cannot verify: \
+                 start the migration without verify. Otherwise, report it as a bug.".into(),
+            ),
+            MigrateError::ReplicaLagPrivilege => Some(
+                "GRANT pg_read_all_stats TO the role that runs the migration.".into(),
+            ),
+            MigrateError::NoWorkerSlot => Some(
+                "Raise max_worker_processes, or start with background => false and drive the \
+                 migration with migrate.step() (for example from pg_cron)."
+                    .into(),
+            ),
+            MigrateError::ValidationAfterSwap { .. } => Some(
+                "The constraint is in place as NOT VALID; fix the offending rows and VALIDATE it."
+                    .into(),
+            ),
             _ => None,
         }
     }

@@ -10,6 +10,7 @@ static MAX_REPLICA_LAG_MS: GucSetting<i32> = GucSetting::<i32>::new(0);
 static AUTO_RESUME: GucSetting<bool> = GucSetting::<bool>::new(true);
 static BULK_COPY: GucSetting<bool> = GucSetting::<bool>::new(true);
 static SNAPSHOT_SAFE_SWAP: GucSetting<bool> = GucSetting::<bool>::new(true);
+static VERIFY: GucSetting<bool> = GucSetting::<bool>::new(false);
 
 pub fn init() {
     GucRegistry::define_int_guc(
@@ -90,6 +91,16 @@ pub fn init() {
         GucContext::Userset,
         GucFlags::default(),
     );
+    GucRegistry::define_bool_guc(
+        c"halo_migrate.verify",
+        c"A new rewrite verifies its new table against the table before the swap.",
+        c"On: once the copy has caught up, the worker compares the new table with the ALTER applied to the table, \
+          key range by key range, repairs what differs, and swaps only after a pass that found no difference. \
+          start(verify => ...) overrides it.",
+        &VERIFY,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
     // No other halo_migrate.* name can be set: a typo is an error rather
     // than a silently ignored placeholder, and no session can invent an
     // internal switch.
@@ -101,6 +112,11 @@ pub fn init() {
 /// halo_migrate.snapshot_safe_swap.
 pub fn snapshot_safe_swap() -> bool {
     SNAPSHOT_SAFE_SWAP.get()
+}
+
+/// halo_migrate.verify.
+pub fn verify() -> bool {
+    VERIFY.get()
 }
 
 /// halo_migrate.batch_rows.

@@ -42,6 +42,17 @@ CREATE TABLE migrate.migrations (
     key_map         text,                           -- SELECT list mapping those into the shadow's key values
     shadow_match    text,                           -- shadow row s has mapped logged key m (typed equality)
     orig_match      text,                           -- original row o has logged key l (typed equality)
+    key_columns     text[] NOT NULL DEFAULT '{}',   -- the replay key's columns
+    -- verification before the swap (start(verify => true); see verify.rs)
+    verify          boolean NOT NULL DEFAULT false,
+    verified_at     timestamptz,                    -- when a pass found no difference
+    verify_after    text[],                         -- the pass goes on after this key (NULL: from the start)
+    verify_rows     bigint NOT NULL DEFAULT 0,      -- rows checked in this pass
+    verify_chunks   bigint NOT NULL DEFAULT 0,      -- key ranges checked in this pass
+    verify_pass_differences bigint NOT NULL DEFAULT 0, -- differences found in this pass
+    verify_differences bigint NOT NULL DEFAULT 0,   -- differences found (and repaired) in all passes
+    verify_passes   integer NOT NULL DEFAULT 0,     -- passes completed
+    verify_repairs_until bigint,                    -- the next pass waits until the log is replayed up to this id
     -- runtime control (pause, resume, throttle)
     paused          boolean NOT NULL DEFAULT false,
     batch_pause_ms  integer NOT NULL DEFAULT 0,     -- sleep after each copy batch
@@ -70,7 +81,7 @@ CREATE TABLE migrate.migrations (
     error_sqlstate  text,
     error_detail    text,
     CONSTRAINT migrations_phase_check CHECK (phase IN
-        ('copying', 'indexing', 'replaying', 'ready', 'swapping', 'validating', 'done', 'failed', 'aborted'))
+        ('copying', 'indexing', 'replaying', 'verifying', 'ready', 'swapping', 'validating', 'done', 'failed', 'aborted'))
 );
 COMMENT ON TABLE migrate.migrations IS
     'halo_migrate: one row per migration; read it through migrate.status()';
@@ -105,7 +116,7 @@ BEGIN
     END IF;
     RETURN (SELECT m.table_name FROM migrate.migrations m
              WHERE m.relid = rel
-               AND (m.phase IN ('copying', 'indexing', 'replaying', 'ready', 'swapping')
+               AND (m.phase IN ('copying', 'indexing', 'replaying', 'verifying', 'ready', 'swapping')
                     -- a two-phase plan validates in steps
                     OR (m.phase = 'validating' AND m.strategy = 'two-phase')));
 END
@@ -226,7 +237,9 @@ CREATE FUNCTION migrate.status(tbl regclass DEFAULT NULL)
 RETURNS TABLE (id bigint, table_name text, alter_sql text, strategy text, phase text,
                rows_copied bigint, rows_total bigint, percent numeric, backlog bigint,
                rate_rows_s numeric, eta interval, worker_pid integer,
-               started_at timestamptz, updated_at timestamptz, error text, waiting_for text)
+               started_at timestamptz, updated_at timestamptz, error text, waiting_for text,
+               verify_rows bigint, verify_chunks bigint, verify_differences bigint,
+               verified_at timestamptz)
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $fn$
 #variable_conflict use_column
 DECLARE
@@ -258,7 +271,12 @@ BEGIN
                 WHEN m.phase IN ('ready', 'done') THEN interval '0' END,
            CASE WHEN w.alive THEN m.worker_pid END,
            m.started_at, m.updated_at, m.error,
-           CASE WHEN m.phase IN ('replaying', 'ready', 'swapping') THEN m.waiting_for END
+           CASE WHEN m.phase IN ('replaying', 'ready', 'swapping') THEN m.waiting_for END,
+           -- verification (start(verify => true)): the current or the clean pass
+           CASE WHEN m.verify THEN m.verify_rows END,
+           CASE WHEN m.verify THEN m.verify_chunks END,
+           CASE WHEN m.verify THEN m.verify_differences END,
+           m.verified_at
       FROM migrate.migrations m
       CROSS JOIN LATERAL (SELECT round(m.rows_copied / nullif(extract(epoch FROM m.updated_at - m.started_at), 0), 0) AS rate) r
       CROSS JOIN (SELECT migrate.live_workers() AS pids OFFSET 0) after
@@ -268,7 +286,7 @@ BEGIN
 END
 $fn$;
 COMMENT ON FUNCTION migrate.status(regclass) IS
-    'halo_migrate: every migration (of one table, if given), newest first: phase, progress, backlog, rate, ETA, worker, error, what the swap waits for';
+    'halo_migrate: every migration (of one table, if given), newest first: phase, progress, backlog, rate, ETA, worker, error, what the swap waits for, verification';
 
 -- Waiting from a client without holding a snapshot: CREATE INDEX
 -- CONCURRENTLY (the concurrent strategy) waits for every transaction with an

@@ -73,6 +73,9 @@ pub struct Args {
     /// With --execute: on Ctrl-C abort the migration instead of leaving it running
     #[arg(long)]
     pub abort_on_interrupt: bool,
+    /// With --execute: before the cut-over, verify the new table against the ALTERed table row by row (and repair what differs)
+    #[arg(long, requires = "execute")]
+    pub verify: bool,
     /// At the cut-over, sessions whose locks keep the swap waiting: wait for them, cancel their statements, or terminate them
     #[arg(long, value_name = "POLICY", default_value = "wait", value_parser = ["wait", "cancel", "terminate"])]
     pub blockers: String,
@@ -125,6 +128,8 @@ pub struct Settings {
     pub batch_pause: Option<String>,
     pub target_batch_time: Option<String>,
     pub max_replica_lag: Option<String>,
+    /// `--verify`; None leaves it to `halo_migrate.verify`.
+    pub verify: Option<bool>,
 }
 
 impl Settings {
@@ -199,6 +204,7 @@ impl Args {
             batch_pause: self.batch_pause.as_deref().map(interval),
             target_batch_time: self.target_batch_time.as_deref().map(interval),
             max_replica_lag: self.max_replica_lag.as_deref().map(interval),
+            verify: self.verify.then_some(true),
         }
     }
 

@@ -28,6 +28,8 @@ pub struct Status {
     pub eta: Option<String>,
     pub worker_pid: Option<i32>,
     pub error: Option<String>,
+    /// Rows verified in this pass (a migration started with verify).
+    pub verify_rows: Option<i64>,
 }
 
 /// A psql-style aligned table.
@@ -131,6 +133,9 @@ pub fn progress(s: &Status) -> String {
             parts.push(format!("{} rows/s", count(r as i64)));
         }
         parts.push(format!("backlog {}", count(s.backlog)));
+        if let (Some(v), "verifying") = (s.verify_rows, s.phase.as_str()) {
+            parts.push(format!("{} rows verified", count(v)));
+        }
     }
     if let Some(e) = &s.eta {
         parts.push(format!("ETA {}", eta(e.clone())));

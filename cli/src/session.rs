@@ -70,16 +70,17 @@ pub fn plan(c: &mut Client, table: &str, alter: &str) -> Result<Vec<PlanStep>> {
 
 /// `migrate.start()`; the migration's id.
 pub fn start(c: &mut Client, table: &str, alter: &str, s: &Settings) -> Result<i64> {
-    // lock_timeout is named only when given, so the server's default holds.
+    // lock_timeout is named only when given, so the server's default holds;
+    // a NULL verify means halo_migrate.verify.
     let sql = if s.lock_timeout.is_some() {
-        "SELECT migrate.start($1::text::regclass, $2, batch_rows => $3::int4, lock_timeout => $4::text::interval)"
+        "SELECT migrate.start($1::text::regclass, $2, batch_rows => $3::int4, verify => $4::bool, lock_timeout => $5::text::interval)"
     } else {
-        "SELECT migrate.start($1::text::regclass, $2, batch_rows => $3::int4)"
+        "SELECT migrate.start($1::text::regclass, $2, batch_rows => $3::int4, verify => $4::bool)"
     };
     let row = if let Some(lt) = &s.lock_timeout {
-        c.query_one(sql, &[&table, &alter, &s.batch_rows, lt])
+        c.query_one(sql, &[&table, &alter, &s.batch_rows, &s.verify, lt])
     } else {
-        c.query_one(sql, &[&table, &alter, &s.batch_rows])
+        c.query_one(sql, &[&table, &alter, &s.batch_rows, &s.verify])
     }
     .map_err(|e| Failure::from_db("starting the migration", &e))?;
     Ok(row.get(0))
@@ -117,7 +118,7 @@ pub fn text(
 
 const STATUS_SQL: &str = "
     SELECT id, table_name, strategy, phase, rows_copied, rows_total, percent::float8,
-           backlog, rate_rows_s::float8, eta::text, worker_pid, error
+           backlog, rate_rows_s::float8, eta::text, worker_pid, error, verify_rows
       FROM migrate.status($1::text::regclass)";
 
 fn status_row(r: &postgres::Row) -> Status {
@@ -134,6 +135,7 @@ fn status_row(r: &postgres::Row) -> Status {
         eta: r.get(9),
         worker_pid: r.get(10),
         error: r.get(11),
+        verify_rows: r.get(12),
     }
 }
 

@@ -192,6 +192,38 @@ fn execute_a_two_phase_change() {
 }
 
 #[test]
+fn execute_a_verified_rewrite() {
+    let cluster = Cluster::start();
+    let mut c = cluster.client();
+    c.batch_execute(
+        "CREATE TABLE acc (id int PRIMARY KEY, v int);
+         INSERT INTO acc SELECT g, g FROM generate_series(1, 10000) g;",
+    )
+    .unwrap();
+    let (code, out, err) = run(
+        &cluster,
+        &[
+            "-t",
+            "acc",
+            "-a",
+            "ALTER COLUMN v TYPE bigint",
+            "--execute",
+            "--verify",
+            "--batch-rows=2000",
+        ],
+    );
+    assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
+    assert!(out.contains("verified 10000 rows in "), "{out}");
+    assert!(out.contains(" chunks: 0 differences"), "{out}");
+    // --verify needs --execute.
+    let (code, _, err) = run(
+        &cluster,
+        &["-t", "acc", "-a", "ADD COLUMN w int", "--verify"],
+    );
+    assert_ne!(code, 0, "{err}");
+}
+
+#[test]
 fn cut_over_later_and_act_on_a_running_migration() {
     let cluster = Cluster::start();
     let mut c = cluster.client();

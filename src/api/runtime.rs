@@ -132,13 +132,7 @@ fn throttle_migration(
             |r| get::<bool>(r, 1),
         )?;
         if !can_read.first().copied().unwrap_or(false) {
-            return Err(MigrateError::Own {
-                code: PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-                message: "max_replica_lag needs to read standbys' replay lag".into(),
-                detail: Some("pg_stat_replication shows replay_lag only to roles with the privileges of pg_read_all_stats.".into()),
-                hint: Some("GRANT pg_read_all_stats TO the role that runs the migration.".into()),
-                context: String::new(),
-            });
+            return Err(MigrateError::ReplicaLagPrivilege);
         }
     }
     let m = live(tbl)?;

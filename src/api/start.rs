@@ -21,6 +21,7 @@ fn start(
     auto_finish: default!(Option<bool>, "false"),
     background: default!(Option<bool>, "true"),
     snapshot_safe: default!(Option<bool>, "NULL"),
+    verify: default!(Option<bool>, "NULL"),
 ) -> i64 {
     let opts = Requested {
         batch_rows,
@@ -28,6 +29,7 @@ fn start(
         auto_finish,
         background,
         snapshot_safe,
+        verify,
     };
     or_report(start_migration(tbl, alter, opts))
 }
@@ -39,6 +41,7 @@ struct Requested {
     auto_finish: Option<bool>,
     background: Option<bool>,
     snapshot_safe: Option<bool>,
+    verify: Option<bool>,
 }
 
 /// Milliseconds of a positive interval of at most a minute.
@@ -72,6 +75,7 @@ fn start_migration(tbl: Option<Regclass>, alter: Option<&str>, req: Requested) -
         auto_finish: required(req.auto_finish, "auto_finish")?,
         background: required(req.background, "background")?,
         snapshot_safe: req.snapshot_safe.unwrap_or_else(gucs::snapshot_safe_swap),
+        verify: req.verify.unwrap_or_else(gucs::verify),
     };
     let alter_text = required(alter, "alter")?;
     let planned = plan_steps(tbl, alter)?;

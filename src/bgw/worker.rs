@@ -53,17 +53,7 @@ fn launch(id: i64, role: pg_sys::Oid, start_xid: i64) -> Result<()> {
         .enable_spi_access()
         .load_dynamic()
         .map(|_| ())
-        .map_err(|_| MigrateError::Own {
-            code: PgSqlErrorCode::ERRCODE_CONFIGURATION_LIMIT_EXCEEDED,
-            message: "could not start a halo_migrate background worker".into(),
-            detail: Some("All background worker slots are in use.".into()),
-            hint: Some(
-                "Raise max_worker_processes, or start with background => false and drive the \
-                 migration with migrate.step() (for example from pg_cron)."
-                    .into(),
-            ),
-            context: "while starting the migration".into(),
-        })
+        .map_err(|_| MigrateError::NoWorkerSlot)
 }
 
 #[pg_guard]

@@ -6,6 +6,7 @@
 //!
 //! Layer: uses `plan` (its model) and `pg`; used by `engine` and `api`.
 
+pub mod keyops;
 pub mod probe;
 
 use crate::error::{MigrateError, Result};
@@ -33,13 +34,7 @@ pub fn load_table(oid: Oid) -> Result<TableFacts> {
         },
     )?;
     let Some((schema, name, relkind, persistence, owner, nsp)) = rows.into_iter().next() else {
-        return Err(MigrateError::Own {
-            code: pgrx::PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
-            message: format!("relation with OID {} does not exist", oid.to_u32()),
-            detail: None,
-            hint: None,
-            context: "The table was dropped while the migration was being planned.".into(),
-        });
+        return Err(MigrateError::TableGone { oid: oid.to_u32() });
     };
     let qualified = crate::pg::ident::QualifiedName::new(&schema, &name).to_string();
     if matches!(

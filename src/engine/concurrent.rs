@@ -58,14 +58,9 @@ fn as_set_not_null_error(m: &Migration, i: usize, e: MigrateError) -> MigrateErr
             .ok()
             .flatten()
             .unwrap_or_else(|| m.table_name.clone());
-            MigrateError::Own {
-                code: PgSqlErrorCode::ERRCODE_NOT_NULL_VIOLATION,
-                message: format!(
-                    "column \"{column}\" of relation \"{relation}\" contains null values"
-                ),
-                detail: None,
-                hint: None,
-                context: "while validating SET NOT NULL".into(),
+            MigrateError::NullsFound {
+                column: column.clone(),
+                relation,
             }
         }
         _ => e,

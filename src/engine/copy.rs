@@ -63,12 +63,8 @@ pub fn copy_batch(m: &Migration, table: &QualifiedName) -> Result<(u64, i64)> {
 /// (VACUUM FULL, CLUSTER, or a rewrite the event trigger could not stop).
 pub fn check_not_rewritten(m: &Migration) -> Result<()> {
     if catalog::relfilenode(m.relid)? != m.relfilenode {
-        return Err(MigrateError::Own {
-            code: pgrx::PgSqlErrorCode::ERRCODE_OBJECT_IN_USE,
-            message: format!("table {} was rewritten while it was being migrated", m.table_name),
-            detail: Some("Its storage changed (VACUUM FULL, CLUSTER or a table rewrite), so the copy no longer matches it.".into()),
-            hint: Some("Start the migration again.".into()),
-            context: "while copying".into(),
+        return Err(MigrateError::Rewritten {
+            table: m.table_name.clone(),
         });
     }
     Ok(())

@@ -1,6 +1,7 @@
 //! The phase machine of a rewrite: one unit of work per call.
 //!
-//! copying → indexing → replaying ⇄ ready → (swap) → validating → done.
+//! copying → indexing → replaying [→ verifying → replaying] ⇄ ready → (swap)
+//! → validating → done.
 //! Whoever drives the migration — the background worker, `migrate.step()`
 //! from pg_cron, or `migrate.finish()` — calls [`step`] inside a transaction
 //! and commits after it. The migration's row is locked for the duration
@@ -18,6 +19,7 @@ use crate::engine::snapshots;
 use crate::engine::state::{self, Migration, Phase};
 use crate::engine::swap;
 use crate::engine::throttle;
+use crate::engine::verify;
 use crate::error::{MigrateError, Result};
 use crate::pg::ident::QualifiedName;
 use crate::pg::spi;
@@ -117,6 +119,22 @@ fn step_phase(m: &Migration, table: &QualifiedName, cutover: Cutover) -> Result<
             Ok(Outcome::Progress(format!("built: {what}")))
         }
         Phase::Replaying | Phase::Ready | Phase::Swapping => replay_or_swap(m, table, cutover),
+        Phase::Verifying => {
+            if let Some(note) = throttle::hold(m)? {
+                return Ok(Outcome::Idle { ms: 1000, note });
+            }
+            crate::pg::activity::commit_asynchronously()?;
+            let (checked, replayed) = verify::step(m, table)?;
+            let note = verify::note(&checked, replayed);
+            Ok(match checked {
+                verify::Checked::Waiting if replayed == 0 => Outcome::Idle { ms: 100, note },
+                _ if m.batch_pause_ms > 0 => Outcome::Idle {
+                    ms: m.batch_pause_ms as u64,
+                    note,
+                },
+                _ => Outcome::Progress(note),
+            })
+        }
         Phase::Validating => {
             let i = m.post_swap_done as usize;
             if let Some(sql) = m.post_swap_sql.get(i) {
@@ -146,12 +164,21 @@ fn replay_or_swap(m: &Migration, table: &QualifiedName, cutover: Cutover) -> Res
         Cutover::Now => true,
         Cutover::WhenRequested => m.auto_finish || finish_is_waiting(m.id)?,
     };
+    // Verification comes first once the replay has caught up; it can be
+    // asked for only by start(), and only a clean pass ends it.
+    let unverified = m.verification.wanted && !m.verification.verified;
     let phase = match (caught_up, wanted) {
+        (true, _) if unverified => Phase::Verifying,
         (true, true) => Phase::Swapping,
         (true, false) => Phase::Ready,
         (false, _) => Phase::Replaying,
     };
     state::record_replay(m.id, n, backlog, phase)?;
+    if phase == Phase::Verifying {
+        return Ok(Outcome::Progress(format!(
+            "replayed {n} changes; caught up, verifying"
+        )));
+    }
     if phase != Phase::Swapping {
         crate::pg::activity::commit_asynchronously()?;
         return Ok(if n > 0 {
@@ -274,17 +301,10 @@ pub fn fail(id: i64, e: &MigrateError) -> Result<()> {
         return Ok(());
     }
     if m.phase == Phase::Validating && !m.runs_statements() {
-        let e = MigrateError::Postgres {
+        let e = MigrateError::ValidationAfterSwap {
             code: e.sqlstate(),
-            message: format!(
-                "the table was migrated, but a constraint could not be validated: {e}"
-            ),
+            cause: e.to_string(),
             detail: e.detail(),
-            hint: Some(
-                "The constraint is in place as NOT VALID; fix the offending rows and VALIDATE it."
-                    .into(),
-            ),
-            context: "after the swap".into(),
         };
         return state::set_failed(id, Phase::Failed, &e);
     }

@@ -12,7 +12,6 @@ use crate::engine::locks;
 use crate::engine::state::{self, Migration, Phase};
 use crate::error::{sqlstate_code, MigrateError, Result};
 use crate::pg::spi::{self, get};
-use pgrx::prelude::*;
 use std::time::{Duration, Instant};
 
 /// The error a failed migration stored, raised again.
@@ -41,8 +40,10 @@ fn summary(m: &Migration) -> Result<String> {
         &[m.id.into()],
         |r| get::<f64>(r, 1),
     )?;
+    let verified =
+        crate::engine::verify::summary(&m.verification).map_or(String::new(), |v| format!(", {v}"));
     Ok(format!(
-        "migration {} of {} done: {} rows copied, {} in {:.1} s",
+        "migration {} of {} done: {} rows copied{verified}, {} in {:.1} s",
         m.id,
         m.table_name,
         m.rows_copied,
@@ -59,12 +60,9 @@ pub fn ended(m: &Migration) -> Result<Option<String>> {
     match m.phase {
         Phase::Done => Ok(Some(summary(m)?)),
         Phase::Failed => Err(stored_error(m)),
-        Phase::Aborted => Err(MigrateError::Own {
-            code: PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-            message: format!("migration {} of {} was aborted", m.id, m.table_name),
-            detail: None,
-            hint: Some("Start it again with migrate.start().".into()),
-            context: String::new(),
+        Phase::Aborted => Err(MigrateError::Aborted {
+            id: m.id,
+            table: m.table_name.clone(),
         }),
         _ => Ok(None),
     }
@@ -85,30 +83,15 @@ pub fn finish(
         &[],
     )?;
     if isolation.as_deref() != Some("read committed") {
-        return Err(MigrateError::Own {
-            code: PgSqlErrorCode::ERRCODE_ACTIVE_SQL_TRANSACTION,
-            message: "migrate.finish() must run in a READ COMMITTED transaction".into(),
-            detail: Some("It watches the migration's progress, which a snapshot taken once would never show.".into()),
-            hint: Some("Call it on its own, outside an explicit REPEATABLE READ or SERIALIZABLE transaction.".into()),
-            context: String::new(),
-        });
+        return Err(MigrateError::FinishIsolation);
     }
     if let Some(s) = ended(&m)? {
         return Ok(s);
     }
     if m.needs_worker() {
-        return Err(MigrateError::Own {
-            code: PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-            message: format!(
-                "migration {} of {} is still building its index CONCURRENTLY",
-                m.id, m.table_name
-            ),
-            detail: Some("CREATE INDEX CONCURRENTLY waits for every transaction that holds an older snapshot, this one included: a function that waited for it would wait forever.".into()),
-            hint: Some(format!(
-                "CALL migrate.wait('{}') waits for it (it commits between checks); or watch migrate.status().",
-                m.table_name.replace('\'', "''")
-            )),
-            context: String::new(),
+        return Err(MigrateError::StillBuildingConcurrently {
+            id: m.id,
+            table: m.table_name.clone(),
         });
     }
     let id = m.id;
@@ -144,18 +127,9 @@ pub fn finish(
             && (state::worker_alive(m.worker_pid)?
                 || (m.worker_pid.is_none() && waiting_since.elapsed() < Duration::from_secs(10)));
         if !driven_by_worker && m.runs_statements() {
-            return Err(MigrateError::Own {
-                code: PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-                message: format!(
-                    "migration {id} of {} runs its statements one transaction each, and has no worker",
-                    m.table_name
-                ),
-                detail: Some("finish() runs in one transaction: a validation there would scan the table under the lock an earlier statement of the same transaction took.".into()),
-                hint: Some(format!(
-                    "Drive it with SELECT migrate.step('{}') until it is done, one call per transaction (each call runs one statement).",
-                    m.table_name.replace('\'', "''")
-                )),
-                context: String::new(),
+            return Err(MigrateError::StatementsWithoutWorker {
+                id,
+                table: m.table_name.clone(),
             });
         }
         if !driven_by_worker && m.phase == Phase::Validating && swapped_here {
@@ -224,18 +198,10 @@ pub fn finish(
             );
         }
         if deadline.is_some_and(|d| Instant::now() >= d) {
-            return Err(MigrateError::Own {
-                code: PgSqlErrorCode::ERRCODE_QUERY_CANCELED,
-                message: format!(
-                    "migrate.finish() timed out; migration {id} of {} is still {}",
-                    m.table_name,
-                    m.phase.as_str()
-                ),
-                detail: Some("The migration goes on; nothing was swapped.".into()),
-                hint: Some(
-                    "Call migrate.finish() again later, or cancel it with migrate.abort().".into(),
-                ),
-                context: String::new(),
+            return Err(MigrateError::FinishTimedOut {
+                id,
+                table: m.table_name.clone(),
+                phase: m.phase.as_str(),
             });
         }
         if pause > 0 {
@@ -270,17 +236,9 @@ pub fn step(m: Migration) -> Result<String> {
         ));
     }
     if m.needs_worker() {
-        return Err(MigrateError::Own {
-            code: PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-            message: format!(
-                "migration {} of {} has no worker to build its index",
-                m.id, m.table_name
-            ),
-            detail: Some(
-                "An index built CONCURRENTLY can only be built by the background worker.".into(),
-            ),
-            hint: Some("Run migrate.abort() and start the migration again.".into()),
-            context: String::new(),
+        return Err(MigrateError::NoIndexWorker {
+            id: m.id,
+            table: m.table_name.clone(),
         });
     }
     let id = m.id;

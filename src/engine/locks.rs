@@ -49,18 +49,10 @@ pub fn retry<R>(
         match once(what, timeout_ms, &mut f) {
             Err(e) if is_lock_timeout(&e) && n < attempts => sleep_ms(backoff_ms(n, jitter()?))?,
             Err(e) if is_lock_timeout(&e) => {
-                return Err(MigrateError::Own {
-                    code: PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE,
-                    message: format!(
-                        "could not lock the table to {what} in {n} attempts of {timeout_ms} ms"
-                    ),
-                    detail: None,
-                    hint: Some(
-                        "Long transactions on the table hold the lock; see pg_locks, \
-                         or raise lock_timeout."
-                            .into(),
-                    ),
-                    context: format!("while trying to {what}"),
+                return Err(MigrateError::LockNotAvailable {
+                    what: what.to_string(),
+                    attempts: n,
+                    timeout_ms,
                 })
             }
             r => return r,

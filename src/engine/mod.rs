@@ -6,6 +6,7 @@
 //! (with `bulk`, its fast path), `replay` and `swap` (with `storage`, the
 //! catalog-level storage exchange, `views`, views and policies recreated
 //! around the ALTER, and `snapshots`, the wait for older snapshots);
+//! `verify` proves the shadow equal to the ALTERed table before the swap;
 //! `concurrent` runs plans of statements (concurrent and two-phase). `state`
 //! owns the `migrate.migrations` rows; `locks` is the lock-timeout retry
 //! loop; `blockers` acts on sessions that keep the swap waiting; `throttle`
@@ -30,4 +31,5 @@ pub mod state;
 pub mod storage;
 pub mod swap;
 pub mod throttle;
+pub mod verify;
 pub mod views;

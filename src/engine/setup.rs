@@ -23,6 +23,8 @@ pub struct Options {
     pub background: bool,
     /// The swap waits for older snapshots (halo_migrate.snapshot_safe_swap).
     pub snapshot_safe: bool,
+    /// Verify the shadow before the swap (halo_migrate.verify); a rewrite only.
+    pub verify: bool,
 }
 
 /// A plan with what it was made from.
@@ -84,6 +86,11 @@ pub fn start(planned: &Planned, alter: &str, opts: &Options) -> Result<(i64, boo
         }
     }
     let has = |k: Strategy| planned.steps.iter().any(|s| s.strategy == k);
+    if opts.verify && !has(Strategy::Rewrite) {
+        pgrx::notice!(
+            "halo_migrate: nothing to verify: the ALTER does not copy {table}, PostgreSQL changes it in place"
+        );
+    }
     if has(Strategy::Rewrite) {
         Ok((
             start_rewrite(planned, &table, alter, opts)?,
@@ -222,6 +229,8 @@ fn insert(
         auto_finish: o.auto_finish,
         background: o.background,
         snapshot_safe: o.snapshot_safe,
+        // Only a rewrite has a copy to verify.
+        verify: o.verify && strategy == Strategy::Rewrite,
     })
 }
 
@@ -254,6 +263,23 @@ fn start_rewrite(
         opts,
     )?;
     let recipe = shadow::create(facts, &planned.cmds, &shadow_cmds)?;
+    if opts.verify {
+        let shadow = crate::plan::sqlgen::shadow_table(facts.oid).to_string();
+        let key_using = planned.cmds.iter().find_map(|c| match &c.kind {
+            crate::plan::model::CmdKind::AlterColumnType {
+                column,
+                using: Some(_),
+                ..
+            } if recipe.key_columns.contains(column) => Some(column.clone()),
+            _ => None,
+        });
+        crate::engine::verify::check_supported(
+            oid,
+            catalog::relation_oid(&shadow)?,
+            &recipe.key_columns,
+            key_using.as_deref(),
+        )?;
+    }
     capture::create_log(facts.oid, table, &recipe.log_columns, &recipe.key_columns)?;
     locks::retry(
         "install the capture trigger",

@@ -182,10 +182,37 @@ fn refuse(what: String, hint: &str) -> MigrateError {
     MigrateError::not_supported("changing the type of a column under this view", what, hint)
 }
 
-/// Refuse what recreating the views on `columns` could not keep intact.
+/// Refuse what recreating the views on `columns` could not keep intact,
+/// and what PostgreSQL refuses: a rule of the table itself on one of them.
 pub fn check(relid: Oid, columns: &[String]) -> Result<()> {
     if columns.is_empty() {
         return Ok(());
+    }
+    let rule = spi::opt(
+        "SELECT r.rulename::text, c.relname::text, a.attname::text
+           FROM pg_catalog.pg_depend d
+           JOIN pg_catalog.pg_rewrite r ON r.oid = d.objid
+           JOIN pg_catalog.pg_class c ON c.oid = r.ev_class
+           JOIN pg_catalog.pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+          WHERE d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass
+            AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
+            AND d.refobjid = $1 AND r.ev_class = $1 AND a.attname = ANY ($2)
+          ORDER BY r.rulename LIMIT 1",
+        &[relid.into(), columns.to_vec().into()],
+        |r| {
+            Ok((
+                get::<String>(r, 1)?,
+                get::<String>(r, 2)?,
+                get::<String>(r, 3)?,
+            ))
+        },
+    )?;
+    if let Some((rule, table, column)) = rule {
+        return Err(MigrateError::RuleUsesColumn {
+            rule,
+            table,
+            column,
+        });
     }
     check_views(&dependent_views(relid, columns)?)
 }

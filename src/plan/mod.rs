@@ -16,6 +16,7 @@ pub mod model;
 pub mod parse;
 pub mod split;
 pub mod sqlgen;
+pub mod verify;
 
 use crate::error::{MigrateError, Result};
 use crate::pg::ident::QualifiedName;

@@ -14,3 +14,4 @@ mod operations;
 mod plan;
 mod promise;
 mod safety;
+mod verify;

@@ -166,6 +166,9 @@ pub struct Case {
     pub background: bool,
     /// Start and finish as the non-superuser owner `fz_owner`.
     pub as_owner: bool,
+    /// Start with `verify => true`: every other seed, so that adding it
+    /// drew nothing from the generator and left the cases as they were.
+    pub verify: bool,
 }
 
 impl Case {
@@ -189,6 +192,7 @@ impl Case {
             writers: r.below(3),
             background: r.chance(60),
             as_owner: r.chance(25),
+            verify: seed % 2 == 1,
         };
         case.features = (0..r.below(5)).map(|_| case.feature(&mut r)).collect();
         case.features.sort();
@@ -334,11 +338,12 @@ impl Case {
     /// The case as a script a person can run.
     pub fn describe(&self) -> String {
         let mut s = format!(
-            "-- fuzz case, seed {}: {} rows, {} writers, background => {}, as {}\n-- features: {:?}\n",
+            "-- fuzz case, seed {}: {} rows, {} writers, background => {}, verify => {}, as {}\n-- features: {:?}\n",
             self.seed,
             self.rows,
             self.writers,
             self.background,
+            self.verify,
             if self.as_owner { "fz_owner" } else { "postgres" },
             self.features.iter().map(|f| f.0.as_str()).collect::<Vec<_>>()
         );
@@ -348,9 +353,10 @@ impl Case {
             s.push_str(&format!("{stmt};\n"));
         }
         s.push_str(&format!(
-            "SELECT migrate.start('t', '{}', background => {});\nSELECT migrate.finish('t');\n",
+            "SELECT migrate.start('t', '{}', background => {}, verify => {});\nSELECT migrate.finish('t');\n",
             self.alter_text().replace('\'', "''"),
-            self.background
+            self.background,
+            self.verify
         ));
         s
     }

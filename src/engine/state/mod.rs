@@ -4,6 +4,10 @@
 //! copied batch, a replayed batch, the swap), so the row is always exactly as
 //! far as the committed work: a restarted worker continues from it.
 
+pub mod verification;
+
+pub use verification::Verification;
+
 use crate::error::{MigrateError, Result};
 use crate::pg::spi::{self, get};
 use crate::plan::model::Strategy;
@@ -14,6 +18,7 @@ pub enum Phase {
     Copying,
     Indexing,
     Replaying,
+    Verifying,
     Ready,
     Swapping,
     Validating,
@@ -28,6 +33,7 @@ impl Phase {
             Phase::Copying => "copying",
             Phase::Indexing => "indexing",
             Phase::Replaying => "replaying",
+            Phase::Verifying => "verifying",
             Phase::Ready => "ready",
             Phase::Swapping => "swapping",
             Phase::Validating => "validating",
@@ -40,7 +46,8 @@ impl Phase {
     pub fn parse(s: &str) -> Result<Phase> {
         use Phase::*;
         [
-            Copying, Indexing, Replaying, Ready, Swapping, Validating, Done, Failed, Aborted,
+            Copying, Indexing, Replaying, Verifying, Ready, Swapping, Validating, Done, Failed,
+            Aborted,
         ]
         .into_iter()
         .find(|p| p.as_str() == s)
@@ -110,6 +117,10 @@ pub struct Migration {
     pub waiting_for: Option<String>,
     /// The sessions it waits for.
     pub snapshot_holders: Vec<i32>,
+    /// The replay key's columns (a rewrite).
+    pub key_columns: Vec<String>,
+    /// Verification before the swap (`start(verify => true)`).
+    pub verification: Verification,
 }
 
 impl Migration {
@@ -132,14 +143,19 @@ impl Migration {
     }
 }
 
-const COLUMNS: &str = "id, relid, table_name, phase, backlog, batch_rows, lock_timeout_ms, auto_finish, background,
+const MAIN_COLUMNS: &str = "id, relid, table_name, phase, backlog, batch_rows, lock_timeout_ms, auto_finish, background,
     coalesce(relfilenode, 0), search_path, shadow_sql, swap_sql, index_sql, post_swap_sql, altered_columns, added_columns,
     coalesce(copy_targets, ''), coalesce(copy_exprs, ''), coalesce(log_as_orig, ''),
     coalesce(key_map, ''), coalesce(shadow_match, ''), coalesce(orig_match, ''),
     copy_next, coalesce(copy_end, 0), indexes_built, post_swap_done, rows_copied, coalesce(rows_total, 0),
     worker_pid, error, error_sqlstate, error_detail, strategy, concurrent_indexes,
     paused, batch_pause_ms, coalesce(target_batch_ms, 0), coalesce(max_replica_lag_ms, 0), role_oid,
-    snapshot_safe, waiting_for, snapshot_holders, undo_sql, not_null_of";
+    snapshot_safe, waiting_for, snapshot_holders, undo_sql, not_null_of, key_columns, ";
+
+/// Every column a [`Migration`] is read from.
+fn columns() -> String {
+    format!("{MAIN_COLUMNS}{}", verification::COLUMNS)
+}
 
 fn from_row(r: &spi::Row) -> Result<Migration> {
     Ok(Migration {
@@ -192,6 +208,8 @@ fn from_row(r: &spi::Row) -> Result<Migration> {
         snapshot_holders: get(r, 43)?,
         undo_sql: get(r, 44)?,
         not_null_of: get(r, 45)?,
+        key_columns: get(r, 46)?,
+        verification: verification::from_row(r, 47)?,
     })
 }
 
@@ -200,7 +218,8 @@ fn from_row(r: &spi::Row) -> Result<Migration> {
 /// it does not exist or another driver holds it.
 pub fn lock(id: i64) -> Result<Option<Migration>> {
     let sql = format!(
-        "SELECT {COLUMNS} FROM migrate.migrations WHERE id = $1 FOR NO KEY UPDATE SKIP LOCKED"
+        "SELECT {} FROM migrate.migrations WHERE id = $1 FOR NO KEY UPDATE SKIP LOCKED",
+        columns()
     );
     Ok(spi::query(&sql, &[id.into()], from_row)?.into_iter().next())
 }
@@ -228,15 +247,16 @@ pub fn held_by_this_transaction(id: i64) -> Result<bool> {
 
 /// The migration as last committed, without locking it.
 pub fn load(id: i64) -> Result<Option<Migration>> {
-    let sql = format!("SELECT {COLUMNS} FROM migrate.migrations WHERE id = $1");
+    let sql = format!("SELECT {} FROM migrate.migrations WHERE id = $1", columns());
     Ok(spi::query(&sql, &[id.into()], from_row)?.into_iter().next())
 }
 
 /// The table's live migration, else its most recent one.
 pub fn latest_for_table(relid: Oid) -> Result<Option<Migration>> {
     let sql = format!(
-        "SELECT {COLUMNS} FROM migrate.migrations WHERE relid = $1
-          ORDER BY phase IN ('done', 'failed', 'aborted'), id DESC LIMIT 1"
+        "SELECT {} FROM migrate.migrations WHERE relid = $1
+          ORDER BY phase IN ('done', 'failed', 'aborted'), id DESC LIMIT 1",
+        columns()
     );
     Ok(spi::query(&sql, &[relid.into()], from_row)?
         .into_iter()
@@ -294,6 +314,7 @@ pub struct New {
     pub auto_finish: bool,
     pub background: bool,
     pub snapshot_safe: bool,
+    pub verify: bool,
 }
 
 /// Record a new migration (done already, for an instant plan); its id. The
@@ -311,9 +332,9 @@ pub fn create(n: New) -> Result<i64> {
         &format!(
             "INSERT INTO migrate.migrations (relid, table_name, alter_sql, strategy, phase, batch_rows,
                  lock_timeout_ms, auto_finish, background, search_path, finished_at,
-                 batch_pause_ms, target_batch_ms, max_replica_lag_ms, snapshot_safe)
+                 batch_pause_ms, target_batch_ms, max_replica_lag_ms, snapshot_safe, verify)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, {finished}, $11,
-                     NULLIF($12, 0), NULLIF($13, 0), $14) RETURNING id"
+                     NULLIF($12, 0), NULLIF($13, 0), $14, $15) RETURNING id"
         ),
         &[
             n.relid.into(),
@@ -330,6 +351,7 @@ pub fn create(n: New) -> Result<i64> {
             crate::gucs::target_batch_ms().into(),
             crate::gucs::max_replica_lag_ms().into(),
             n.snapshot_safe.into(),
+            n.verify.into(),
         ],
         |r| get::<i64>(r, 1),
     )?
@@ -474,7 +496,7 @@ pub fn set_rewrite_recipe(id: i64, r: RewriteRecipe) -> Result<()> {
         id,
         "relfilenode = $2, copy_end = $3, rows_total = $4, shadow_sql = $5, swap_sql = $6, post_swap_sql = $7,
          index_sql = $8, altered_columns = $9, added_columns = $10, copy_targets = $11, copy_exprs = $12,
-         log_as_orig = $13, key_map = $14, shadow_match = $15, orig_match = $16",
+         log_as_orig = $13, key_map = $14, shadow_match = $15, orig_match = $16, key_columns = $17",
         vec![
             r.relfilenode.into(),
             r.copy_end.into(),
@@ -491,6 +513,7 @@ pub fn set_rewrite_recipe(id: i64, r: RewriteRecipe) -> Result<()> {
             r.recipe.key_map.into(),
             r.recipe.shadow_match.into(),
             r.recipe.orig_match.into(),
+            r.recipe.key_columns.into(),
         ],
     )
 }
