@@ -94,6 +94,8 @@ migrate() {
         "$("${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}" --bindir)/pg_repack" -h "$PGHOST" -p "$PGPORT" -U postgres -d run -t bench >"$dir/pg_repack.out" 2>&1 ;;
     halo)
         q -c "SELECT migrate.start('bench', '$ALTER')" -c "SELECT migrate.finish('bench')" >/dev/null ;;
+    halo_verify)  # halo with verification before the swap, to measure what it costs
+        q -c "SELECT migrate.start('bench', '$ALTER', verify => true)" -c "SELECT migrate.finish('bench')" >/dev/null ;;
     halo_nosnap)  # halo without the snapshot-safe swap, to measure what that check costs
         q -c "SELECT migrate.start('bench', '$ALTER', snapshot_safe => false)" -c "SELECT migrate.finish('bench')" >/dev/null ;;
     esac
