@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Idempotent set-up of everything halo_migrate needs on a fresh Debian bookworm
 # machine (run as root): PostgreSQL 15 server and headers, clang for bindgen,
-# sudo (the test harness runs PostgreSQL as the postgres user), pg_cron,
+# sudo (the test harness runs PostgreSQL as the postgres user), OpenSSL (the
+# command line's TLS, and certificates for its tests), pg_cron,
 # pg_repack, pgbench, cargo-pgrx 0.18.1 and `cargo pgrx init`.
 set -euo pipefail
 
 PGRX_VERSION=0.18.1
 PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
 APT_PACKAGES=(postgresql-15 postgresql-server-dev-15 postgresql-contrib clang libclang-dev
-              pkg-config sudo postgresql-15-cron postgresql-15-repack)
+              pkg-config sudo postgresql-15-cron postgresql-15-repack libssl-dev openssl)
 
 log() { printf '[setup] %s\n' "$*"; }
 

@@ -8,8 +8,10 @@
 //! anything still unset comes from `PGHOST`, `PGPORT`, `PGUSER`,
 //! `PGDATABASE`, `PGPASSWORD`, then the defaults (the local socket directory,
 //! 5432, the operating-system user, a database named after the user).
+//! TLS settings (`sslmode`, …) are resolved the same way, in `tls.rs`.
 
 use crate::exit::{code, Failure, Result};
+use crate::tls::{self, Tls};
 use postgres::config::Host;
 use postgres::{Client, Config, NoTls};
 use std::io::IsTerminal;
@@ -98,8 +100,11 @@ fn looks_like_connstr(s: &str) -> bool {
 /// The connection settings, everything but a prompted password resolved.
 pub fn resolve(opts: &ConnOpts, env: &dyn Env) -> Result<Config> {
     let mut cfg = match &opts.dbname {
-        Some(d) if looks_like_connstr(d) => Config::from_str(d)
-            .map_err(|e| Failure::usage(format!("invalid connection string \"{d}\": {e}")))?,
+        Some(d) if looks_like_connstr(d) => {
+            let (rest, _) = tls::split_connstr(d)?;
+            Config::from_str(&rest)
+                .map_err(|e| Failure::usage(format!("invalid connection string \"{d}\": {e}")))?
+        }
         _ => Config::new(),
     };
     if cfg.get_hosts().is_empty() {
@@ -109,19 +114,46 @@ pub fn resolve(opts: &ConnOpts, env: &dyn Env) -> Result<Config> {
             .or_else(|| env.var("PGHOST"))
             .or_else(|| env.socket_dir())
             .unwrap_or_else(|| "localhost".into());
-        cfg.host(&host);
+        // Several hosts, comma-separated, are tried in turn (as in libpq).
+        for h in host.split(',').filter(|h| !h.is_empty()) {
+            cfg.host(h);
+        }
     }
     if cfg.get_ports().is_empty() {
-        let port = match opts.port {
-            Some(p) => p,
-            None => match env.var("PGPORT") {
-                Some(p) => p
-                    .parse()
-                    .map_err(|_| Failure::usage(format!("invalid PGPORT \"{p}\"")))?,
-                None => 5432,
-            },
-        };
-        cfg.port(port);
+        match opts.port {
+            Some(p) => {
+                cfg.port(p);
+            }
+            None => {
+                match env.var("PGPORT") {
+                    Some(list) => {
+                        for p in list.split(',') {
+                            cfg.port(p.trim().parse().map_err(|_| {
+                                Failure::usage(format!("invalid PGPORT \"{list}\""))
+                            })?);
+                        }
+                    }
+                    None => {
+                        cfg.port(5432);
+                    }
+                }
+            }
+        }
+    }
+    let in_connstr = |key: &str| {
+        opts.dbname
+            .as_deref()
+            .is_some_and(|d| looks_like_connstr(d) && d.contains(key))
+    };
+    if !in_connstr("target_session_attrs") {
+        if let Some(v) = env.var("PGTARGETSESSIONATTRS") {
+            let parsed = Config::from_str(&format!("target_session_attrs={v}")).map_err(|_| {
+                Failure::usage(format!(
+                    "invalid PGTARGETSESSIONATTRS \"{v}\" (any, read-write or read-only)"
+                ))
+            })?;
+            cfg.target_session_attrs(parsed.get_target_session_attrs());
+        }
     }
     if cfg.get_user().is_none() {
         let user = opts
@@ -161,6 +193,39 @@ pub fn resolve(opts: &ConnOpts, env: &dyn Env) -> Result<Config> {
         cfg.application_name("halo_migrate");
     }
     Ok(cfg)
+}
+
+/// The TLS settings: the connection string's, else `PGSSL*`, else libpq's defaults.
+pub fn resolve_tls(opts: &ConnOpts, env: &dyn Env) -> Result<Tls> {
+    let from_connstr = match &opts.dbname {
+        Some(d) if looks_like_connstr(d) => tls::split_connstr(d)?.1,
+        _ => vec![],
+    };
+    tls::resolve(&from_connstr, &|n| env.var(n), env.var("HOME"))
+}
+
+/// Where and how to connect: the settings, their TLS, and its connector
+/// (None: no TLS).
+pub struct Target {
+    pub cfg: Config,
+    pub tls: Tls,
+    connector: Option<postgres_openssl::MakeTlsConnector>,
+}
+
+/// Open a session to `t`. A Unix-domain socket never uses TLS (as in libpq).
+fn open(t: &Target) -> std::result::Result<Client, postgres::Error> {
+    let unix = matches!(t.cfg.get_hosts().first(), Some(h) if !matches!(h, Host::Tcp(_)));
+    let mut cfg = t.cfg.clone();
+    match &t.connector {
+        Some(c) if !unix => {
+            cfg.ssl_mode(t.tls.mode.library_mode());
+            cfg.connect(c.clone())
+        }
+        _ => {
+            cfg.ssl_mode(postgres::config::SslMode::Disable);
+            cfg.connect(NoTls)
+        }
+    }
 }
 
 /// The host as `.pgpass` names it: a socket directory counts as `localhost`.
@@ -203,33 +268,43 @@ fn split_pgpass_line(line: &str) -> Option<[String; 5]> {
 }
 
 /// Connect; prompt for a password when `-W` was given, or when the server
-/// asks for one and we are on a terminal (unless `-w`). The settings come
-/// back too, to open a second session with them.
-pub fn connect(opts: &ConnOpts) -> Result<(Client, Config)> {
+/// asks for one and we are on a terminal (unless `-w`). The target comes
+/// back too, to open a second session with it.
+pub fn connect(opts: &ConnOpts) -> Result<(Client, Target)> {
     let mut cfg = resolve(opts, &ProcessEnv)?;
+    let tls = resolve_tls(opts, &ProcessEnv)?;
+    // A missing or bad certificate file is reported as itself, before any
+    // connection is tried.
+    let connector = tls::connector(&tls)?;
     if opts.prompt_password {
         cfg.password(prompt(&cfg)?);
     }
-    let client = match cfg.connect(NoTls) {
+    let mut target = Target {
+        cfg,
+        tls,
+        connector,
+    };
+    let client = match open(&target) {
         Ok(c) => c,
         Err(e)
-            if cfg.get_password().is_none()
+            if target.cfg.get_password().is_none()
                 && !opts.no_password
                 && std::io::stdin().is_terminal()
                 && e.to_string().contains("password missing") =>
         {
-            cfg.password(prompt(&cfg)?);
-            cfg.connect(NoTls).map_err(|e| cannot_connect(&cfg, &e))?
+            let pw = prompt(&target.cfg)?;
+            target.cfg.password(pw);
+            open(&target).map_err(|e| cannot_connect(&target.cfg, &e))?
         }
-        Err(e) => return Err(cannot_connect(&cfg, &e)),
+        Err(e) => return Err(cannot_connect(&target.cfg, &e)),
     };
-    Ok((client, cfg))
+    Ok((client, target))
 }
 
-/// A second session with the same settings (the progress display watches
+/// A second session to the same target (the progress display watches
 /// through it while the first one waits in `migrate.finish()`).
-pub fn connect_again(cfg: &Config) -> Result<Client> {
-    cfg.connect(NoTls).map_err(|e| cannot_connect(cfg, &e))
+pub fn connect_again(t: &Target) -> Result<Client> {
+    open(t).map_err(|e| cannot_connect(&t.cfg, &e))
 }
 
 fn prompt(cfg: &Config) -> Result<String> {
@@ -267,7 +342,7 @@ fn cannot_connect(cfg: &Config, e: &postgres::Error) -> Failure {
         format!("cannot connect to {}: {}", describe(cfg), db_text(e)),
     );
     f.hint = Some(
-        "Check -h/-p/-U/-d (or PGHOST, PGPORT, PGUSER, PGDATABASE), that the server is running, and the password (-W, PGPASSWORD or ~/.pgpass).".into(),
+        "Check -h/-p/-U/-d (or PGHOST, PGPORT, PGUSER, PGDATABASE), that the server is running, the password (-W, PGPASSWORD or ~/.pgpass), and the TLS settings (sslmode, sslrootcert in -d, or PGSSLMODE, PGSSLROOTCERT).".into(),
     );
     f
 }
@@ -322,6 +397,36 @@ mod tests {
             Host::Tcp(h) => h.clone(),
             Host::Unix(p) => p.display().to_string(),
         }
+    }
+
+    #[test]
+    fn several_hosts_and_the_session_they_must_give() {
+        let e = env(&[
+            ("PGHOST", "db1,db2"),
+            ("PGPORT", "5432,5433"),
+            ("PGTARGETSESSIONATTRS", "read-write"),
+        ]);
+        let cfg = resolve(&ConnOpts::default(), &e).unwrap();
+        assert_eq!(cfg.get_hosts().len(), 2);
+        assert_eq!(cfg.get_ports(), &[5432, 5433]);
+        assert_eq!(
+            cfg.get_target_session_attrs(),
+            postgres::config::TargetSessionAttrs::ReadWrite
+        );
+        let e = env(&[("PGTARGETSESSIONATTRS", "primary-ish")]);
+        assert!(resolve(&ConnOpts::default(), &e).is_err());
+        // The connection string's setting wins.
+        let opts = ConnOpts {
+            dbname: Some("host=a,b target_session_attrs=any".into()),
+            ..ConnOpts::default()
+        };
+        let e = env(&[("PGTARGETSESSIONATTRS", "read-write")]);
+        let cfg = resolve(&opts, &e).unwrap();
+        assert_eq!(cfg.get_hosts().len(), 2);
+        assert_eq!(
+            cfg.get_target_session_attrs(),
+            postgres::config::TargetSessionAttrs::Any
+        );
     }
 
     #[test]

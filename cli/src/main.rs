@@ -11,6 +11,7 @@ mod connect;
 mod exit;
 mod render;
 mod session;
+mod tls;
 mod watch;
 
 use args::{Action, Args};
@@ -32,7 +33,7 @@ fn main() {
 fn run(args: &Args) -> Result<()> {
     let action = args.action()?;
     let interrupted = watch::interrupt_flag();
-    let (mut c, cfg) = connect::connect(&args.conn())?;
+    let (mut c, target) = connect::connect(&args.conn())?;
     session::check_extension(&mut c)?;
     let settings = args.settings();
     let say = |s: &str| {
@@ -81,13 +82,13 @@ fn run(args: &Args) -> Result<()> {
                 session::throttle(&mut c, &table, &settings)?;
             }
             say(&format!("Started migration {id} of {table}.\n"));
-            let mut mon = connect::connect_again(&cfg)?;
+            let mut mon = connect::connect_again(&target)?;
             let summary = watch::follow(&watch(&table, finish), c, &mut mon, &interrupted)?;
             println!("{summary}");
         }
         Action::Finish { table } => {
             let table = session::check_table(&mut c, &table)?;
-            let mut mon = connect::connect_again(&cfg)?;
+            let mut mon = connect::connect_again(&target)?;
             let summary = watch::follow(&watch(&table, true), c, &mut mon, &interrupted)?;
             println!("{summary}");
         }

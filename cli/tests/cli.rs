@@ -634,3 +634,156 @@ fn connects_like_psql() {
     assert!(err.contains("group or world access"), "{err}");
     let _ = std::fs::remove_file(&pgpass);
 }
+
+/// A CA, a second CA, and a server certificate for "localhost" only,
+/// made with the openssl command; their directory.
+fn certificates() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("halo_tls_{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sh = |cmd: &str| {
+        let ok = Command::new("sh")
+            .arg("-c")
+            .arg(cmd)
+            .current_dir(&dir)
+            .output()
+            .expect("openssl");
+        assert!(
+            ok.status.success(),
+            "{cmd}: {}",
+            String::from_utf8_lossy(&ok.stderr)
+        );
+    };
+    for ca in ["ca", "other"] {
+        sh(&format!(
+            "openssl req -x509 -newkey rsa:2048 -nodes -keyout {ca}.key -out {ca}.crt -days 2 -subj '/CN=halo test {ca}'"
+        ));
+    }
+    sh("openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj '/CN=localhost'");
+    sh("printf 'subjectAltName=DNS:localhost\\n' > san.ext");
+    sh("openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out server.crt -days 2 -extfile san.ext");
+    dir
+}
+
+#[test]
+fn tls_connections_as_libpq_makes_them() {
+    let cluster = Cluster::start();
+    let certs = certificates();
+    cluster.enable_tls(
+        &certs.join("server.crt"),
+        &certs.join("server.key"),
+        "tlsuser",
+    );
+    let ca = certs.join("ca.crt").display().to_string();
+    let other = certs.join("other.crt").display().to_string();
+    let port = cluster.port;
+    // --status over a connection string; the user may connect with TLS only.
+    let status = |conn: &str, env: &[(&str, &str)]| {
+        let mut cmd = bare();
+        cmd.env("HOME", &certs); // no ~/.postgresql: libpq's defaults find nothing
+        for v in ["PGSSLMODE", "PGSSLROOTCERT", "PGSSLCERT", "PGSSLKEY"] {
+            cmd.env_remove(v);
+        }
+        cmd.envs(env.iter().copied());
+        cmd.args([
+            "-d",
+            &format!("port={port} user=tlsuser dbname=postgres {conn}"),
+            "--status",
+        ]);
+        outcome(cmd.output().unwrap())
+    };
+    let ok = |r: (i32, String, String), what: &str| assert_eq!(r.0, 0, "{what}: {}", r.2);
+    let fails = |r: (i32, String, String), what: &str, says: &str| {
+        assert_ne!(r.0, 0, "{what} should fail");
+        assert!(r.2.contains(says), "{what}: {}", r.2);
+    };
+
+    ok(
+        status("host=127.0.0.1", &[]),
+        "the default (prefer) encrypts when the server offers it",
+    );
+    fails(
+        status("host=127.0.0.1 sslmode=disable", &[]),
+        "disable",
+        "no encryption",
+    );
+    ok(status("host=127.0.0.1 sslmode=require", &[]), "require");
+    ok(
+        status(
+            &format!("host=127.0.0.1 sslmode=verify-ca sslrootcert={ca}"),
+            &[],
+        ),
+        "verify-ca",
+    );
+    fails(
+        status(
+            &format!("host=127.0.0.1 sslmode=verify-ca sslrootcert={other}"),
+            &[],
+        ),
+        "verify-ca against another CA",
+        "certificate verify failed",
+    );
+    fails(
+        status(
+            &format!("host=127.0.0.1 sslmode=verify-full sslrootcert={ca}"),
+            &[],
+        ),
+        "verify-full to a host name the certificate does not name",
+        "certificate verify failed",
+    );
+    ok(
+        status(
+            &format!("host=localhost sslmode=verify-full sslrootcert={ca}"),
+            &[],
+        ),
+        "verify-full",
+    );
+    fails(
+        status(
+            "host=localhost sslmode=verify-full sslrootcert=/nonexistent/ca.crt",
+            &[],
+        ),
+        "verify-full without its root certificate",
+        "does not exist",
+    );
+    // The environment, and the connection string over it.
+    ok(
+        status(
+            "host=localhost",
+            &[("PGSSLMODE", "verify-full"), ("PGSSLROOTCERT", &ca)],
+        ),
+        "PGSSLMODE and PGSSLROOTCERT",
+    );
+    fails(
+        status(
+            "host=127.0.0.1",
+            &[("PGSSLMODE", "verify-full"), ("PGSSLROOTCERT", &ca)],
+        ),
+        "PGSSLMODE=verify-full to 127.0.0.1",
+        "certificate verify failed",
+    );
+    fails(
+        status(
+            "host=127.0.0.1 sslmode=disable",
+            &[("PGSSLMODE", "require")],
+        ),
+        "sslmode in the connection string over PGSSLMODE",
+        "no encryption",
+    );
+    fails(
+        status("host=127.0.0.1 sslmode=sometimes", &[]),
+        "a bad sslmode",
+        "invalid sslmode",
+    );
+    // A URI carries them as parameters.
+    let mut cmd = bare();
+    cmd.env("HOME", &certs);
+    cmd.args([
+        "-d",
+        &format!(
+            "postgresql://tlsuser@localhost:{port}/postgres?sslmode=verify-full&sslrootcert={ca}"
+        ),
+        "--status",
+    ]);
+    ok(outcome(cmd.output().unwrap()), "a URI");
+    let _ = std::fs::remove_dir_all(&certs);
+}

@@ -57,7 +57,7 @@ pub fn plan(oid: pgrx::pg_sys::Oid, alter: &str) -> Result<Planned> {
         .collect();
     let guarded = crate::engine::views::users_of_dropped(oid, &dropped)?;
     let probes = probe::probe(&facts, &cmds, &guarded, gucs::lock_timeout_ms())?;
-    crate::engine::views::refuse_dropped(oid, &dropped)?;
+    crate::engine::views::refuse_dropped(oid, &guarded)?;
     let constraint_taken = |n: &str| catalog::constraint_name_taken(facts.namespace, n);
     let relation_taken = |n: &str| catalog::relation_name_taken(facts.namespace, n);
     let oracle = Oracle {

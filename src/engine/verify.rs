@@ -90,37 +90,42 @@ pub fn step(m: &Migration, table: &QualifiedName) -> Result<(Checked, u64)> {
     let names = sql::split_idents(&m.copy_targets);
     let types = catalog::keyops::column_types(shadow_oid, &names)?;
     let after = v.after.clone();
-    // The chunk's upper bound: the key batch_rows keys on (None: the rest).
-    let upto: Option<Vec<String>> = spi::opt(
-        &sql::next_bound_sql(table, &keys, after.is_some()),
-        &[
-            after.clone().unwrap_or_default().into(),
-            (m.batch_rows.max(1) as i64 - 1).into(),
-        ],
-        |r| get::<Vec<String>>(r, 1),
-    )?;
-    let chunk = sql::chunk_sql(&sql::Chunk {
-        table,
-        shadow: &shadow,
-        log: &log,
-        keys: &keys,
-        copy_targets: &m.copy_targets,
-        copy_exprs: &m.copy_exprs,
-        target_types: &types,
-        target_names: &names,
-        has_after: after.is_some(),
-        has_upto: upto.is_some(),
-    });
-    // Every row on both sides, whatever row-level security says.
-    let (rows, differences, sample) = spi::with_all_rows(|| {
-        spi::one(
-            &chunk,
-            &[
-                after.clone().unwrap_or_default().into(),
-                upto.clone().unwrap_or_default().into(),
-            ],
-            |r| Ok((get::<i64>(r, 1)?, get::<i64>(r, 2)?, r.get::<String>(3)?)),
-        )
+    // Bounds are stored as text, and read back by whichever session drives
+    // the next chunk: write and read them in one fixed style, and with
+    // every row in view (row-level security would only change the sizes).
+    let (upto, rows, differences, sample) = fixed_text_style(|| {
+        spi::with_all_rows(|| {
+            // The chunk's upper bound: the key batch_rows keys on (None: the rest).
+            let upto: Option<Vec<String>> = spi::opt(
+                &sql::next_bound_sql(table, &keys, after.is_some()),
+                &[
+                    after.clone().unwrap_or_default().into(),
+                    (m.batch_rows.max(1) as i64 - 1).into(),
+                ],
+                |r| get::<Vec<String>>(r, 1),
+            )?;
+            let chunk = sql::chunk_sql(&sql::Chunk {
+                table,
+                shadow: &shadow,
+                log: &log,
+                keys: &keys,
+                copy_targets: &m.copy_targets,
+                copy_exprs: &m.copy_exprs,
+                target_types: &types,
+                target_names: &names,
+                has_after: after.is_some(),
+                has_upto: upto.is_some(),
+            });
+            let (rows, differences, sample) = spi::one(
+                &chunk,
+                &[
+                    after.clone().unwrap_or_default().into(),
+                    upto.clone().unwrap_or_default().into(),
+                ],
+                |r| Ok((get::<i64>(r, 1)?, get::<i64>(r, 2)?, r.get::<String>(3)?)),
+            )?;
+            Ok((upto, rows, differences, sample))
+        })
     })?;
     if differences > 0 {
         pgrx::warning!(
@@ -137,6 +142,17 @@ pub fn step(m: &Migration, table: &QualifiedName) -> Result<(Checked, u64)> {
         None => end_pass(m, rows, differences, sample, &log)?,
     };
     Ok((checked, replayed))
+}
+
+/// Run `f` with the settings that decide how keys are written as text
+/// (dates, intervals, floats) fixed, so that a bound written by one session
+/// reads back as the same value in another.
+fn fixed_text_style<R>(f: impl FnOnce() -> Result<R>) -> Result<R> {
+    spi::with_setting("DateStyle", "ISO, YMD", || {
+        spi::with_setting("IntervalStyle", "postgres", || {
+            spi::with_setting("extra_float_digits", "3", f)
+        })
+    })
 }
 
 /// Record the last chunk of a pass; fail after too many passes with

@@ -282,14 +282,14 @@ pub fn users_of_dropped(relid: Oid, columns: &[String]) -> Result<Vec<(String, S
 }
 
 /// Refuse dropping a column that views or policies use, as PostgreSQL does.
-pub fn refuse_dropped(relid: Oid, columns: &[String]) -> Result<()> {
-    match users_of_dropped(relid, columns)?.into_iter().next() {
+pub fn refuse_dropped(relid: Oid, users: &[(String, String)]) -> Result<()> {
+    match users.first() {
         None => Ok(()),
         Some((column, users)) => Err(MigrateError::DependentObjects {
-            column,
+            column: column.clone(),
             table: crate::catalog::qualified_name(relid)?
                 .map_or_else(|| relid.to_u32().to_string(), |q| q.to_string()),
-            users,
+            users: users.clone(),
         }),
     }
 }

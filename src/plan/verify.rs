@@ -3,7 +3,10 @@
 //! A chunk is a range of the table's key, (after, upto], in the order of the
 //! key's default btree operator class. One statement, so one snapshot,
 //! compares the ALTER-mapped rows of the table in that range with the
-//! shadow's rows in the same range (a full join on the key), skipping keys
+//! shadow's rows in the same range (a full join on the key; rows compared
+//! by their binary image, `*=`, as REFRESH MATERIALIZED VIEW CONCURRENTLY
+//! compares them, since each value was cast to the shadow's column type by
+//! the same function the copy used), skipping keys
 //! that still have a row in the capture log: those are replayed anyway, and
 //! in any snapshot the shadow equals the mapped table for every key that has
 //! none (replay deletes the log rows it consumed in the transaction that
@@ -139,8 +142,9 @@ fn lexicographic(
     )
 }
 
-/// The internal name of key column i in a chunk's derived tables: no
-/// user column can be named like this and clash.
+/// The internal name of key column i in a chunk's derived tables, chosen
+/// so that a user column of the same name (which would make the derived
+/// table's column list ambiguous) is most unlikely.
 fn key_alias(side: char, i: usize) -> Ident {
     Ident::new(format!("halo {side}key {}", i + 1))
 }
@@ -252,22 +256,24 @@ pub fn chunk_sql(c: &Chunk) -> String {
         .join(", ");
     format!(
         "WITH j AS MATERIALIZED (
-    SELECT a.want, b.got, {j_cols}
-      FROM (SELECT ROW({want})::pg_catalog.text AS want, {a_names}
+    SELECT a.want, b.got, a.here AS in_table, b.here AS in_shadow, {j_cols}
+      FROM (SELECT ROW({want}) AS want, true AS here, {a_names}
               FROM (SELECT {exprs}, {a_keys} FROM ONLY {table} o {orange}) a({targets}, {a_names})) a
-      FULL JOIN (SELECT ROW({got})::pg_catalog.text AS got, {b_keys} FROM {shadow} s {srange}) b
+      FULL JOIN (SELECT ROW({got}) AS got, true AS here, {b_keys} FROM {shadow} s {srange}) b
         ON {join_on}),
 diff AS MATERIALIZED (
     SELECT {diff_keys},
-           CASE WHEN j.want IS NULL THEN 'extra in the shadow'
-                WHEN j.got IS NULL THEN 'missing from the shadow'
+           CASE WHEN j.in_table IS NULL THEN 'extra in the shadow'
+                WHEN j.in_shadow IS NULL THEN 'missing from the shadow'
                 ELSE 'different' END AS how
       FROM j
-     WHERE j.want IS DISTINCT FROM j.got
-       AND (j.want IS NULL OR NOT EXISTS (SELECT FROM {log} l WHERE {logged_o}))
-       AND (j.got IS NULL OR NOT EXISTS (SELECT FROM {log} l WHERE {logged_s}))),
+     WHERE NOT coalesce(j.in_table AND j.in_shadow AND j.want OPERATOR(pg_catalog.*=) j.got, false)
+       AND (j.in_table IS NULL OR NOT EXISTS (SELECT FROM {log} l WHERE {logged_o}))
+       AND (j.in_shadow IS NULL OR NOT EXISTS (SELECT FROM {log} l WHERE {logged_s}))),
 logged AS (INSERT INTO {log} ({log_cols}) SELECT {log_cols} FROM diff RETURNING 1)
-SELECT (SELECT pg_catalog.count(j.want) FROM j)::bigint,
+SELECT ((SELECT pg_catalog.count(*) FROM j WHERE j.in_table)
+        - (SELECT pg_catalog.count(*) FROM j
+            WHERE j.in_table AND EXISTS (SELECT FROM {log} l WHERE {logged_o})))::bigint,
        (SELECT pg_catalog.count(*) FROM logged)::bigint,
        (SELECT pg_catalog.string_agg(ROW({log_cols})::pg_catalog.text || ' ' || how, ', ')
           FROM (SELECT * FROM diff LIMIT 5) d)",
@@ -399,7 +405,8 @@ mod tests {
         assert!(sql.contains(
             "FROM migrate.shadow_1 s WHERE s.id OPERATOR(pg_catalog.>) CAST($1[1] AS integer)"
         ));
-        assert!(sql.contains("ROW(CAST(a.id AS integer), CAST(a.amount AS bigint))"));
+        assert!(sql.contains("ROW(CAST(a.id AS integer), CAST(a.amount AS bigint)) AS want"));
+        assert!(sql.contains("j.want OPERATOR(pg_catalog.*=) j.got"));
         assert!(sql.contains("FULL JOIN"));
         assert!(sql.contains("INSERT INTO migrate.log_1 (k1) SELECT k1 FROM diff"));
         assert!(!sql.contains("$2"), "no upper bound on the last chunk");

@@ -164,6 +164,41 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// Turn TLS on with this server certificate and key (PEM files), and
+    /// make `user` connect over TCP with TLS only (the cluster otherwise
+    /// takes both).
+    pub fn enable_tls(&self, cert: &std::path::Path, key: &std::path::Path, user: &str) {
+        let data = self.dir.join("data");
+        for (from, to) in [(cert, "server.crt"), (key, "server.key")] {
+            std::fs::copy(from, data.join(to)).expect("copy the server's certificate");
+            let file = data.join(to);
+            // The server runs as postgres and wants its key private.
+            let ok = Command::new("chown").arg("postgres").arg(&file).status();
+            assert!(ok.is_ok_and(|s| s.success()), "chown {}", file.display());
+            let ok = Command::new("chmod").arg("600").arg(&file).status();
+            assert!(ok.is_ok_and(|s| s.success()), "chmod {}", file.display());
+        }
+        let hba = data.join("pg_hba.conf");
+        let old = std::fs::read_to_string(&hba).expect("read pg_hba.conf");
+        std::fs::write(&hba, format!("hostnossl all {user} all reject\n{old}"))
+            .expect("write pg_hba.conf");
+        let mut c = self.client();
+        for sql in [
+            "ALTER SYSTEM SET ssl = on".to_string(),
+            "SELECT pg_reload_conf()".to_string(),
+            format!("CREATE ROLE {user} LOGIN SUPERUSER"),
+        ] {
+            c.execute(sql.as_str(), &[]).expect("TLS on");
+        }
+        wait_until("TLS to be on", || {
+            self.client()
+                .query_one("SHOW ssl", &[])
+                .is_ok_and(|r| r.get::<_, String>(0) == "on")
+        });
+    }
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
         let _ = Command::new(repo().join("scripts/pgcluster.sh"))
