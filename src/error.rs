@@ -5,8 +5,9 @@
 //! through [`MigrateError::report`]. An error PostgreSQL itself raised inside one
 //! of our operations (for instance while probing a subcommand on the empty
 //! clone) is carried through unchanged as [`MigrateError::Postgres`], so the
-//! user sees PostgreSQL's own SQLSTATE and wording, plus our context; a stored
-//! one is raised again the same way. halo_migrate's own errors are the other
+//! user sees PostgreSQL's own SQLSTATE and wording, plus our context; a
+//! migration's stored error is raised again as [`MigrateError::Failed`],
+//! with the SQLSTATE and detail it was stored with. halo_migrate's own errors are the other
 //! variants, one per failure, each with its SQLSTATE, detail and hint here.
 
 use pgrx::pg_sys::errcodes::PgSqlErrorCode;
@@ -14,6 +15,9 @@ use pgrx::pg_sys::panic::{CaughtError, ErrorReport};
 use pgrx::PgLogLevel;
 
 pub type Result<T> = std::result::Result<T, MigrateError>;
+
+/// How the message of a failure after the swap begins.
+const SWAPPED_PREFIX: &str = "the table was migrated, but";
 
 #[derive(Debug, thiserror::Error)]
 pub enum MigrateError {
@@ -98,6 +102,17 @@ pub enum MigrateError {
         context: String,
     },
 
+    /// A migration that failed earlier: its stored error, raised again with
+    /// its own SQLSTATE and detail.
+    #[error("migration {id} of {table} failed: {error}")]
+    Failed {
+        id: i64,
+        table: String,
+        error: String,
+        code: PgSqlErrorCode,
+        detail: Option<String>,
+    },
+
     #[error("relation with OID {oid} does not exist")]
     TableGone { oid: u32 },
 
@@ -153,7 +168,7 @@ pub enum MigrateError {
 
     /// The swap of a migration with constraints validated after it stands,
     /// but a validation failed: the validation's error, and what it means.
-    #[error("the table was migrated, but a constraint could not be validated: {cause}")]
+    #[error("the table was migrated, but a constraint could not be validated: {cause}")] // SWAPPED_PREFIX
     ValidationAfterSwap {
         code: PgSqlErrorCode,
         cause: String,
@@ -218,7 +233,7 @@ impl MigrateError {
             MigrateError::Busy { .. } | MigrateError::SnapshotsHeld { .. } => ERRCODE_OBJECT_IN_USE,
             MigrateError::DependentObjects { .. } => ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST,
             MigrateError::NoMigration { .. } => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-            MigrateError::Postgres { code, .. } => *code,
+            MigrateError::Postgres { code, .. } | MigrateError::Failed { code, .. } => *code,
             MigrateError::TableGone { .. } => ERRCODE_UNDEFINED_TABLE,
             MigrateError::Aborted { .. }
             | MigrateError::StillBuildingConcurrently { .. }
@@ -282,6 +297,7 @@ impl MigrateError {
             } => Some(format!(
                 "rule {rule} on table {table} depends on column \"{column}\""
             )),
+            MigrateError::Failed { detail, .. } => detail.clone(),
             MigrateError::TableGone { .. } => {
                 Some("The table was dropped while the migration was being planned.".into())
             }
@@ -365,6 +381,17 @@ impl MigrateError {
             )),
             MigrateError::Postgres { hint, .. } => hint.clone(),
             MigrateError::Aborted { .. } => Some("Start it again with migrate.start().".into()),
+            // A failure after the swap says so in its message, and its
+            // own hint was stored in no column: give it again.
+            MigrateError::Failed { error, .. } if error.starts_with(SWAPPED_PREFIX) => Some(
+                "The constraint is in place as NOT VALID; fix the offending rows and VALIDATE it."
+                    .into(),
+            ),
+            MigrateError::Failed { .. } => Some(
+                "The table is as it was before the migration (see migrate.status()); start it \
+                 again once the cause is fixed."
+                    .into(),
+            ),
             MigrateError::FinishIsolation => Some(
                 "Call it on its own, outside an explicit REPEATABLE READ or SERIALIZABLE \
                  transaction."

@@ -16,12 +16,12 @@ use std::time::{Duration, Instant};
 
 /// The error a failed migration stored, raised again.
 pub fn stored_error(m: &Migration) -> MigrateError {
-    MigrateError::Postgres {
+    MigrateError::Failed {
+        id: m.id,
+        table: m.table_name.clone(),
+        error: m.error.clone().unwrap_or_else(|| "unknown error".into()),
         code: sqlstate_code(m.error_sqlstate.as_deref().unwrap_or("XX000")),
-        message: format!("migration {} of {} failed: {}", m.id, m.table_name, m.error.as_deref().unwrap_or("unknown error")),
         detail: m.error_detail.clone(),
-        hint: Some("The table is as it was before the migration (see migrate.status()); start it again once the cause is fixed.".into()),
-        context: String::new(),
     }
 }
 
