@@ -1,5 +1,6 @@
 """Worst and p99 write latency, and seconds without a committed write, from
-pgbench per-transaction logs, restricted to a time window [t0, t1] (epoch s)."""
+pgbench per-transaction logs, restricted to a time window [t0, t1] (epoch s).
+Prints: worst p99 seconds_without_writes transactions p99.9"""
 import glob, sys
 
 prefix, t0, t1 = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
@@ -18,6 +19,7 @@ for path in glob.glob(prefix + "*"):
             ends.append(end)
 lat.sort()
 p99 = lat[int(len(lat) * 0.99)] if lat else 0
+p999 = lat[int(len(lat) * 0.999)] if lat else 0
 secs = set(int(e) for e in ends)
 stalls = sum(1 for s in range(int(t0), int(t1) + 1) if s not in secs)
-print(f"{max(lat) if lat else 0:.1f} {p99:.1f} {stalls} {len(lat)}")
+print(f"{max(lat) if lat else 0:.1f} {p99:.1f} {stalls} {len(lat)} {p999:.1f}")

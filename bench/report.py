@@ -24,14 +24,29 @@ worst = lambda rs, col: max(float(r[col]) for r in rs)
 
 print(f"\nhalo_migrate benchmark: {main_rows:,} rows, ALTER COLUMN amount TYPE bigint "
       f"(pg_repack: same-shape rewrite), pgbench write load at {rate} tx/s, median of {repeat} runs\n")
-print(f"{'method':<11}{'wall s':>8}{'worst ms':>10}{'p99 ms':>9}{'s w/o writes':>14}"
+print(f"{'method':<12}{'wall s':>8}{'worst ms':>10}{'p99 ms':>9}{'p99.9 ms':>10}{'s w/o writes':>14}"
       f"{'rows differing':>16}{'WAL MB':>9}{'extra disk MB':>15}{'worker MB':>11}")
 for m in METHODS:
     rs = runs(m, main_rows)
     mem = f"{med(rs, 9) / 1024:.1f}" if m == "halo" else "-"
-    print(f"{m:<11}{med(rs, 2):>8.2f}{med(rs, 3):>10.1f}{med(rs, 4):>9.1f}{med(rs, 5):>14.0f}"
+    p999 = f"{med(rs, 10):.1f}" if all(len(r) > 10 for r in rs) else "-"
+    print(f"{m:<12}{med(rs, 2):>8.2f}{med(rs, 3):>10.1f}{med(rs, 4):>9.1f}{p999:>10}{med(rs, 5):>14.0f}"
           f"{worst(rs, 6):>16.0f}{med(rs, 7) / 2**20:>9.0f}{med(rs, 8) / 2**20:>15.0f}{mem:>11}")
 print("(rows differing: the largest count over the runs; everything else: medians)")
+# Write latency by phase of the halo methods (bench/phases.py): per phase,
+# the medians over runs of its p99 and worst write, and the worst of all.
+phase_lines = [l.split() for l in open(os.path.join(os.path.dirname(results), "phases.txt"))
+               if l.strip()] if os.path.exists(os.path.join(os.path.dirname(results), "phases.txt")) else []
+for m in sorted({p[0] for p in phase_lines}):
+    rows = [p for p in phase_lines if p[0] == m and int(p[1]) == main_rows and p[4] != "0"]
+    if not rows:
+        continue
+    print(f"\n{m}: write latency by phase at {main_rows:,} rows (medians over runs; worst: of all runs)")
+    print(f"{'phase':<12}{'s':>7}{'p99 ms':>9}{'p99.9 ms':>10}{'worst ms':>10}{'worst of all':>14}")
+    for ph in dict.fromkeys(p[2] for p in rows):
+        rp = [p for p in rows if p[2] == ph]
+        mp = lambda i: statistics.median(float(p[i]) for p in rp)
+        print(f"{ph:<12}{mp(3):>7.1f}{mp(5):>9.1f}{mp(6):>10.1f}{mp(7):>10.1f}{max(float(p[7]) for p in rp):>14.1f}")
 if "halo" in METHODS:
     h = med(runs("halo", main_rows), 2)
     print("\n" + ", ".join(f"halo / {m} wall time {h / med(runs(m, main_rows), 2):.2f}x"

@@ -54,10 +54,13 @@ fresh_db() {
 }
 
 # The worker's peak private memory (RssAnon, kB; shared buffers are not
-# counted) and the database's peak size, sampled every 0.25 s into $1.
+# counted) and the database's peak size, sampled every 0.25 s into $1; and
+# the migration's phase, as "epoch phase" lines into $2 (for bench/phases.py).
 sampler() {
-    local mem=0 disk=0 kb d
+    local mem=0 disk=0 kb d ph
     while [ ! -f "$dir/stop_sampler" ]; do
+        ph=$(q -c "SELECT phase FROM migrate.status('bench') WHERE phase NOT IN ('done', 'failed', 'aborted') LIMIT 1" 2>/dev/null || true)
+        [ -n "$ph" ] && echo "$(now) $ph" >> "$2"
         for pid in $(q -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'halo_migrate worker'"); do
             kb=$(awk '/^RssAnon/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)
             [ "${kb:-0}" -gt "$mem" ] && mem=$kb
@@ -102,7 +105,7 @@ migrate() {
 }
 
 # run_method METHOD SIZE [KEEP]: one migration under load; prints one line:
-# method size secs worst_ms p99_ms stalls rows_differing wal_bytes extra_disk worker_kb
+# method size secs worst_ms p99_ms stalls rows_differing wal_bytes extra_disk worker_kb p999_ms
 run_method() {
     local name=$1 size=$2
     fresh_db
@@ -111,7 +114,8 @@ run_method() {
     local lp=$!
     sleep 2
     local wal0 disk0; wal0=$(q -c "SELECT pg_current_wal_lsn()"); disk0=$(q -c "SELECT pg_database_size(current_database())")
-    sampler "$dir/peak" &
+    rm -f "$dir/phases"
+    sampler "$dir/peak" "$dir/phases" &
     local sp=$!
     local t0; t0=$(now)
     migrate "$name" || { echo "bench: $name failed; see its output in $dir" >&2; cat "$dir/$name.out" >&2 2>/dev/null; exit 1; }
@@ -119,13 +123,16 @@ run_method() {
     local wal; wal=$(q -c "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '$wal0')")
     touch "$dir/stop_sampler" "$dir/stop_load"; wait "$sp"; wait "$lp"
     read -r mem peak < "$dir/peak"
-    read -r worst p99 stalls _ < <(python3 bench/latency.py "$dir/logs/$name." "$t0" "$t1")
+    read -r worst p99 stalls _ p999 < <(python3 bench/latency.py "$dir/logs/$name." "$t0" "$t1")
+    if [ -s "$dir/phases" ]; then  # write latency by phase, for the halo methods
+        python3 bench/phases.py "$dir/logs/$name." "$dir/phases" | sed "s/^/$name $size /" >> bench/out/phases.txt
+    fi
     local differ; differ=$(q -c "SELECT (SELECT count(*) FROM (SELECT * FROM bench EXCEPT ALL SELECT * FROM bench_control) a)
                                       + (SELECT count(*) FROM (SELECT * FROM bench_control EXCEPT ALL SELECT * FROM bench) b)")
     if [ "${3:-}" = keep ]; then  # the first run's logs, for the latency plot
         mkdir -p "$dir/plot/$name"; cp "$dir"/logs/* "$dir/plot/$name/"; echo "$t0 $t1" > "$dir/plot/$name/window"
     fi
-    echo "$name $size $(awk "BEGIN {print $t1 - $t0}") $worst $p99 $stalls $differ $wal $(( peak > disk0 ? peak - disk0 : 0 )) $mem"
+    echo "$name $size $(awk "BEGIN {print $t1 - $t0}") $worst $p99 $stalls $differ $wal $(( peak > disk0 ? peak - disk0 : 0 )) $mem $p999"
 }
 
 # Write throughput at saturation, without and with the capture trigger.
@@ -134,6 +141,7 @@ throughput() {
 }
 
 results=()
+: > bench/out/phases.txt
 echo "bench: $ROWS rows, methods: $METHODS, $REPEAT runs" >&2
 make_template "$ROWS"
 for i in $(seq "$REPEAT"); do
@@ -166,4 +174,6 @@ done
 q -d postgres -c "DROP DATABASE IF EXISTS run WITH (FORCE)" -c "DROP DATABASE IF EXISTS tpl"
 
 printf '%s\n' "${results[@]}" > bench/out/results.txt
+echo "write latency by phase (method size phase seconds transactions p99 p99.9 worst, ms), one line per phase and run:" >&2
+cat bench/out/phases.txt >&2
 bench/.venv/bin/python bench/report.py bench/out/results.txt "$ROWS" "$RATE" "$REPEAT" "$dir/plot" "$OUT" | tee bench/out/report.txt

@@ -168,7 +168,8 @@ pub enum MigrateError {
 
     /// The swap of a migration with constraints validated after it stands,
     /// but a validation failed: the validation's error, and what it means.
-    #[error("the table was migrated, but a constraint could not be validated: {cause}")] // SWAPPED_PREFIX
+    #[error("the table was migrated, but a constraint could not be validated: {cause}")]
+    // SWAPPED_PREFIX
     ValidationAfterSwap {
         code: PgSqlErrorCode,
         cause: String,

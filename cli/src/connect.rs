@@ -107,7 +107,8 @@ pub fn resolve(opts: &ConnOpts, env: &dyn Env) -> Result<Config> {
         }
         _ => Config::new(),
     };
-    if cfg.get_hosts().is_empty() {
+    // With hostaddr alone the address is the host (libpq): no default.
+    if cfg.get_hosts().is_empty() && cfg.get_hostaddrs().is_empty() {
         let host = opts
             .host
             .clone()
@@ -140,12 +141,7 @@ pub fn resolve(opts: &ConnOpts, env: &dyn Env) -> Result<Config> {
             }
         }
     }
-    let in_connstr = |key: &str| {
-        opts.dbname
-            .as_deref()
-            .is_some_and(|d| looks_like_connstr(d) && d.contains(key))
-    };
-    if !in_connstr("target_session_attrs") {
+    if !connstr_has(opts, "target_session_attrs") {
         if let Some(v) = env.var("PGTARGETSESSIONATTRS") {
             let parsed = Config::from_str(&format!("target_session_attrs={v}")).map_err(|_| {
                 Failure::usage(format!(
@@ -195,6 +191,19 @@ pub fn resolve(opts: &ConnOpts, env: &dyn Env) -> Result<Config> {
     Ok(cfg)
 }
 
+/// Does the connection string given to `-d` set `key`?
+fn connstr_has(opts: &ConnOpts, key: &str) -> bool {
+    match opts.dbname.as_deref() {
+        Some(d) if d.starts_with("postgres://") || d.starts_with("postgresql://") => d
+            .split_once('?')
+            .is_some_and(|(_, q)| q.split('&').any(|p| p.split('=').next() == Some(key))),
+        Some(d) if looks_like_connstr(d) => {
+            tls::parse_keywords(d).is_ok_and(|kv| kv.iter().any(|(k, _)| k == key))
+        }
+        _ => false,
+    }
+}
+
 /// The TLS settings: the connection string's, else `PGSSL*`, else libpq's defaults.
 pub fn resolve_tls(opts: &ConnOpts, env: &dyn Env) -> Result<Tls> {
     let from_connstr = match &opts.dbname {
@@ -212,18 +221,30 @@ pub struct Target {
     connector: Option<postgres_openssl::MakeTlsConnector>,
 }
 
-/// Open a session to `t`. A Unix-domain socket never uses TLS (as in libpq).
-fn open(t: &Target) -> std::result::Result<Client, postgres::Error> {
-    let unix = matches!(t.cfg.get_hosts().first(), Some(h) if !matches!(h, Host::Tcp(_)));
+/// Open a session to `t`. A Unix-domain socket never uses TLS (as in
+/// libpq): only sockets, no TLS; only TCP (or hostaddr), TLS as asked;
+/// both, refused when TLS is required (a socket could not provide it), and
+/// tried as `prefer` otherwise (the server declines TLS on a socket).
+fn open(t: &Target) -> Result<std::result::Result<Client, postgres::Error>> {
+    let hosts = t.cfg.get_hosts();
+    let sockets = hosts.iter().filter(|h| !matches!(h, Host::Tcp(_))).count();
+    let tcp =
+        hosts.len() - sockets + usize::from(hosts.is_empty() && !t.cfg.get_hostaddrs().is_empty());
     let mut cfg = t.cfg.clone();
     match &t.connector {
-        Some(c) if !unix => {
+        Some(c) if tcp > 0 => {
+            if sockets > 0 && t.tls.mode.library_mode() == postgres::config::SslMode::Require {
+                return Err(Failure::usage(format!(
+                    "sslmode={} needs TLS, which a Unix-domain socket cannot give: list only TCP hosts",
+                    t.tls.mode.name()
+                )));
+            }
             cfg.ssl_mode(t.tls.mode.library_mode());
-            cfg.connect(c.clone())
+            Ok(cfg.connect(c.clone()))
         }
         _ => {
             cfg.ssl_mode(postgres::config::SslMode::Disable);
-            cfg.connect(NoTls)
+            Ok(cfg.connect(NoTls))
         }
     }
 }
@@ -284,7 +305,7 @@ pub fn connect(opts: &ConnOpts) -> Result<(Client, Target)> {
         tls,
         connector,
     };
-    let client = match open(&target) {
+    let client = match open(&target)? {
         Ok(c) => c,
         Err(e)
             if target.cfg.get_password().is_none()
@@ -294,7 +315,7 @@ pub fn connect(opts: &ConnOpts) -> Result<(Client, Target)> {
         {
             let pw = prompt(&target.cfg)?;
             target.cfg.password(pw);
-            open(&target).map_err(|e| cannot_connect(&target.cfg, &e))?
+            open(&target)?.map_err(|e| cannot_connect(&target.cfg, &e))?
         }
         Err(e) => return Err(cannot_connect(&target.cfg, &e)),
     };
@@ -304,7 +325,7 @@ pub fn connect(opts: &ConnOpts) -> Result<(Client, Target)> {
 /// A second session to the same target (the progress display watches
 /// through it while the first one waits in `migrate.finish()`).
 pub fn connect_again(t: &Target) -> Result<Client> {
-    open(t).map_err(|e| cannot_connect(&t.cfg, &e))
+    open(t)?.map_err(|e| cannot_connect(&t.cfg, &e))
 }
 
 fn prompt(cfg: &Config) -> Result<String> {

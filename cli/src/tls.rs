@@ -46,6 +46,18 @@ impl Mode {
         })
     }
 
+    /// As written in a connection string.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Disable => "disable",
+            Mode::Allow => "allow",
+            Mode::Prefer => "prefer",
+            Mode::Require => "require",
+            Mode::VerifyCa => "verify-ca",
+            Mode::VerifyFull => "verify-full",
+        }
+    }
+
     /// What the connection library is told: whether TLS is tried, required.
     /// `allow` (plain first, TLS if the server insists) is tried as `prefer`.
     pub fn library_mode(self) -> SslMode {
@@ -61,8 +73,8 @@ impl Mode {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Tls {
     pub mode: Mode,
-    /// A root certificate file (or `system`), and whether it was named
-    /// explicitly (an implicit one is used only if it exists).
+    /// The root certificate file (or `system`); the default one is used only
+    /// if it exists. Empty: none (no home directory).
     pub rootcert: String,
     pub cert: String,
     pub key: String,
@@ -86,13 +98,29 @@ pub fn resolve(
             .map(|(_, v)| v.clone())
             .or_else(|| var(env))
     };
-    let dir = home.map_or_else(|| ".postgresql".to_string(), |h| format!("{h}/.postgresql"));
-    let mode = Mode::parse(&pick("sslmode", "PGSSLMODE").unwrap_or_else(|| "prefer".into()))?;
+    // Without a home directory there are no default files (libpq looks in
+    // the user's home only, never in the current directory).
+    let default = |file: &str| {
+        home.as_ref()
+            .map_or_else(String::new, |h| format!("{h}/.postgresql/{file}"))
+    };
+    let rootcert = pick("sslrootcert", "PGSSLROOTCERT").unwrap_or_else(|| default("root.crt"));
+    let mode = match (pick("sslmode", "PGSSLMODE"), rootcert.as_str()) {
+        // As libpq 16: the system's trusted CAs only make sense with the
+        // host name checked.
+        (None, "system") => Mode::VerifyFull,
+        (Some(m), "system") if m != "verify-full" => {
+            return Err(Failure::usage(format!(
+                "weak sslmode \"{m}\" may not be used with sslrootcert=system (use \"verify-full\")"
+            )))
+        }
+        (m, _) => Mode::parse(m.as_deref().unwrap_or("prefer"))?,
+    };
     Ok(Tls {
         mode,
-        rootcert: pick("sslrootcert", "PGSSLROOTCERT").unwrap_or(format!("{dir}/root.crt")),
-        cert: pick("sslcert", "PGSSLCERT").unwrap_or(format!("{dir}/postgresql.crt")),
-        key: pick("sslkey", "PGSSLKEY").unwrap_or(format!("{dir}/postgresql.key")),
+        rootcert,
+        cert: pick("sslcert", "PGSSLCERT").unwrap_or_else(|| default("postgresql.crt")),
+        key: pick("sslkey", "PGSSLKEY").unwrap_or_else(|| default("postgresql.key")),
     })
 }
 
@@ -168,7 +196,7 @@ fn percent_decode(s: &str) -> String {
 
 /// libpq's `key = value` list: values bare (backslash escapes) or in
 /// single quotes (`\'` and `\\` escapes).
-fn parse_keywords(s: &str) -> Result<Vec<(String, String)>> {
+pub fn parse_keywords(s: &str) -> Result<Vec<(String, String)>> {
     let mut out = Vec::new();
     let mut chars = s.chars().peekable();
     loop {
@@ -238,6 +266,31 @@ pub fn verifies(t: &Tls, rootcert_exists: bool) -> bool {
     }
 }
 
+/// As libpq: a private key others may read is refused (0600 or less when
+/// owned by the user, 0640 or less when owned by root).
+fn check_key_permissions(key: &str) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        if let Ok(meta) = std::fs::metadata(key) {
+            let mode = meta.permissions().mode();
+            let loose = if meta.uid() == 0 {
+                mode & 0o037
+            } else {
+                mode & 0o077
+            };
+            if loose != 0 {
+                return Err(Failure::new(
+                    crate::exit::code::CANNOT_CONNECT,
+                    format!("private key file \"{key}\" has group or world access"),
+                )
+                .hint("The file must have permissions u=rw (0600) or less if owned by the current user, or u=rw,g=r (0640) or less if owned by root."));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The OpenSSL connector for `t` (None: no TLS at all).
 pub fn connector(t: &Tls) -> Result<Option<postgres_openssl::MakeTlsConnector>> {
     use openssl::ssl::{SslConnector, SslFiletype, SslMethod, SslVerifyMode};
@@ -252,12 +305,25 @@ pub fn connector(t: &Tls) -> Result<Option<postgres_openssl::MakeTlsConnector>> 
         if t.rootcert == "system" {
             b.set_default_verify_paths().map_err(ssl)?;
         } else if exists(&t.rootcert) {
-            b.set_ca_file(&t.rootcert).map_err(|e| {
+            // Only the certificates of this file: the builder starts with
+            // the system's trusted CAs, which libpq does not trust here.
+            let pem = std::fs::read(&t.rootcert).map_err(|e| {
                 fail(format!(
                     "could not read root certificate file \"{}\": {e}",
                     t.rootcert
                 ))
             })?;
+            let certs = openssl::x509::X509::stack_from_pem(&pem).map_err(|e| {
+                fail(format!(
+                    "could not read root certificate file \"{}\": {e}",
+                    t.rootcert
+                ))
+            })?;
+            let mut store = openssl::x509::store::X509StoreBuilder::new().map_err(ssl)?;
+            for c in certs {
+                store.add_cert(c).map_err(ssl)?;
+            }
+            b.set_cert_store(store.build());
         } else {
             return Err(fail(format!(
                 "root certificate file \"{}\" does not exist",
@@ -270,6 +336,7 @@ pub fn connector(t: &Tls) -> Result<Option<postgres_openssl::MakeTlsConnector>> 
         b.set_verify(SslVerifyMode::NONE);
     }
     if exists(&t.cert) {
+        check_key_permissions(&t.key)?;
         b.set_certificate_chain_file(&t.cert).map_err(|e| {
             fail(format!(
                 "could not read certificate file \"{}\": {e}",
@@ -285,7 +352,7 @@ pub fn connector(t: &Tls) -> Result<Option<postgres_openssl::MakeTlsConnector>> 
             })?;
     }
     let mut c = postgres_openssl::MakeTlsConnector::new(b.build());
-    let full = t.mode == Mode::VerifyFull || (t.rootcert == "system" && t.mode != Mode::Prefer);
+    let full = t.mode == Mode::VerifyFull;
     c.set_callback(move |config, _host| {
         config.set_verify_hostname(full);
         Ok(())
@@ -352,6 +419,32 @@ mod tests {
         assert_eq!(t.mode, Mode::Prefer);
         assert_eq!(t.rootcert, "/home/u/.postgresql/root.crt");
         assert!(resolve(&[("sslmode".into(), "maybe".into())], &no_env, None).is_err());
+        // sslrootcert=system means verify-full, and refuses weaker modes.
+        let system = ("sslrootcert".to_string(), "system".to_string());
+        let t = resolve(std::slice::from_ref(&system), &no_env, None).unwrap();
+        assert_eq!(t.mode, Mode::VerifyFull);
+        assert!(resolve(
+            &[system, ("sslmode".into(), "require".into())],
+            &no_env,
+            None
+        )
+        .is_err());
+        // No home directory: no default files.
+        let t = resolve(&[], &no_env, None).unwrap();
+        assert_eq!((t.rootcert.as_str(), t.cert.as_str()), ("", ""));
+    }
+
+    #[test]
+    fn a_private_key_others_may_read_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let path = std::env::temp_dir().join(format!("halo_key_{}", std::process::id()));
+        std::fs::write(&path, "not a key").unwrap();
+        let key = path.display().to_string();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(check_key_permissions(&key).is_err());
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(check_key_permissions(&key).is_ok());
+        std::fs::remove_file(&path).unwrap();
     }
 
     #[test]

@@ -44,6 +44,14 @@ fn bare() -> Command {
         "PGDATABASE",
         "PGPASSWORD",
         "PGPASSFILE",
+        "PGHOSTADDR",
+        "PGTARGETSESSIONATTRS",
+        "PGSSLMODE",
+        "PGSSLROOTCERT",
+        "PGSSLCERT",
+        "PGSSLKEY",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
     ] {
         cmd.env_remove(v);
     }
@@ -680,9 +688,6 @@ fn tls_connections_as_libpq_makes_them() {
     let status = |conn: &str, env: &[(&str, &str)]| {
         let mut cmd = bare();
         cmd.env("HOME", &certs); // no ~/.postgresql: libpq's defaults find nothing
-        for v in ["PGSSLMODE", "PGSSLROOTCERT", "PGSSLCERT", "PGSSLKEY"] {
-            cmd.env_remove(v);
-        }
         cmd.envs(env.iter().copied());
         cmd.args([
             "-d",
