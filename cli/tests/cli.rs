@@ -727,6 +727,17 @@ fn tls_connections_as_libpq_makes_them() {
         "verify-ca against another CA",
         "certificate verify failed",
     );
+    // A socket cannot give the TLS that require asks for.
+    fails(
+        status("host=/tmp,127.0.0.1 sslmode=require", &[]),
+        "a socket and a TCP host with require",
+        "Unix-domain socket",
+    );
+    fails(
+        status("host=localhost sslrootcert=system sslmode=require", &[]),
+        "sslrootcert=system with a weak sslmode",
+        "weak sslmode",
+    );
     fails(
         status(
             &format!("host=127.0.0.1 sslmode=verify-full sslrootcert={ca}"),
