@@ -47,8 +47,8 @@ pub enum MigrateError {
     /// PostgreSQL's own refusal, raised before anything is created.
     #[error("cannot alter type of a column used by a view or rule")]
     RuleUsesColumn {
+        /// As PostgreSQL describes it: `rule r on table t`.
         rule: String,
-        table: String,
         column: String,
     },
 
@@ -111,6 +111,8 @@ pub enum MigrateError {
         error: String,
         code: PgSqlErrorCode,
         detail: Option<String>,
+        /// Its own hint as stored (None: a general one).
+        hint: Option<String>,
     },
 
     #[error("relation with OID {oid} does not exist")]
@@ -291,13 +293,9 @@ impl MigrateError {
                 Some(d) => format!("{d}\n{context}"),
                 None => context.clone(),
             }),
-            MigrateError::RuleUsesColumn {
-                rule,
-                table,
-                column,
-            } => Some(format!(
-                "rule {rule} on table {table} depends on column \"{column}\""
-            )),
+            MigrateError::RuleUsesColumn { rule, column } => {
+                Some(format!("{rule} depends on column \"{column}\""))
+            }
             MigrateError::Failed { detail, .. } => detail.clone(),
             MigrateError::TableGone { .. } => {
                 Some("The table was dropped while the migration was being planned.".into())
@@ -382,8 +380,9 @@ impl MigrateError {
             )),
             MigrateError::Postgres { hint, .. } => hint.clone(),
             MigrateError::Aborted { .. } => Some("Start it again with migrate.start().".into()),
-            // A failure after the swap says so in its message, and its
-            // own hint was stored in no column: give it again.
+            MigrateError::Failed { hint: Some(h), .. } => Some(h.clone()),
+            // Stored before hints were: a failure after the swap says so in
+            // its message.
             MigrateError::Failed { error, .. } if error.starts_with(SWAPPED_PREFIX) => Some(
                 "The constraint is in place as NOT VALID; fix the offending rows and VALIDATE it."
                     .into(),
@@ -504,6 +503,25 @@ mod tests {
             sqlstate_code("oops"),
             PgSqlErrorCode::ERRCODE_INTERNAL_ERROR
         );
+    }
+
+    #[test]
+    fn a_failure_after_the_swap_is_known_by_its_message() {
+        let e = MigrateError::ValidationAfterSwap {
+            code: PgSqlErrorCode::ERRCODE_FOREIGN_KEY_VIOLATION,
+            cause: "x".into(),
+            detail: None,
+        };
+        assert!(e.to_string().starts_with(SWAPPED_PREFIX));
+        let stored = MigrateError::Failed {
+            id: 1,
+            table: "t".into(),
+            error: e.to_string(),
+            code: e.sqlstate(),
+            detail: None,
+            hint: None,
+        };
+        assert!(stored.hint().unwrap().contains("NOT VALID"));
     }
 
     #[test]

@@ -80,6 +80,7 @@ CREATE TABLE migrate.migrations (
     error           text,
     error_sqlstate  text,
     error_detail    text,
+    error_hint      text,                           -- the failure's own hint, if it has one
     CONSTRAINT migrations_phase_check CHECK (phase IN
         ('copying', 'indexing', 'replaying', 'verifying', 'ready', 'swapping', 'validating', 'done', 'failed', 'aborted'))
 );
@@ -321,7 +322,7 @@ BEGIN
         IF m.phase = 'failed' THEN
             RAISE EXCEPTION 'migration % of % failed: %', m.id, m.table_name, m.error
                 USING ERRCODE = coalesce(m.error_sqlstate, 'XX000'), DETAIL = coalesce(m.error_detail, ''),
-                      HINT = 'The table is as it was before the migration (see migrate.status()).';
+                      HINT = coalesce(m.error_hint, 'The table is as it was before the migration (see migrate.status()).');
         ELSIF m.phase = 'aborted' THEN
             RAISE EXCEPTION 'migration % of % was aborted', m.id, m.table_name USING ERRCODE = '55000',
                 HINT = 'Start it again with migrate.start().';

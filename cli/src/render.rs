@@ -30,6 +30,8 @@ pub struct Status {
     pub error: Option<String>,
     /// Rows verified in this pass (a migration started with verify).
     pub verify_rows: Option<i64>,
+    /// A verification pass found no difference.
+    pub verified: bool,
 }
 
 /// A psql-style aligned table.

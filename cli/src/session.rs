@@ -118,7 +118,8 @@ pub fn text(
 
 const STATUS_SQL: &str = "
     SELECT id, table_name, strategy, phase, rows_copied, rows_total, percent::float8,
-           backlog, rate_rows_s::float8, eta::text, worker_pid, error, verify_rows
+           backlog, rate_rows_s::float8, eta::text, worker_pid, error, verify_rows,
+           verified_at IS NOT NULL
       FROM migrate.status($1::text::regclass)";
 
 fn status_row(r: &postgres::Row) -> Status {
@@ -136,6 +137,7 @@ fn status_row(r: &postgres::Row) -> Status {
         worker_pid: r.get(10),
         error: r.get(11),
         verify_rows: r.get(12),
+        verified: r.get(13),
     }
 }
 

@@ -68,6 +68,10 @@ fn next(s: &Status, want_finish: bool, finishing: bool) -> Next {
         "replaying" | "ready" if s.strategy == "rewrite" && !finishing => {
             if want_finish {
                 Next::Finish
+            } else if s.verify_rows.is_some() && !s.verified {
+                // --no-finish leaves once the new table is proven, not
+                // before its verification has even begun.
+                Next::Poll
             } else {
                 Next::LeaveForLater
             }
@@ -297,6 +301,17 @@ mod tests {
             Next::Interrupted
         );
         assert_eq!(next(&st("interrupted", "rewrite"), true, true), Next::Poll);
+        // --verify --no-finish: leave only once the new table is verified.
+        let unverified = Status {
+            verify_rows: Some(0),
+            ..st("replaying", "rewrite")
+        };
+        assert_eq!(next(&unverified, false, false), Next::Poll);
+        let verified = Status {
+            verified: true,
+            ..unverified.clone()
+        };
+        assert_eq!(next(&verified, false, false), Next::LeaveForLater);
     }
 
     #[test]

@@ -22,6 +22,7 @@ pub fn stored_error(m: &Migration) -> MigrateError {
         error: m.error.clone().unwrap_or_else(|| "unknown error".into()),
         code: sqlstate_code(m.error_sqlstate.as_deref().unwrap_or("XX000")),
         detail: m.error_detail.clone(),
+        hint: m.error_hint.clone(),
     }
 }
 
@@ -148,7 +149,7 @@ pub fn finish(
             // index build, the replay and the swap can all fit in one long
             // pause, so only the copy gets one.
             match m.phase {
-                Phase::Copying => 200,
+                Phase::Copying | Phase::Verifying => 200,
                 _ => 20,
             }
         } else {

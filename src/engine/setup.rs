@@ -55,8 +55,18 @@ pub fn plan(oid: pgrx::pg_sys::Oid, alter: &str) -> Result<Planned> {
             _ => None,
         })
         .collect();
+    let typed: Vec<String> = cmds
+        .iter()
+        .filter_map(|c| match &c.kind {
+            crate::plan::model::CmdKind::AlterColumnType { column, .. } => Some(column.clone()),
+            _ => None,
+        })
+        .collect();
     let guarded = crate::engine::views::users_of_dropped(oid, &dropped)?;
     let probes = probe::probe(&facts, &cmds, &guarded, gucs::lock_timeout_ms())?;
+    // After the probe, as PostgreSQL checks the rules only once the
+    // subcommands themselves are found valid.
+    crate::engine::views::refuse_rules(oid, &typed)?;
     crate::engine::views::refuse_dropped(oid, &guarded)?;
     let constraint_taken = |n: &str| catalog::constraint_name_taken(facts.namespace, n);
     let relation_taken = |n: &str| catalog::relation_name_taken(facts.namespace, n);

@@ -182,38 +182,38 @@ fn refuse(what: String, hint: &str) -> MigrateError {
     MigrateError::not_supported("changing the type of a column under this view", what, hint)
 }
 
-/// Refuse what recreating the views on `columns` could not keep intact,
-/// and what PostgreSQL refuses: a rule of the table itself on one of them.
-pub fn check(relid: Oid, columns: &[String]) -> Result<()> {
+/// Refuse, as PostgreSQL does, a type change of a column that a rule of
+/// the table itself uses (with PostgreSQL's own words).
+pub fn refuse_rules(relid: Oid, columns: &[String]) -> Result<()> {
     if columns.is_empty() {
         return Ok(());
     }
     let rule = spi::opt(
-        "SELECT r.rulename::text, c.relname::text, a.attname::text
+        "SELECT pg_catalog.pg_describe_object('pg_catalog.pg_rewrite'::pg_catalog.regclass, r.oid, 0),
+                a.attname::text
            FROM pg_catalog.pg_depend d
            JOIN pg_catalog.pg_rewrite r ON r.oid = d.objid
-           JOIN pg_catalog.pg_class c ON c.oid = r.ev_class
            JOIN pg_catalog.pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
           WHERE d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass
             AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
             AND d.refobjid = $1 AND r.ev_class = $1 AND a.attname = ANY ($2)
           ORDER BY r.rulename LIMIT 1",
         &[relid.into(), columns.to_vec().into()],
-        |r| {
-            Ok((
-                get::<String>(r, 1)?,
-                get::<String>(r, 2)?,
-                get::<String>(r, 3)?,
-            ))
-        },
+        |r| Ok((get::<String>(r, 1)?, get::<String>(r, 2)?)),
     )?;
-    if let Some((rule, table, column)) = rule {
-        return Err(MigrateError::RuleUsesColumn {
-            rule,
-            table,
-            column,
-        });
+    match rule {
+        Some((rule, column)) => Err(MigrateError::RuleUsesColumn { rule, column }),
+        None => Ok(()),
     }
+}
+
+/// Refuse what recreating the views on `columns` could not keep intact,
+/// and what PostgreSQL refuses: a rule of the table itself on one of them.
+pub fn check(relid: Oid, columns: &[String]) -> Result<()> {
+    if columns.is_empty() {
+        return Ok(());
+    }
+    refuse_rules(relid, columns)?;
     check_views(&dependent_views(relid, columns)?)
 }
 

@@ -487,6 +487,18 @@ fn a_rule_on_a_changed_column_is_refused_as_alter_refuses_it() {
         (p.code(), p.message(), p.detail()),
         (o.code(), o.message(), o.detail())
     );
+    let planned = c
+        .query_one(
+            "SELECT count(*) FROM migrate.plan('t', 'ALTER COLUMN id TYPE bigint')",
+            &[],
+        )
+        .unwrap_err();
+    let pl = planned.as_db_error().unwrap();
+    assert_eq!(
+        (p.code(), p.message(), p.detail()),
+        (pl.code(), pl.message(), pl.detail()),
+        "plan() refuses it too"
+    );
     assert_eq!(leftovers(&mut c), 0);
     // A column the rule does not use changes as usual.
     c.batch_execute(

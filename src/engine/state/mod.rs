@@ -96,6 +96,8 @@ pub struct Migration {
     pub error: Option<String>,
     pub error_sqlstate: Option<String>,
     pub error_detail: Option<String>,
+    /// The failure's own hint (None: the generic one).
+    pub error_hint: Option<String>,
     /// Rewrite, concurrent or two-phase (instant plans end in start()).
     pub strategy: Strategy,
     /// Concurrent and two-phase plans: what takes each statement back.
@@ -150,7 +152,7 @@ const MAIN_COLUMNS: &str = "id, relid, table_name, phase, backlog, batch_rows, l
     copy_next, coalesce(copy_end, 0), indexes_built, post_swap_done, rows_copied, coalesce(rows_total, 0),
     worker_pid, error, error_sqlstate, error_detail, strategy, concurrent_indexes,
     paused, batch_pause_ms, coalesce(target_batch_ms, 0), coalesce(max_replica_lag_ms, 0), role_oid,
-    snapshot_safe, waiting_for, snapshot_holders, undo_sql, not_null_of, key_columns, ";
+    snapshot_safe, waiting_for, snapshot_holders, undo_sql, not_null_of, key_columns, error_hint, ";
 
 /// Every column a [`Migration`] is read from.
 fn columns() -> String {
@@ -209,7 +211,8 @@ fn from_row(r: &spi::Row) -> Result<Migration> {
         undo_sql: get(r, 44)?,
         not_null_of: get(r, 45)?,
         key_columns: get(r, 46)?,
-        verification: verification::from_row(r, 47)?,
+        error_hint: r.get(47)?,
+        verification: verification::from_row(r, 48)?,
     })
 }
 
@@ -292,12 +295,14 @@ pub fn set_phase(id: i64, phase: Phase) -> Result<()> {
 pub fn set_failed(id: i64, phase: Phase, e: &MigrateError) -> Result<()> {
     update(
         id,
-        "phase = $2, error = $3, error_sqlstate = $4, error_detail = $5, finished_at = pg_catalog.clock_timestamp()",
+        "phase = $2, error = $3, error_sqlstate = $4, error_detail = $5, error_hint = $6,
+         finished_at = pg_catalog.clock_timestamp()",
         vec![
             phase.as_str().into(),
             e.to_string().into(),
             crate::error::sqlstate_text(e.sqlstate()).into(),
             e.detail().into(),
+            e.hint().into(),
         ],
     )
 }
@@ -435,7 +440,8 @@ pub fn record_validated(id: i64) -> Result<()> {
 pub fn note_incomplete_cleanup(id: i64, note: &str) -> Result<()> {
     update(
         id,
-        "error_detail = coalesce(error_detail || E'\\n', '') || $2",
+        "error_detail = coalesce(error_detail || E'\\n', '') || $2,
+         error_hint = 'Run migrate.abort() to remove what the migration left behind.'",
         vec![note.into()],
     )
 }
@@ -445,7 +451,8 @@ pub fn note_incomplete_cleanup(id: i64, note: &str) -> Result<()> {
 pub fn drop_note(id: i64, pattern: &str) -> Result<()> {
     update(
         id,
-        "error_detail = NULLIF(pg_catalog.regexp_replace(error_detail, $2, ''), '')",
+        "error_detail = NULLIF(pg_catalog.regexp_replace(error_detail, $2, ''), ''),
+         error_hint = CASE WHEN error_hint LIKE 'Run migrate.abort()%' THEN NULL ELSE error_hint END",
         vec![pattern.into()],
     )
 }
@@ -454,7 +461,7 @@ pub fn drop_note(id: i64, pattern: &str) -> Result<()> {
 pub fn clear_error(id: i64) -> Result<()> {
     update(
         id,
-        "error = NULL, error_sqlstate = NULL, error_detail = NULL",
+        "error = NULL, error_sqlstate = NULL, error_detail = NULL, error_hint = NULL",
         vec![],
     )
 }
