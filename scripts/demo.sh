@@ -119,13 +119,13 @@ t1=$(date +%s.%N)
 touch "$dir/stop_load"
 echo "   (letting the write load run to its end)"
 wait $load || true
-read -r worst p99 stalls n < <(python3 bench/latency.py "$dir/logs/load" "$t0" "$t1")
+read -r worst p99 stalls n p999 < <(python3 bench/latency.py "$dir/logs/load" "$t0" "$t1")
 psql -q -c "ALTER TABLE accounts_control ALTER COLUMN id TYPE bigint"
 diff=$(psql -Atc "SELECT (SELECT count(*) FROM (TABLE accounts EXCEPT ALL TABLE accounts_control) a)
                        + (SELECT count(*) FROM (TABLE accounts_control EXCEPT ALL TABLE accounts) b)")
 echo "== summary"
 echo "   wall time (with a 4 s pause):  $(awk "BEGIN {printf \"%.1f s\", $t1 - $t0}")"
-echo "   writes during the migration:  $n, worst latency ${worst} ms, p99 ${p99} ms, seconds without a write: $stalls"
+echo "   writes during the migration:  $n, worst latency ${worst} ms, p99 ${p99} ms, p99.9 ${p999} ms, seconds without a write: $stalls"
 echo "   rows differing from control:  $diff (of $(psql -Atc "SELECT count(*) FROM accounts"))"
 echo "   accounts.id is now:           $(psql -Atc "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'accounts'::regclass AND attname = 'id'")"
 echo "   indexes, view, sequence kept: $(psql -Atc "SELECT string_agg(indexrelid::regclass::text, ', ') FROM pg_index WHERE indrelid = 'accounts'::regclass"), rich ($(psql -Atc "SELECT count(*) FROM rich") rows), $(psql -Atc "SELECT pg_get_serial_sequence('accounts', 'id')")"
