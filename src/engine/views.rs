@@ -256,19 +256,23 @@ fn check_views(views: &[(Oid, String, String, String)]) -> Result<()> {
     Ok(())
 }
 
-/// The columns among `columns` that views or policies (other than the
-/// table's own rules) use, each with a list of those users.
+/// The columns among `columns` that views, policies or the table's own
+/// rules use, each with a list of those users.
 pub fn users_of_dropped(relid: Oid, columns: &[String]) -> Result<Vec<(String, String)>> {
     if columns.is_empty() {
         return Ok(vec![]);
     }
     spi::query(
         "SELECT a.attname::text, pg_catalog.string_agg(DISTINCT dep, ', ') FROM (
-             SELECT 'view ' || v.oid::pg_catalog.regclass::text AS dep, d.refobjid, d.refobjsubid
+             -- views, and the table's own rules (PostgreSQL refuses to drop
+             -- a column either uses)
+             SELECT CASE WHEN v.oid = $1 THEN 'rule ' || pg_catalog.quote_ident(r.rulename)
+                         ELSE 'view ' || v.oid::pg_catalog.regclass::text END AS dep,
+                    d.refobjid, d.refobjsubid
                FROM pg_catalog.pg_depend d
                JOIN pg_catalog.pg_rewrite r ON r.oid = d.objid
                JOIN pg_catalog.pg_class v ON v.oid = r.ev_class
-              WHERE d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass AND v.oid <> $1
+              WHERE d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass
              UNION ALL
              SELECT 'policy ' || pg_catalog.quote_ident(p.polname), d.refobjid, d.refobjsubid
                FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_policy p ON p.oid = d.objid

@@ -467,9 +467,10 @@ fn a_rule_on_a_changed_column_is_refused_as_alter_refuses_it() {
     let cluster = Cluster::start();
     let mut c = cluster.client();
     c.batch_execute(
-        "CREATE TABLE t (id int PRIMARY KEY, v int);
-         INSERT INTO t SELECT g, g FROM generate_series(1, 500) g;
-         CREATE RULE t_rule AS ON DELETE TO t WHERE old.id < 0 DO ALSO NOTHING;",
+        "CREATE TABLE t (id int PRIMARY KEY, v int, w int);
+         INSERT INTO t SELECT g, g, g FROM generate_series(1, 500) g;
+         CREATE RULE t_rule AS ON DELETE TO t WHERE old.id < 0 DO ALSO NOTHING;
+         CREATE RULE t_rule_w AS ON UPDATE TO t WHERE new.w < 0 DO ALSO NOTHING;",
     )
     .unwrap();
     let plain = c
@@ -500,7 +501,29 @@ fn a_rule_on_a_changed_column_is_refused_as_alter_refuses_it() {
         "plan() refuses it too"
     );
     assert_eq!(leftovers(&mut c), 0);
-    // A column the rule does not use changes as usual.
+    // Dropping a column a rule uses, next to a rewrite: refused up front
+    // with PostgreSQL's SQLSTATE (it used to fail at the swap, after the copy).
+    let plain = c
+        .batch_execute("BEGIN; ALTER TABLE t DROP COLUMN w, ALTER COLUMN v TYPE bigint")
+        .unwrap_err();
+    c.batch_execute("ROLLBACK").unwrap();
+    let ours = c
+        .query_one(
+            "SELECT migrate.start('t', 'DROP COLUMN w, ALTER COLUMN v TYPE bigint')",
+            &[],
+        )
+        .unwrap_err();
+    assert_eq!(sqlstate(&plain), "2BP01", "{plain}");
+    assert_eq!(sqlstate(&ours), "2BP01", "{ours}");
+    assert!(
+        ours.as_db_error()
+            .unwrap()
+            .detail()
+            .is_some_and(|d| d.contains("rule t_rule_w")),
+        "{ours:?}"
+    );
+    assert_eq!(leftovers(&mut c), 0);
+    // A column the rules do not use changes as usual.
     c.batch_execute(
         "SELECT migrate.start('t', 'ALTER COLUMN v TYPE bigint');
          SELECT migrate.finish('t', '60s');",
