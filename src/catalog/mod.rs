@@ -204,6 +204,16 @@ pub fn qualified_name(oid: Oid) -> Result<Option<crate::pg::ident::QualifiedName
 }
 
 /// The OID of a relation, by (qualified) name.
+/// The relation's name as PostgreSQL's own messages write it: quoted, and
+/// schema-qualified only when the search_path would not find it.
+pub fn display_name(oid: Oid) -> Result<String> {
+    Ok(spi::text(
+        "SELECT $1::pg_catalog.regclass::pg_catalog.text",
+        &[oid.into()],
+    )?
+    .unwrap_or_else(|| oid.to_u32().to_string()))
+}
+
 pub fn relation_oid(name: &str) -> Result<Oid> {
     spi::query("SELECT $1::pg_catalog.regclass::oid", &[name.into()], |r| {
         get::<Oid>(r, 1)

@@ -174,7 +174,7 @@ pub fn probe(
                 {
                     Err(MigrateError::DependentObjects {
                         column: column.clone(),
-                        table: original.to_string(),
+                        table: super::display_name(pgrx::pg_sys::Oid::from(facts.oid))?,
                         users: users.clone(),
                     })
                 }

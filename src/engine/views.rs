@@ -291,8 +291,7 @@ pub fn refuse_dropped(relid: Oid, users: &[(String, String)]) -> Result<()> {
         None => Ok(()),
         Some((column, users)) => Err(MigrateError::DependentObjects {
             column: column.clone(),
-            table: crate::catalog::qualified_name(relid)?
-                .map_or_else(|| relid.to_u32().to_string(), |q| q.to_string()),
+            table: crate::catalog::display_name(relid)?,
             users: users.clone(),
         }),
     }

@@ -515,6 +515,10 @@ fn a_rule_on_a_changed_column_is_refused_as_alter_refuses_it() {
         .unwrap_err();
     assert_eq!(sqlstate(&plain), "2BP01", "{plain}");
     assert_eq!(sqlstate(&ours), "2BP01", "{ours}");
+    assert_eq!(
+        plain.as_db_error().unwrap().message(),
+        ours.as_db_error().unwrap().message()
+    );
     assert!(
         ours.as_db_error()
             .unwrap()
