@@ -16,9 +16,6 @@ use pgrx::PgLogLevel;
 
 pub type Result<T> = std::result::Result<T, MigrateError>;
 
-/// How the message of a failure after the swap begins.
-const SWAPPED_PREFIX: &str = "the table was migrated, but";
-
 #[derive(Debug, thiserror::Error)]
 pub enum MigrateError {
     #[error("{message}")]
@@ -171,7 +168,6 @@ pub enum MigrateError {
     /// The swap of a migration with constraints validated after it stands,
     /// but a validation failed: the validation's error, and what it means.
     #[error("the table was migrated, but a constraint could not be validated: {cause}")]
-    // SWAPPED_PREFIX
     ValidationAfterSwap {
         code: PgSqlErrorCode,
         cause: String,
@@ -381,12 +377,6 @@ impl MigrateError {
             MigrateError::Postgres { hint, .. } => hint.clone(),
             MigrateError::Aborted { .. } => Some("Start it again with migrate.start().".into()),
             MigrateError::Failed { hint: Some(h), .. } => Some(h.clone()),
-            // Stored before hints were: a failure after the swap says so in
-            // its message.
-            MigrateError::Failed { error, .. } if error.starts_with(SWAPPED_PREFIX) => Some(
-                "The constraint is in place as NOT VALID; fix the offending rows and VALIDATE it."
-                    .into(),
-            ),
             MigrateError::Failed { .. } => Some(
                 "The table is as it was before the migration (see migrate.status()); start it \
                  again once the cause is fixed."
@@ -506,20 +496,20 @@ mod tests {
     }
 
     #[test]
-    fn a_failure_after_the_swap_is_known_by_its_message() {
+    fn a_failure_after_the_swap_keeps_its_hint_when_raised_again() {
         let e = MigrateError::ValidationAfterSwap {
             code: PgSqlErrorCode::ERRCODE_FOREIGN_KEY_VIOLATION,
             cause: "x".into(),
             detail: None,
         };
-        assert!(e.to_string().starts_with(SWAPPED_PREFIX));
+        // Stored with its hint (state::set_failed), raised again with it.
         let stored = MigrateError::Failed {
             id: 1,
             table: "t".into(),
             error: e.to_string(),
             code: e.sqlstate(),
             detail: None,
-            hint: None,
+            hint: e.hint(),
         };
         assert!(stored.hint().unwrap().contains("NOT VALID"));
     }

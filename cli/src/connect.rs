@@ -227,13 +227,14 @@ pub struct Target {
 /// tried as `prefer` otherwise (the server declines TLS on a socket).
 fn open(t: &Target) -> Result<std::result::Result<Client, postgres::Error>> {
     let hosts = t.cfg.get_hosts();
-    let sockets = hosts.iter().filter(|h| !matches!(h, Host::Tcp(_))).count();
-    let tcp =
-        hosts.len() - sockets + usize::from(hosts.is_empty() && !t.cfg.get_hostaddrs().is_empty());
+    let sockets = hosts.iter().any(|h| !matches!(h, Host::Tcp(_)));
+    // hostaddr alone is a TCP address
+    let tcp = hosts.iter().any(|h| matches!(h, Host::Tcp(_)))
+        || (hosts.is_empty() && !t.cfg.get_hostaddrs().is_empty());
     let mut cfg = t.cfg.clone();
     match &t.connector {
-        Some(c) if tcp > 0 => {
-            if sockets > 0 && t.tls.mode.library_mode() == postgres::config::SslMode::Require {
+        Some(c) if tcp => {
+            if sockets && t.tls.mode.library_mode() == postgres::config::SslMode::Require {
                 return Err(Failure::usage(format!(
                     "sslmode={} needs TLS, which a Unix-domain socket cannot give: list only TCP hosts",
                     t.tls.mode.name()

@@ -90,11 +90,8 @@ pub fn step(m: &Migration, table: &QualifiedName) -> Result<(Checked, u64)> {
     let names = sql::split_idents(&m.copy_targets);
     let types = catalog::keyops::column_types(shadow_oid, &names)?;
     let after = v.after.clone();
-    // Bounds are stored as text, and read back by whichever session drives
-    // the next chunk: write and read them in one fixed style, and with
-    // every row in view (row-level security would only change the sizes).
-    let (upto, rows, differences, sample) = fixed_text_style(|| {
-        spi::with_all_rows(|| {
+    let (upto, rows, differences, sample) = spi::with_all_rows(|| {
+        spi::with_settings(CHUNK_SETTINGS, || {
             // The chunk's upper bound: the key batch_rows keys on (None: the rest).
             let upto: Option<Vec<String>> = spi::opt(
                 &sql::next_bound_sql(table, &keys, after.is_some()),
@@ -116,24 +113,14 @@ pub fn step(m: &Migration, table: &QualifiedName) -> Result<(Checked, u64)> {
                 has_after: after.is_some(),
                 has_upto: upto.is_some(),
             });
-            // The log is never analyzed, so the planner's guesses for the
-            // subplans that skip keys in flight are wild: they priced a
-            // 30 ms chunk high enough for JIT, which then spent 370 ms
-            // compiling it, every chunk (measured: 5M rows verified in 17 s
-            // without, 104 s with). And a nested loop over the log for
-            // each of a chunk's rows would be as bad: hash it.
-            let (rows, differences, sample) = spi::with_setting("jit", "off", || {
-                spi::with_setting("enable_nestloop", "off", || {
-                    spi::one(
-                        &chunk,
-                        &[
-                            after.clone().unwrap_or_default().into(),
-                            upto.clone().unwrap_or_default().into(),
-                        ],
-                        |r| Ok((get::<i64>(r, 1)?, get::<i64>(r, 2)?, r.get::<String>(3)?)),
-                    )
-                })
-            })?;
+            let (rows, differences, sample) = spi::one(
+                &chunk,
+                &[
+                    after.clone().unwrap_or_default().into(),
+                    upto.clone().unwrap_or_default().into(),
+                ],
+                |r| Ok((get::<i64>(r, 1)?, get::<i64>(r, 2)?, r.get::<String>(3)?)),
+            )?;
             Ok((upto, rows, differences, sample))
         })
     })?;
@@ -154,16 +141,23 @@ pub fn step(m: &Migration, table: &QualifiedName) -> Result<(Checked, u64)> {
     Ok((checked, replayed))
 }
 
-/// Run `f` with the settings that decide how keys are written as text
-/// (dates, intervals, floats) fixed, so that a bound written by one session
-/// reads back as the same value in another.
-fn fixed_text_style<R>(f: impl FnOnce() -> Result<R>) -> Result<R> {
-    spi::with_setting("DateStyle", "ISO, YMD", || {
-        spi::with_setting("IntervalStyle", "postgres", || {
-            spi::with_setting("extra_float_digits", "3", f)
-        })
-    })
-}
+/// The settings a chunk's statements run under.
+/// - Bounds are stored as text and read back by whichever session drives
+///   the next chunk: dates, intervals and floats are written in one style.
+/// (And every row in view, `spi::with_all_rows`: row-level security must
+/// not hide rows from either side.)
+/// - The log is never analyzed, so the planner's guesses for the subplans
+///   that skip keys in flight are wild: they priced a 30 ms chunk high
+///   enough for JIT, which then spent 370 ms compiling it, every chunk
+///   (5M rows verified in 17 s without, 104 s with); and a nested loop over
+///   the log for each of a chunk's rows would be as bad: hash it.
+const CHUNK_SETTINGS: &[(&str, &str)] = &[
+    ("DateStyle", "ISO, YMD"),
+    ("IntervalStyle", "postgres"),
+    ("extra_float_digits", "3"),
+    ("jit", "off"),
+    ("enable_nestloop", "off"),
+];
 
 /// Record the last chunk of a pass; fail after too many passes with
 /// differences.

@@ -207,13 +207,13 @@ pub fn refuse_rules(relid: Oid, columns: &[String]) -> Result<()> {
     }
 }
 
-/// Refuse what recreating the views on `columns` could not keep intact,
-/// and what PostgreSQL refuses: a rule of the table itself on one of them.
+/// Refuse what recreating the views on `columns` could not keep intact
+/// (a rule of the table itself on one of them was refused by `plan()`,
+/// through [`refuse_rules`]).
 pub fn check(relid: Oid, columns: &[String]) -> Result<()> {
     if columns.is_empty() {
         return Ok(());
     }
-    refuse_rules(relid, columns)?;
     check_views(&dependent_views(relid, columns)?)
 }
 

@@ -90,6 +90,15 @@ pub fn with_setting<R>(name: &str, value: &str, f: impl FnOnce() -> Result<R>) -
     r
 }
 
+/// [`with_setting`] for several settings at once, set in order and put back
+/// in reverse.
+pub fn with_settings<R>(settings: &[(&str, &str)], f: impl FnOnce() -> Result<R>) -> Result<R> {
+    match settings.split_first() {
+        None => f(),
+        Some(((name, value), rest)) => with_setting(name, value, || with_settings(rest, f)),
+    }
+}
+
 /// Set `name` = `value` until the end of this transaction.
 pub fn set_local(name: &str, value: &str) -> Result<()> {
     exec(
