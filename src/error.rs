@@ -174,6 +174,27 @@ pub enum MigrateError {
         detail: Option<String>,
     },
 
+    #[error("table {table} has an open revert window (migration {id})")]
+    RevertWindowOpen { table: String, id: i64 },
+
+    #[error("table {table} has no migration that can be reverted")]
+    NothingToRevert { table: String, why: String },
+
+    #[error("the revert window of migration {id} of {table} closed at {at}")]
+    RevertWindowExpired { id: i64, table: String, at: String },
+
+    /// A row written after the swap that the old shape cannot hold.
+    #[error(
+        "cannot revert migration {id} of {table}: row {key} does not fit the old shape: {cause}"
+    )]
+    RevertRow {
+        id: i64,
+        table: String,
+        key: String,
+        cause: String,
+        code: PgSqlErrorCode,
+    },
+
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -246,7 +267,12 @@ impl MigrateError {
             MigrateError::Rewritten { .. } => ERRCODE_OBJECT_IN_USE,
             MigrateError::ReplicaLagPrivilege => ERRCODE_INSUFFICIENT_PRIVILEGE,
             MigrateError::NoWorkerSlot => ERRCODE_CONFIGURATION_LIMIT_EXCEEDED,
-            MigrateError::ValidationAfterSwap { code, .. } => *code,
+            MigrateError::ValidationAfterSwap { code, .. }
+            | MigrateError::RevertRow { code, .. } => *code,
+            MigrateError::RevertWindowOpen { .. } => ERRCODE_OBJECT_IN_USE,
+            MigrateError::NothingToRevert { .. } | MigrateError::RevertWindowExpired { .. } => {
+                ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE
+            }
             MigrateError::Internal(_) => ERRCODE_INTERNAL_ERROR,
         }
     }
@@ -339,6 +365,20 @@ impl MigrateError {
                 Some(d) => format!("{d}\nafter the swap"),
                 None => "after the swap".into(),
             }),
+            MigrateError::RevertWindowOpen { .. } => Some(
+                "Its old storage is kept so that the migration can be taken back; another \
+                 change would make it stale."
+                    .into(),
+            ),
+            MigrateError::NothingToRevert { why, .. } => Some(why.clone()),
+            MigrateError::RevertWindowExpired { .. } => Some(
+                "The kept table, the log and the capture trigger have been removed.".into(),
+            ),
+            MigrateError::RevertRow { .. } => Some(
+                "The row was written after the swap. Nothing was reverted; the revert window is \
+                 still open."
+                    .into(),
+            ),
             _ => None,
         }
     }
@@ -424,6 +464,19 @@ impl MigrateError {
             MigrateError::ValidationAfterSwap { .. } => Some(
                 "The constraint is in place as NOT VALID; fix the offending rows and VALIDATE it."
                     .into(),
+            ),
+            MigrateError::RevertWindowOpen { table, .. } => Some(format!(
+                "Take the migration back with migrate.revert('{t}'), or keep it and end the \
+                 window with migrate.forget('{t}'), first.",
+                t = table.replace('\'', "''")
+            )),
+            MigrateError::NothingToRevert { .. } => Some(
+                "Only a migration started with revertible => true can be reverted, until its \
+                 window closes (see revertible_until in migrate.status()).".into(),
+            ),
+            MigrateError::RevertRow { .. } => Some(
+                "Change or delete that row (or give a down expression that maps it), then call \
+                 migrate.revert() again; or keep the new shape with migrate.forget().".into(),
             ),
             _ => None,
         }

@@ -11,6 +11,8 @@ static AUTO_RESUME: GucSetting<bool> = GucSetting::<bool>::new(true);
 static BULK_COPY: GucSetting<bool> = GucSetting::<bool>::new(true);
 static SNAPSHOT_SAFE_SWAP: GucSetting<bool> = GucSetting::<bool>::new(true);
 static VERIFY: GucSetting<bool> = GucSetting::<bool>::new(false);
+static REVERTIBLE: GucSetting<bool> = GucSetting::<bool>::new(false);
+static REVERT_WINDOW_S: GucSetting<i32> = GucSetting::<i32>::new(86_400);
 
 pub fn init() {
     GucRegistry::define_int_guc(
@@ -101,6 +103,26 @@ pub fn init() {
         GucContext::Userset,
         GucFlags::default(),
     );
+    GucRegistry::define_bool_guc(
+        c"halo_migrate.revertible",
+        c"A new rewrite keeps the table's old storage after its swap, so that migrate.revert() can take it back.",
+        c"On: the swap keeps the old rows and indexes in a kept table and keeps logging changed keys, for \
+          halo_migrate.revert_window; migrate.forget() ends the window early. start(revertible => ...) overrides it.",
+        &REVERTIBLE,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"halo_migrate.revert_window",
+        c"How long a revertible migration stays revertible after its swap.",
+        c"After this, the worker (or migrate.step()) drops the kept table and the capture trigger. \
+          start(revert_window => ...) overrides it.",
+        &REVERT_WINDOW_S,
+        1,
+        31_536_000,
+        GucContext::Userset,
+        GucFlags::UNIT_S,
+    );
     // No other halo_migrate.* name can be set: a typo is an error rather
     // than a silently ignored placeholder, and no session can invent an
     // internal switch.
@@ -117,6 +139,16 @@ pub fn snapshot_safe_swap() -> bool {
 /// halo_migrate.verify.
 pub fn verify() -> bool {
     VERIFY.get()
+}
+
+/// halo_migrate.revertible.
+pub fn revertible() -> bool {
+    REVERTIBLE.get()
+}
+
+/// halo_migrate.revert_window, in seconds.
+pub fn revert_window_s() -> i32 {
+    REVERT_WINDOW_S.get()
 }
 
 /// halo_migrate.batch_rows.

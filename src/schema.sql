@@ -53,6 +53,16 @@ CREATE TABLE migrate.migrations (
     verify_differences bigint NOT NULL DEFAULT 0,   -- differences found (and repaired) in all passes
     verify_passes   integer NOT NULL DEFAULT 0,     -- passes completed
     verify_repairs_until bigint,                    -- the next pass waits until the log is replayed up to this id
+    -- revertible cut-over (start(revertible => true); see kept.rs and revert.rs)
+    revertible      boolean NOT NULL DEFAULT false,
+    revert_window   interval,                       -- how long the window stays open after the swap
+    down_sql        jsonb,                          -- column => expression over the new row, for revert()
+    revertible_until timestamptz,                   -- the window is open until then (NULL: closed or never)
+    window_closed   text,                           -- why it closed: 'reverted', 'forgotten', 'expired'
+    kept_constraints text[] NOT NULL DEFAULT '{}',  -- the table's CHECK and FOREIGN KEY constraints before the swap,
+    kept_constraint_defs text[] NOT NULL DEFAULT '{}', -- their definitions,
+    kept_constraint_valid boolean[] NOT NULL DEFAULT '{}', -- and whether each was validated
+    reverts         bigint REFERENCES migrate.migrations (id), -- a revert: the migration it takes back
     -- runtime control (pause, resume, throttle)
     paused          boolean NOT NULL DEFAULT false,
     batch_pause_ms  integer NOT NULL DEFAULT 0,     -- sleep after each copy batch
@@ -119,7 +129,10 @@ BEGIN
              WHERE m.relid = rel
                AND (m.phase IN ('copying', 'indexing', 'replaying', 'verifying', 'ready', 'swapping')
                     -- a two-phase plan validates in steps
-                    OR (m.phase = 'validating' AND m.strategy = 'two-phase')));
+                    OR (m.phase = 'validating' AND m.strategy = 'two-phase')
+                    -- a revert window: the kept table must keep matching
+                    OR m.revertible_until IS NOT NULL)
+             LIMIT 1);
 END
 $fn$;
 COMMENT ON FUNCTION migrate.migrating(oid) IS
@@ -142,7 +155,7 @@ BEGIN
         RAISE EXCEPTION 'table % is being migrated by halo_migrate', busy
             USING ERRCODE = 'object_in_use',
                   DETAIL = 'Changing its definition now would make the migration''s copy diverge from it.',
-                  HINT = 'Wait for migrate.finish(), or cancel the migration with migrate.abort() first.';
+                  HINT = 'Wait for migrate.finish(), or cancel the migration with migrate.abort() first; after a revertible migration, end its revert window with migrate.forget().';
     END IF;
 END
 $fn$;
@@ -163,7 +176,7 @@ BEGIN
     IF busy IS NOT NULL THEN
         RAISE EXCEPTION 'table % is being migrated by halo_migrate', busy
             USING ERRCODE = 'object_in_use',
-                  HINT = 'Cancel the migration with migrate.abort() first.';
+                  HINT = 'Cancel the migration with migrate.abort() first; after a revertible migration, end its revert window with migrate.forget().';
     END IF;
 END
 $fn$;
@@ -240,7 +253,8 @@ RETURNS TABLE (id bigint, table_name text, alter_sql text, strategy text, phase 
                rate_rows_s numeric, eta interval, worker_pid integer,
                started_at timestamptz, updated_at timestamptz, error text, waiting_for text,
                verify_rows bigint, verify_chunks bigint, verify_differences bigint,
-               verified_at timestamptz)
+               verified_at timestamptz, revertible_until timestamptz, kept_bytes bigint,
+               reverts bigint)
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $fn$
 #variable_conflict use_column
 DECLARE
@@ -277,7 +291,13 @@ BEGIN
            CASE WHEN m.verify THEN m.verify_rows END,
            CASE WHEN m.verify THEN m.verify_chunks END,
            CASE WHEN m.verify THEN m.verify_differences END,
-           m.verified_at
+           m.verified_at,
+           -- revertible cut-over: the window and the disk the kept table holds
+           m.revertible_until,
+           CASE WHEN m.revertible_until IS NOT NULL
+                THEN pg_catalog.pg_total_relation_size(pg_catalog.to_regclass('migrate.shadow_' || m.relid))
+                   + coalesce(pg_catalog.pg_total_relation_size(pg_catalog.to_regclass('migrate.log_' || m.relid)), 0) END,
+           m.reverts
       FROM migrate.migrations m
       CROSS JOIN LATERAL (SELECT round(m.rows_copied / nullif(extract(epoch FROM m.updated_at - m.started_at), 0), 0) AS rate) r
       CROSS JOIN (SELECT migrate.live_workers() AS pids OFFSET 0) after
@@ -287,7 +307,7 @@ BEGIN
 END
 $fn$;
 COMMENT ON FUNCTION migrate.status(regclass) IS
-    'halo_migrate: every migration (of one table, if given), newest first: phase, progress, backlog, rate, ETA, worker, error, what the swap waits for, verification';
+    'halo_migrate: every migration (of one table, if given), newest first: phase, progress, backlog, rate, ETA, worker, error, what the swap waits for, verification, revert window';
 
 -- Waiting from a client without holding a snapshot: CREATE INDEX
 -- CONCURRENTLY (the concurrent strategy) waits for every transaction with an

@@ -39,7 +39,7 @@ fn step(tbl: Option<Regclass>) -> String {
 }
 
 /// When `timeout` from now passes (NULL: never).
-fn deadline(timeout: Option<Interval>) -> Result<Option<Instant>> {
+pub(super) fn deadline(timeout: Option<Interval>) -> Result<Option<Instant>> {
     Ok(match timeout {
         None => None,
         // as_micros() already counts the days and months of the interval.

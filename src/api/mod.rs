@@ -7,6 +7,7 @@
 
 pub mod control;
 pub mod plan;
+pub mod revert;
 pub mod runtime;
 pub mod start;
 

@@ -22,6 +22,9 @@ fn start(
     background: default!(Option<bool>, "true"),
     snapshot_safe: default!(Option<bool>, "NULL"),
     verify: default!(Option<bool>, "NULL"),
+    revertible: default!(Option<bool>, "NULL"),
+    revert_window: default!(Option<Interval>, "NULL"),
+    down: default!(Option<pgrx::JsonB>, "NULL"),
 ) -> i64 {
     let opts = Requested {
         batch_rows,
@@ -30,6 +33,9 @@ fn start(
         background,
         snapshot_safe,
         verify,
+        revertible,
+        revert_window,
+        down,
     };
     or_report(start_migration(tbl, alter, opts))
 }
@@ -42,6 +48,9 @@ struct Requested {
     background: Option<bool>,
     snapshot_safe: Option<bool>,
     verify: Option<bool>,
+    revertible: Option<bool>,
+    revert_window: Option<Interval>,
+    down: Option<pgrx::JsonB>,
 }
 
 /// Milliseconds of a positive interval of at most a minute.
@@ -55,6 +64,35 @@ pub(crate) fn lock_timeout_ms(i: Interval) -> Result<i32> {
         });
     }
     Ok((us / 1000) as i32)
+}
+
+/// Seconds a revertible migration stays revertible; None: not revertible.
+fn revert_window_s(req: &Requested) -> Result<Option<i32>> {
+    if !req.revertible.unwrap_or_else(gucs::revertible) {
+        if req.revert_window.is_some() || req.down.is_some() {
+            return Err(MigrateError::InvalidParameter {
+                name: if req.down.is_some() {
+                    "down"
+                } else {
+                    "revert_window"
+                },
+                detail: "The migration is not revertible.".into(),
+                hint: "Add revertible => true.".into(),
+            });
+        }
+        return Ok(None);
+    }
+    match req.revert_window {
+        None => Ok(Some(gucs::revert_window_s())),
+        Some(i) if i.as_micros() >= 1_000_000 && i.as_micros() <= 31_536_000_000_000 => {
+            Ok(Some((i.as_micros() / 1_000_000) as i32))
+        }
+        Some(i) => Err(MigrateError::InvalidParameter {
+            name: "revert_window",
+            detail: format!("It is {} s.", i.as_micros() / 1_000_000),
+            hint: "Give a window between 1 second and 365 days, e.g. '1 day'.".into(),
+        }),
+    }
 }
 
 fn start_migration(tbl: Option<Regclass>, alter: Option<&str>, req: Requested) -> Result<i64> {
@@ -76,6 +114,8 @@ fn start_migration(tbl: Option<Regclass>, alter: Option<&str>, req: Requested) -
         background: required(req.background, "background")?,
         snapshot_safe: req.snapshot_safe.unwrap_or_else(gucs::snapshot_safe_swap),
         verify: req.verify.unwrap_or_else(gucs::verify),
+        revert_window_s: revert_window_s(&req)?,
+        down: req.down.map(|j| j.0.to_string()),
     };
     let alter_text = required(alter, "alter")?;
     let planned = plan_steps(tbl, alter)?;

@@ -141,7 +141,10 @@ fn resume_interrupted() -> Result<Vec<i64>> {
     let orphans = spi::query(
         "SELECT m.id, m.role_oid
            FROM migrate.migrations m, (SELECT migrate.live_workers() AS pids OFFSET 0) w
-          WHERE m.background AND m.phase NOT IN ('done', 'failed', 'aborted')
+          WHERE m.background
+            AND (m.phase NOT IN ('done', 'failed', 'aborted')
+                 -- a revert window: its worker closes it when its time is up
+                 OR m.revertible_until IS NOT NULL)
             AND NOT coalesce(m.worker_pid = ANY (w.pids), false)
           ORDER BY m.id",
         &[],

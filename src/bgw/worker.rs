@@ -10,6 +10,9 @@
 //!
 //! An ERROR inside a unit aborts that transaction; the worker then records
 //! the failure and cleans up in a fresh transaction (`driver::fail`).
+//!
+//! After the swap of a revertible migration the worker stays, idle, until
+//! the revert window closes, and closes it itself when its time is up.
 
 use crate::engine::driver::{self, Cutover, Outcome};
 use crate::engine::state;
@@ -113,8 +116,28 @@ fn run_rewrite(id: i64) {
             Ok(Outcome::Busy) => {
                 BackgroundWorker::wait_latch(Some(Duration::from_millis(500)));
             }
-            Ok(Outcome::Finished(_)) => break,
+            Ok(Outcome::Finished(_)) => return linger(id),
             Err(e) => return record_failure(id, &e),
+        }
+    }
+}
+
+/// A revertible migration that swapped: stay until its revert window
+/// closes (revert(), forget(), or expiry, which is done here), looking once
+/// a second.
+fn linger(id: i64) {
+    while !stop_requested() {
+        match transaction(|| crate::engine::revert::tend(id)) {
+            Ok(true) => {
+                activity::report(false, "revert window open");
+                BackgroundWorker::wait_latch(Some(Duration::from_secs(1)));
+            }
+            Ok(false) => return,
+            Err(e) => {
+                // Say a lock not had in time: the next look tries again.
+                log!("halo_migrate migration {id}: closing its revert window: {e}");
+                BackgroundWorker::wait_latch(Some(Duration::from_secs(5)));
+            }
         }
     }
 }

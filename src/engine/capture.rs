@@ -17,6 +17,15 @@ use crate::pg::ident::{Ident, QualifiedName};
 use crate::pg::spi;
 use crate::plan::sqlgen;
 
+/// What the TRUNCATE guard says the table is in the middle of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Guard {
+    /// A migration before its swap.
+    Migration,
+    /// A revertible migration's window after its swap.
+    Window,
+}
+
 pub fn guard_trigger(oid: u32) -> Ident {
     Ident::new(format!("halo_truncate_guard_{oid}"))
 }
@@ -27,6 +36,7 @@ pub fn create_log(
     table: &QualifiedName,
     log_columns: &str,
     key: &[String],
+    guard: Guard,
 ) -> Result<()> {
     let log = sqlgen::log_table(oid);
     spi::exec(
@@ -45,7 +55,7 @@ pub fn create_log(
     // it does not have.
     let log_oid = crate::catalog::relation_oid(&log.to_string())?;
     crate::engine::storage::hide_from_decoding(log_oid, pgrx::pg_sys::Oid::from(oid));
-    spi::exec(&function_sql(oid, table, key), &[])?;
+    spi::exec(&function_sql(oid, table, key, guard), &[])?;
     Ok(())
 }
 
@@ -88,7 +98,7 @@ pub fn drop_log(oid: u32) -> Result<()> {
     )
 }
 
-fn function_sql(oid: u32, table: &QualifiedName, key: &[String]) -> String {
+fn function_sql(oid: u32, table: &QualifiedName, key: &[String], guard: Guard) -> String {
     let log = sqlgen::log_table(oid);
     let cols: Vec<String> = (1..=key.len()).map(|i| format!("k{i}")).collect();
     let new: Vec<String> = key
@@ -100,16 +110,24 @@ fn function_sql(oid: u32, table: &QualifiedName, key: &[String]) -> String {
         .map(|k| format!("OLD.{}", Ident::new(k)))
         .collect();
     let (cols, new, old) = (cols.join(", "), new.join(", "), old.join(", "));
-    let message = sqlgen::literal(&format!(
-        "cannot truncate {table} while halo_migrate is migrating it"
-    ));
+    let (message, hint) = match guard {
+        Guard::Migration => (
+            format!("cannot truncate {table} while halo_migrate is migrating it"),
+            "Finish the migration with migrate.finish(), or cancel it with migrate.abort(), first.",
+        ),
+        Guard::Window => (
+            format!("cannot truncate {table} while its halo_migrate revert window is open"),
+            "Take the migration back with migrate.revert(), or end the window with migrate.forget(), first.",
+        ),
+    };
+    let (message, hint) = (sqlgen::literal(&message), sqlgen::literal(hint));
     format!(
         "CREATE FUNCTION {f}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
          SET search_path = pg_catalog, pg_temp AS $halo$
 BEGIN
     IF TG_OP = 'TRUNCATE' THEN
         RAISE EXCEPTION USING ERRCODE = 'object_in_use', MESSAGE = {message},
-            HINT = 'Finish the migration with migrate.finish(), or cancel it with migrate.abort(), first.';
+            HINT = {hint};
     END IF;
     IF TG_OP <> 'DELETE' THEN
         INSERT INTO {log} ({cols}) VALUES ({new});
@@ -134,6 +152,7 @@ mod tests {
             42,
             &QualifiedName::new("public", "Acc"),
             &["id".into(), "Region".into()],
+            Guard::Migration,
         );
         assert!(sql.contains("INSERT INTO migrate.log_42 (k1, k2) VALUES (NEW.id, NEW.\"Region\")"));
         assert!(sql.contains("(OLD.id, OLD.\"Region\") IS DISTINCT FROM (NEW.id, NEW.\"Region\")"));

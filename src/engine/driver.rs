@@ -275,6 +275,10 @@ pub fn cleanup(m: &Migration) -> Result<()> {
     if m.runs_statements() {
         return crate::engine::concurrent::undo(m);
     }
+    if m.window.reverts.is_some() {
+        // A revert's shadow, log and trigger are the window's: they stay.
+        return Ok(());
+    }
     let oid = m.relid.to_u32();
     if let Some(table) = catalog::qualified_name(m.relid)? {
         locks::retry("remove the capture trigger", m.lock_timeout_ms, 100, || {

@@ -43,8 +43,25 @@ fn summary(m: &Migration) -> Result<String> {
     )?;
     let verified =
         crate::engine::verify::summary(&m.verification).map_or(String::new(), |v| format!(", {v}"));
+    if let Some(f) = m.window.reverts {
+        let replayed = spi::one(
+            "SELECT rows_replayed FROM migrate.migrations WHERE id = $1",
+            &[m.id.into()],
+            |r| get::<i64>(r, 1),
+        )?;
+        return Ok(format!(
+            "migration {} of {} reverted: {replayed} changed rows mapped back, swapped in {:.1} s",
+            f,
+            m.table_name,
+            secs.first().copied().unwrap_or(0.0)
+        ));
+    }
+    let window = match &m.window.until {
+        Some(until) => format!(", revertible until {until}"),
+        None => String::new(),
+    };
     Ok(format!(
-        "migration {} of {} done: {} rows copied{verified}, {} in {:.1} s",
+        "migration {} of {} done: {} rows copied{verified}, {} in {:.1} s{window}",
         m.id,
         m.table_name,
         m.rows_copied,
@@ -226,6 +243,15 @@ fn swap_attempts(id: i64) -> Result<i32> {
 /// `migrate.step()`: one unit of work in the caller's transaction; what it
 /// did (a failure is recorded, cleaned up and reported, not raised).
 pub fn step(m: Migration) -> Result<String> {
+    if m.window.open {
+        // pg_cron users' expiry: the window closes at the first step() after it.
+        if !crate::engine::revert::tend(m.id)? {
+            return Ok(format!(
+                "revert window of migration {} of {} closed (expired)",
+                m.id, m.table_name
+            ));
+        }
+    }
     if let Some(s) = ended(&m).unwrap_or_else(|e| Some(format!("failed: {e}"))) {
         return Ok(s);
     }

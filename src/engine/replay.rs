@@ -19,7 +19,6 @@ use crate::plan::sqlgen;
 pub fn replay_batch(m: &Migration, table: &QualifiedName, limit: i64) -> Result<u64> {
     let oid = m.relid.to_u32();
     let log = sqlgen::log_table(oid);
-    let shadow = sqlgen::shadow_table(oid);
     let ids: Vec<i64> = spi::query(
         &format!("SELECT id FROM {log} ORDER BY id LIMIT $1"),
         &[limit.into()],
@@ -29,7 +28,27 @@ pub fn replay_batch(m: &Migration, table: &QualifiedName, limit: i64) -> Result<
         return Ok(0);
     }
     let n = ids.len() as u64;
-    let ids = || ids.clone().into();
+    if m.window.reverts.is_some() {
+        // A revert maps rows written since the swap into the old shape,
+        // which may not hold them: name the first row that does not fit.
+        crate::pg::subxact::attempt("while mapping changed rows back", || apply(m, table, &ids))
+            .map_err(|e| crate::engine::revert::name_row(m, table, &ids, e))?;
+    } else {
+        apply(m, table, &ids)?;
+    }
+    spi::exec(
+        &format!("DELETE FROM {log} WHERE id = ANY($1)"),
+        &[ids.into()],
+    )?;
+    Ok(n)
+}
+
+/// Make the shadow match the table for the keys of log rows `ids`.
+pub fn apply(m: &Migration, table: &QualifiedName, ids: &[i64]) -> Result<()> {
+    let oid = m.relid.to_u32();
+    let log = sqlgen::log_table(oid);
+    let shadow = sqlgen::shadow_table(oid);
+    let ids = || ids.to_vec().into();
     delete_logged_keys(m, "WHERE l.id = ANY($1)", &[ids()])?;
     // The current rows of the logged keys, all of them (spi::with_all_rows).
     spi::with_all_rows(|| {
@@ -44,9 +63,7 @@ pub fn replay_batch(m: &Migration, table: &QualifiedName, limit: i64) -> Result<
             ),
             &[ids()],
         )
-    })?;
-    spi::exec(&format!("DELETE FROM {log} WHERE id = ANY($1)"), &[ids()])?;
-    Ok(n)
+    })
 }
 
 /// Delete the shadow rows whose keys are in the log rows `filter` selects

@@ -25,6 +25,11 @@ pub struct Options {
     pub snapshot_safe: bool,
     /// Verify the shadow before the swap (halo_migrate.verify); a rewrite only.
     pub verify: bool,
+    /// Keep the old storage at the swap, revertible for this many seconds
+    /// (halo_migrate.revertible, halo_migrate.revert_window); a rewrite only.
+    pub revert_window_s: Option<i32>,
+    /// `down` expressions for revert() (jsonb text: column => expression).
+    pub down: Option<String>,
 }
 
 /// A plan with what it was made from.
@@ -100,6 +105,21 @@ pub fn start(planned: &Planned, alter: &str, opts: &Options) -> Result<(i64, boo
         pgrx::notice!(
             "halo_migrate: nothing to verify: the ALTER does not copy {table}, PostgreSQL changes it in place"
         );
+    }
+    if let Some(live) =
+        crate::engine::revert::open_window_of(pgrx::pg_sys::Oid::from(planned.facts.oid))?
+    {
+        return Err(MigrateError::RevertWindowOpen {
+            table: table.to_string(),
+            id: live,
+        });
+    }
+    if opts.revert_window_s.is_some() && !has(Strategy::Rewrite) {
+        return Err(MigrateError::not_supported(
+            "revertible => true for an ALTER that does not copy the table",
+            format!("PostgreSQL changes {table} in place for this ALTER, so there is no old storage to keep."),
+            "Take it back with the opposite ALTER (run through migrate.start() too), or start it without revertible.",
+        ));
     }
     if has(Strategy::Rewrite) {
         Ok((
@@ -241,6 +261,8 @@ fn insert(
         snapshot_safe: o.snapshot_safe,
         // Only a rewrite has a copy to verify.
         verify: o.verify && strategy == Strategy::Rewrite,
+        revert_window_s: o.revert_window_s.filter(|_| strategy == Strategy::Rewrite),
+        down: o.down.clone().filter(|_| strategy == Strategy::Rewrite),
     })
 }
 
@@ -290,7 +312,16 @@ fn start_rewrite(
             key_using.as_deref(),
         )?;
     }
-    capture::create_log(facts.oid, table, &recipe.log_columns, &recipe.key_columns)?;
+    if opts.revert_window_s.is_some() {
+        crate::engine::revert::check_revertible(oid, &planned.cmds, &recipe, opts.down.as_deref())?;
+    }
+    capture::create_log(
+        facts.oid,
+        table,
+        &recipe.log_columns,
+        &recipe.key_columns,
+        capture::Guard::Migration,
+    )?;
     locks::retry(
         "install the capture trigger",
         opts.lock_timeout_ms,

@@ -60,7 +60,9 @@ struct Attr {
 pub fn create(facts: &TableFacts, cmds: &[Subcommand], subcommands: &[String]) -> Result<Recipe> {
     let oid = Oid::from(facts.oid);
     let shadow = sqlgen::shadow_table(facts.oid);
-    spi::with_search_path(CATALOG_PATH, || create_twin(oid, &shadow))?;
+    spi::with_search_path(CATALOG_PATH, || {
+        create_twin(oid, &shadow, &|n| n.to_string())
+    })?;
     if !subcommands.is_empty() {
         // The user's own text runs under the user's search_path, as a plain ALTER would.
         spi::exec(&sqlgen::alter(&shadow, &subcommands.join(", ")), &[])?;
@@ -119,7 +121,14 @@ fn attributes(oid: Oid) -> Result<Vec<Attr>> {
     )
 }
 
-fn create_twin(oid: Oid, shadow: &QualifiedName) -> Result<()> {
+/// Create `shadow` as an exact twin of table `oid` (see the module header),
+/// its indexes and index-backed constraints named by `index_name` from the
+/// table's own names. Run under the catalog search_path.
+pub fn create_twin(
+    oid: Oid,
+    shadow: &QualifiedName,
+    index_name: &dyn Fn(&str) -> String,
+) -> Result<()> {
     let attrs = attributes(oid)?;
     let mut cols = Vec::new();
     let mut placeholders = Vec::new();
@@ -204,15 +213,19 @@ fn create_twin(oid: Oid, shadow: &QualifiedName) -> Result<()> {
     if !alter.is_empty() {
         spi::exec(&sqlgen::alter(shadow, &alter.join(", ")), &[])?;
     }
-    for sql in index_definitions(oid, shadow)? {
+    for sql in index_definitions(oid, shadow, index_name)? {
         spi::exec(&sql, &[])?;
     }
     Ok(())
 }
 
 /// The statements that create `relid`'s indexes and index-backed constraints
-/// (primary key first) on `target`, under the same names.
-fn index_definitions(relid: Oid, target: &QualifiedName) -> Result<Vec<String>> {
+/// (primary key first) on `target`, each named `index_name(its name)`.
+fn index_definitions(
+    relid: Oid,
+    target: &QualifiedName,
+    index_name: &dyn Fn(&str) -> String,
+) -> Result<Vec<String>> {
     let rows = spi::query(
         "SELECT ic.relname::text, n.nspname::text, c.relname::text, con.conname::text,
                 CASE WHEN con.oid IS NOT NULL THEN pg_catalog.pg_get_constraintdef(con.oid) END,
@@ -243,23 +256,23 @@ fn index_definitions(relid: Oid, target: &QualifiedName) -> Result<Vec<String>> 
         match (con, condef) {
             (Some(con), Some(def)) => out.push(sqlgen::alter(
                 target,
-                &format!("ADD CONSTRAINT {} {def}", Ident::new(con)),
+                &format!("ADD CONSTRAINT {} {def}", Ident::new(index_name(&con))),
             )),
             _ => {
                 // pg_get_indexdef names the table schema-qualified under the
                 // catalog search_path; put the target in its place.
                 let from = QualifiedName::new(&schema, &table);
+                let unique = if unique { "UNIQUE " } else { "" };
                 let prefix = format!(
-                    "CREATE {}INDEX {} ON {from} USING ",
-                    if unique { "UNIQUE " } else { "" },
+                    "CREATE {unique}INDEX {} ON {from} USING ",
                     Ident::new(&index)
                 );
                 let rest = indexdef.strip_prefix(&prefix).ok_or_else(|| {
                     MigrateError::Internal(format!("unexpected index definition: {indexdef}"))
                 })?;
                 out.push(format!(
-                    "{}{rest}",
-                    prefix.replace(&format!(" ON {from} "), &format!(" ON {target} "))
+                    "CREATE {unique}INDEX {} ON {target} USING {rest}",
+                    Ident::new(index_name(&index))
                 ));
             }
         }
@@ -275,7 +288,7 @@ fn recipe(
 ) -> Result<Recipe> {
     let shadow_oid = crate::catalog::relation_oid(&shadow.to_string())?;
     // Indexes are built after the copy: keep their post-ALTER definitions, drop them now.
-    let index_sql = index_definitions(shadow_oid, shadow)?;
+    let index_sql = index_definitions(shadow_oid, shadow, &|n| n.to_string())?;
     let drops = spi::query(
         "SELECT con.conname::text, ic.relname::text
            FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid
@@ -297,7 +310,21 @@ fn recipe(
             )?,
         }
     }
+    Ok(Recipe {
+        index_sql,
+        ..mapping(facts, cmds, oid, shadow_oid)?
+    })
+}
 
+/// How rows and logged keys of table `oid` map into `shadow` (which has
+/// the table's shape after `cmds`): the copy's column list and expressions,
+/// the log's columns and the key matches. Run under the catalog search_path.
+pub fn mapping(
+    facts: &TableFacts,
+    cmds: &[Subcommand],
+    oid: Oid,
+    shadow_oid: Oid,
+) -> Result<Recipe> {
     let mut added = Vec::new();
     let mut altered = Vec::new();
     let mut using = std::collections::HashMap::new();
@@ -369,7 +396,6 @@ fn recipe(
             table: facts.name.clone(),
         })?;
     let mut r = Recipe {
-        index_sql,
         copy_targets: targets.join(", "),
         copy_exprs: exprs.join(", "),
         key_columns: key.clone(),

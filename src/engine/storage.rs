@@ -200,3 +200,23 @@ fn address(relid: Oid) -> pg_sys::ObjectAddress {
         objectSubId: 0,
     }
 }
+
+/// The TOAST table that came with the shadow's rows gets the name
+/// PostgreSQL gives the table's TOAST table (or `temporary`, to free that
+/// name for a moment).
+pub fn rename_toast(relid: Oid, temporary: Option<&str>) -> crate::error::Result<()> {
+    let toast = crate::pg::spi::query(
+        "SELECT c.reltoastrelid, (SELECT indexrelid FROM pg_catalog.pg_index WHERE indrelid = c.reltoastrelid LIMIT 1)
+           FROM pg_catalog.pg_class c WHERE c.oid = $1 AND c.reltoastrelid <> 0",
+        &[relid.into()],
+        |r| Ok((crate::pg::spi::get::<Oid>(r, 1)?, r.get::<Oid>(2)?)),
+    )?;
+    if let Some((t, idx)) = toast.into_iter().next() {
+        let name = temporary.map_or_else(|| format!("pg_toast_{}", relid.to_u32()), str::to_string);
+        rename_internal(t, &name, false);
+        if let Some(i) = idx {
+            rename_internal(i, &format!("{name}_index"), true);
+        }
+    }
+    Ok(())
+}

@@ -16,6 +16,10 @@
 //!    exchange their storage (`storage.rs`), and drop the shadow, the log and
 //!    the capture function.
 //!
+//! A revertible migration keeps the old storage in step 4 instead of
+//! dropping it, and goes on capturing after step 5 (`kept.rs`); a revert's
+//! swap closes the window of the migration it takes back.
+//!
 //! Any error rolls all of it back; the caller decides whether to retry (lock
 //! timeout) or to fail the migration.
 
@@ -76,7 +80,14 @@ pub fn swap(m: &Migration, table: &QualifiedName) -> Result<Vec<String>> {
     }
     let saved = views::save(m.relid, &m.altered_columns)?;
     views::drop_saved(table, &saved)?;
-    storage::empty_storage(m.relid);
+    // A revertible migration keeps the old storage (kept.rs); a revert is
+    // never itself revertible.
+    let kept = if m.window.wanted && m.window.reverts.is_none() {
+        Some(crate::engine::kept::keep_storage(m.relid)?)
+    } else {
+        storage::empty_storage(m.relid);
+        None
+    };
     if !m.shadow_sql.is_empty() {
         spi::exec(&sqlgen::alter(table, &m.shadow_sql.join(", ")), &[])?;
     }
@@ -91,7 +102,16 @@ pub fn swap(m: &Migration, table: &QualifiedName) -> Result<Vec<String>> {
     carry_sequences(m, table, &shadow)?;
     spi::exec(&format!("DROP TABLE {shadow}"), &[])?;
     capture::drop_log(oid)?;
-    rename_toast(m.relid)?;
+    storage::rename_toast(m.relid, None)?;
+    if let Some(constraints) = &kept {
+        crate::engine::kept::settle(m, table, constraints)?;
+    }
+    if let Some(forward) = m.window.reverts {
+        crate::engine::state::window::close(
+            forward,
+            crate::engine::state::window::Closed::Reverted,
+        )?;
+    }
 
     let mut after = Vec::new();
     for fk in &fks {
@@ -226,24 +246,6 @@ fn carry_sequences(m: &Migration, table: &QualifiedName, shadow: &QualifiedName)
                 &format!("SELECT pg_catalog.setval($1::pg_catalog.regclass, last_value, is_called) FROM {from}"),
                 &[to.into()],
             )?;
-        }
-    }
-    Ok(())
-}
-
-/// The TOAST table that came with the shadow's rows gets the name
-/// PostgreSQL gives the table's TOAST table.
-fn rename_toast(relid: Oid) -> Result<()> {
-    let toast = spi::query(
-        "SELECT c.reltoastrelid, (SELECT indexrelid FROM pg_catalog.pg_index WHERE indrelid = c.reltoastrelid LIMIT 1)
-           FROM pg_catalog.pg_class c WHERE c.oid = $1 AND c.reltoastrelid <> 0",
-        &[relid.into()],
-        |r| Ok((get::<Oid>(r, 1)?, r.get::<Oid>(2)?)),
-    )?;
-    if let Some((t, idx)) = toast.into_iter().next() {
-        storage::rename_internal(t, &format!("pg_toast_{}", relid.to_u32()), false);
-        if let Some(i) = idx {
-            storage::rename_internal(i, &format!("pg_toast_{}_index", relid.to_u32()), true);
         }
     }
     Ok(())

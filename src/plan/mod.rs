@@ -12,6 +12,7 @@
 //! - If any subcommand needs a rewrite, the whole ALTER is applied to the
 //!   shadow table and swapped in once; foreign keys are added after the swap.
 
+pub mod inverse;
 pub mod model;
 pub mod parse;
 pub mod split;

@@ -13,6 +13,15 @@ pub const MAX_IDENT_BYTES: usize = 63;
 pub fn shadow_table(oid: u32) -> QualifiedName {
     QualifiedName::new("migrate", format!("shadow_{oid}"))
 }
+/// The kept table's name during the swap that creates it; it then takes
+/// the shadow's name, so that a revert finds it where a rewrite's shadow is.
+pub fn kept_table(oid: u32) -> QualifiedName {
+    QualifiedName::new("migrate", format!("kept_{oid}"))
+}
+/// A kept index's name; its comment names the table's index it keeps.
+pub fn kept_index(oid: u32, n: usize) -> String {
+    format!("halo_kept_{oid}_{n}")
+}
 pub fn log_table(oid: u32) -> QualifiedName {
     QualifiedName::new("migrate", format!("log_{oid}"))
 }

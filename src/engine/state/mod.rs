@@ -5,8 +5,10 @@
 //! far as the committed work: a restarted worker continues from it.
 
 pub mod verification;
+pub mod window;
 
 pub use verification::Verification;
+pub use window::Window;
 
 use crate::error::{MigrateError, Result};
 use crate::pg::spi::{self, get};
@@ -123,6 +125,8 @@ pub struct Migration {
     pub key_columns: Vec<String>,
     /// Verification before the swap (`start(verify => true)`).
     pub verification: Verification,
+    /// The revert window (`start(revertible => true)`), or what a revert reverts.
+    pub window: Window,
 }
 
 impl Migration {
@@ -156,7 +160,7 @@ const MAIN_COLUMNS: &str = "id, relid, table_name, phase, backlog, batch_rows, l
 
 /// Every column a [`Migration`] is read from.
 fn columns() -> String {
-    format!("{MAIN_COLUMNS}{}", verification::COLUMNS)
+    format!("{MAIN_COLUMNS}{}{}", verification::COLUMNS, window::COLUMNS)
 }
 
 fn from_row(r: &spi::Row) -> Result<Migration> {
@@ -213,6 +217,7 @@ fn from_row(r: &spi::Row) -> Result<Migration> {
         key_columns: get(r, 46)?,
         error_hint: r.get(47)?,
         verification: verification::from_row(r, 48)?,
+        window: window::from_row(r, 57)?,
     })
 }
 
@@ -320,6 +325,10 @@ pub struct New {
     pub background: bool,
     pub snapshot_safe: bool,
     pub verify: bool,
+    /// Keep the old storage at the swap, for this many seconds (a rewrite only).
+    pub revert_window_s: Option<i32>,
+    /// `down` expressions for revert(), as jsonb text.
+    pub down: Option<String>,
 }
 
 /// Record a new migration (done already, for an instant plan); its id. The
@@ -337,9 +346,11 @@ pub fn create(n: New) -> Result<i64> {
         &format!(
             "INSERT INTO migrate.migrations (relid, table_name, alter_sql, strategy, phase, batch_rows,
                  lock_timeout_ms, auto_finish, background, search_path, finished_at,
-                 batch_pause_ms, target_batch_ms, max_replica_lag_ms, snapshot_safe, verify)
+                 batch_pause_ms, target_batch_ms, max_replica_lag_ms, snapshot_safe, verify,
+                 revertible, revert_window, down_sql)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, {finished}, $11,
-                     NULLIF($12, 0), NULLIF($13, 0), $14, $15) RETURNING id"
+                     NULLIF($12, 0), NULLIF($13, 0), $14, $15,
+                     $16 IS NOT NULL, pg_catalog.make_interval(secs => $16), $17::jsonb) RETURNING id"
         ),
         &[
             n.relid.into(),
@@ -357,6 +368,8 @@ pub fn create(n: New) -> Result<i64> {
             crate::gucs::max_replica_lag_ms().into(),
             n.snapshot_safe.into(),
             n.verify.into(),
+            n.revert_window_s.map(f64::from).into(),
+            n.down.into(),
         ],
         |r| get::<i64>(r, 1),
     )?

@@ -1,0 +1,190 @@
+//! The revertible swap: keep the table's old storage instead of dropping it.
+//!
+//! A plain swap gives the table empty storage before running the ALTER on
+//! it (`storage::empty_storage`), which drops the old rows at commit. A
+//! revertible swap first creates the kept table, an exact twin of the table
+//! as it is (same attributes, indexes under names of its own, each
+//! commented with the name of the index it keeps), and exchanges storage
+//! with it: the table gets the twin's empty storage, and the kept table the
+//! old rows, TOAST and indexes. After the forward swap the kept table takes
+//! the shadow's name, the capture log is recreated for the table's new key,
+//! and the trigger goes on logging every changed key until the window
+//! closes (`revert.rs`).
+//!
+//! Invariant: everything here runs inside the swap's transaction, under its
+//! ACCESS EXCLUSIVE lock, so the window opens exactly when the swap commits.
+
+use crate::catalog;
+use crate::engine::state::window::{self, KeptConstraint};
+use crate::engine::state::Migration;
+use crate::engine::{capture, shadow, storage};
+use crate::error::{MigrateError, Result};
+use crate::pg::ident::{Ident, QualifiedName};
+use crate::pg::spi::{self, get, CATALOG_PATH};
+use crate::plan::sqlgen;
+use pgrx::pg_sys::Oid;
+
+/// The comment that ties a kept index to the table's index of that name.
+const KEPT_PREFIX: &str = "halo_migrate kept index of ";
+
+/// Move the table's storage into a new kept table and give the table empty
+/// storage, as `storage::empty_storage` would. Returns the table's CHECK and
+/// FOREIGN KEY constraints as they are, for the inverse ALTER.
+pub fn keep_storage(relid: Oid) -> Result<Vec<KeptConstraint>> {
+    let oid = relid.to_u32();
+    let kept = sqlgen::kept_table(oid);
+    let constraints = spi::with_search_path(CATALOG_PATH, || {
+        let names = spi::query(
+            "SELECT relname::text FROM pg_catalog.pg_class c JOIN pg_catalog.pg_index i ON i.indexrelid = c.oid
+              WHERE i.indrelid = $1 ORDER BY i.indisprimary DESC, i.indexrelid",
+            &[relid.into()],
+            |r| get::<String>(r, 1),
+        )?;
+        let rename = |n: &str| {
+            let i = names.iter().position(|x| x == n).unwrap_or(names.len());
+            sqlgen::kept_index(oid, i + 1)
+        };
+        shadow::create_twin(relid, &kept, &rename)?;
+        for (i, name) in names.iter().enumerate() {
+            spi::exec(
+                &format!(
+                    "COMMENT ON INDEX {} IS {}",
+                    QualifiedName::new("migrate", sqlgen::kept_index(oid, i + 1)),
+                    sqlgen::literal(&format!("{KEPT_PREFIX}{name}"))
+                ),
+                &[],
+            )?;
+        }
+        constraints_of(relid)
+    })?;
+    let kept_oid = catalog::relation_oid(&kept.to_string())?;
+    let pairs = kept_index_pairs(relid, kept_oid)?;
+    storage::swap_storage(relid, kept_oid, true);
+    for (t, k) in pairs {
+        storage::swap_storage(t, k, false);
+    }
+    // The TOAST tables changed hands: each takes its owner's name.
+    storage::rename_toast(kept_oid, Some(&format!("halo_toast_{oid}")))?;
+    storage::rename_toast(relid, None)?;
+    storage::rename_toast(kept_oid, None)?;
+    Ok(constraints)
+}
+
+/// The table's CHECK and FOREIGN KEY constraints (not those of a parent).
+pub fn constraints_of(relid: Oid) -> Result<Vec<KeptConstraint>> {
+    spi::query(
+        "SELECT conname::text, pg_catalog.pg_get_constraintdef(oid), convalidated
+           FROM pg_catalog.pg_constraint
+          WHERE conrelid = $1 AND contype IN ('c', 'f') ORDER BY conname",
+        &[relid.into()],
+        |r| {
+            Ok(KeptConstraint {
+                name: get(r, 1)?,
+                definition: get(r, 2)?,
+                validated: get(r, 3)?,
+            })
+        },
+    )
+}
+
+/// Pairs (table's index, kept index), matched by the kept index's comment;
+/// every index of either side must have its pair.
+pub fn kept_index_pairs(relid: Oid, kept: Oid) -> Result<Vec<(Oid, Oid)>> {
+    let rows = spi::query(
+        "WITH t AS (SELECT i.indexrelid, c.relname::text AS name FROM pg_catalog.pg_index i
+                      JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid WHERE i.indrelid = $1),
+              k AS (SELECT i.indexrelid,
+                           substr(pg_catalog.obj_description(i.indexrelid, 'pg_class'), length($3) + 1) AS name
+                      FROM pg_catalog.pg_index i WHERE i.indrelid = $2)
+         SELECT coalesce(t.name, k.name, '?'), t.indexrelid, k.indexrelid
+           FROM t FULL JOIN k ON k.name = t.name",
+        &[relid.into(), kept.into(), KEPT_PREFIX.into()],
+        |r| Ok((get::<String>(r, 1)?, r.get::<Oid>(2)?, r.get::<Oid>(3)?)),
+    )?;
+    rows.into_iter()
+        .map(|(name, t, k)| match (t, k) {
+            (Some(t), Some(k)) => Ok((t, k)),
+            _ => Err(MigrateError::Internal(format!(
+                "index \"{name}\" has no twin in the kept table"
+            ))),
+        })
+        .collect()
+}
+
+/// The kept indexes' names back as the table's (for the revert's swap,
+/// which pairs indexes by name). Idempotent.
+pub fn restore_index_names(relid: Oid) -> Result<()> {
+    let shadow = sqlgen::shadow_table(relid.to_u32());
+    let renames = spi::query(
+        "SELECT c.relname::text, substr(d.description, length($2) + 1)
+           FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid
+           JOIN pg_catalog.pg_description d ON d.objoid = c.oid AND d.classoid = 'pg_catalog.pg_class'::pg_catalog.regclass
+          WHERE i.indrelid = $1::pg_catalog.regclass AND d.description LIKE $2 || '%'
+            AND c.relname <> substr(d.description, length($2) + 1)",
+        &[shadow.to_string().into(), KEPT_PREFIX.into()],
+        |r| Ok((get::<String>(r, 1)?, get::<String>(r, 2)?)),
+    )?;
+    for (from, to) in renames {
+        spi::exec(
+            &format!(
+                "ALTER INDEX {} RENAME TO {}",
+                QualifiedName::new("migrate", from),
+                Ident::new(to)
+            ),
+            &[],
+        )?;
+    }
+    Ok(())
+}
+
+/// After the forward swap dropped the shadow: the kept table takes its
+/// name, stays out of publications, and the capture goes on with a log
+/// keyed by the table's new key; the window opens.
+pub fn settle(m: &Migration, table: &QualifiedName, constraints: &[KeptConstraint]) -> Result<()> {
+    let oid = m.relid.to_u32();
+    let kept = sqlgen::kept_table(oid);
+    let kept_oid = catalog::relation_oid(&kept.to_string())?;
+    spi::exec(
+        &sqlgen::alter(
+            &kept,
+            &format!("RENAME TO {}", Ident::new(format!("shadow_{oid}"))),
+        ),
+        &[],
+    )?;
+    // As for a shadow (shadow.rs): the replay deletes from it under a FOR
+    // ALL TABLES publication, and decoding must skip it and its TOAST.
+    spi::exec(
+        &sqlgen::alter(&sqlgen::shadow_table(oid), "REPLICA IDENTITY FULL"),
+        &[],
+    )?;
+    storage::hide_from_decoding(kept_oid, m.relid);
+    let log_columns = spi::query(
+        "SELECT pg_catalog.format_type(a.atttypid, a.atttypmod)
+           FROM pg_catalog.unnest($2::text[]) WITH ORDINALITY k(name, n)
+           JOIN pg_catalog.pg_attribute a ON a.attrelid = $1 AND a.attname = k.name AND NOT a.attisdropped
+          ORDER BY k.n",
+        &[m.relid.into(), m.key_columns.clone().into()],
+        |r| get::<String>(r, 1),
+    )?;
+    if log_columns.len() != m.key_columns.len() {
+        return Err(MigrateError::Internal(
+            "the key columns did not survive the ALTER".into(),
+        ));
+    }
+    let log_columns: Vec<String> = log_columns
+        .iter()
+        .enumerate()
+        .map(|(i, t)| format!("k{} {t}", i + 1))
+        .collect();
+    capture::create_log(
+        oid,
+        table,
+        &log_columns.join(", "),
+        &m.key_columns,
+        capture::Guard::Window,
+    )?;
+    for sql in capture::trigger_sql(oid, table) {
+        spi::exec(&sql, &[])?;
+    }
+    window::open(m.id, constraints)
+}
