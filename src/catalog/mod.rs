@@ -261,3 +261,19 @@ pub fn equality_operator(typid: Oid) -> Result<String> {
     )?
     .ok_or_else(|| MigrateError::Internal(format!("operator {} vanished", eq.to_u32())))
 }
+
+/// `OPERATOR(schema.=)` comparing a `left` with a `right` where it belongs
+/// to the left type's default btree operator family (int4 with int8, say),
+/// so that an index on the left side serves it; None when there is none.
+pub fn cross_type_equality(left: Oid, right: Oid) -> Result<Option<String>> {
+    spi::text(
+        "SELECT pg_catalog.format('OPERATOR(%I.%s)', n.nspname, o.oprname)
+           FROM pg_catalog.pg_operator o JOIN pg_catalog.pg_namespace n ON n.oid = o.oprnamespace
+          WHERE o.oprname = '=' AND o.oprleft = $1 AND o.oprright = $2
+            AND EXISTS (SELECT FROM pg_catalog.pg_amop a JOIN pg_catalog.pg_opclass c
+                               ON c.opcfamily = a.amopfamily AND c.opcdefault AND c.opcintype = $1
+                         WHERE a.amopopr = o.oid AND a.amopmethod = 403)
+          LIMIT 1",
+        &[left.into(), right.into()],
+    )
+}

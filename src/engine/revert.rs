@@ -114,18 +114,12 @@ fn down_pairs(down: Option<&str>) -> Result<Vec<(String, String)>> {
     let Some(down) = down else { return Ok(vec![]) };
     let kind = spi::text("SELECT pg_catalog.jsonb_typeof($1::jsonb)", &[down.into()])?;
     let pairs = spi::query(
-        "SELECT key, value, pg_catalog.jsonb_typeof(value) FROM pg_catalog.jsonb_each($1::jsonb)
-          WHERE pg_catalog.jsonb_typeof($1::jsonb) = 'object' ORDER BY key",
+        "SELECT pg_catalog.jsonb_typeof(value) FROM pg_catalog.jsonb_each($1::jsonb)
+          WHERE pg_catalog.jsonb_typeof($1::jsonb) = 'object'",
         &[down.into()],
-        |r| {
-            Ok((
-                get::<String>(r, 1)?,
-                r.get::<String>(2)?,
-                get::<String>(r, 3)?,
-            ))
-        },
+        |r| get::<String>(r, 1),
     )?;
-    if kind.as_deref() != Some("object") || pairs.iter().any(|(_, _, t)| t != "string") {
+    if kind.as_deref() != Some("object") || pairs.iter().any(|t| t != "string") {
         return Err(MigrateError::InvalidParameter {
             name: "down",
             detail: "It must be a JSON object whose values are strings.".into(),
@@ -197,7 +191,7 @@ pub fn begin(f: &Migration, table: &QualifiedName, background: bool) -> Result<i
         parse::parse_alter(&inv.subcommands.join(", "))?
     };
     let recipe = spi::with_search_path(CATALOG_PATH, || {
-        shadow::mapping(&facts, &cmds, f.relid, kept_oid)
+        shadow::mapping(&facts, &cmds, f.relid, kept_oid, shadow::Keys::Compared)
     })?;
     let id = state::create(state::New {
         relid: f.relid,

@@ -312,8 +312,20 @@ fn recipe(
     }
     Ok(Recipe {
         index_sql,
-        ..mapping(facts, cmds, oid, shadow_oid)?
+        ..mapping(facts, cmds, oid, shadow_oid, Keys::Cast)?
     })
+}
+
+/// How a logged key meets the shadow's key when their types differ.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Keys {
+    /// Cast into the shadow's type (the ALTER's own cast, as the copy does).
+    Cast,
+    /// Compared across the two types where PostgreSQL has an equality
+    /// operator for the pair (a revert: a key the old type cannot hold may
+    /// be logged for a row already gone, and must not fail the cast), else
+    /// cast.
+    Compared,
 }
 
 /// How rows and logged keys of table `oid` map into `shadow` (which has
@@ -324,6 +336,7 @@ pub fn mapping(
     cmds: &[Subcommand],
     oid: Oid,
     shadow_oid: Oid,
+    keys: Keys,
 ) -> Result<Recipe> {
     let mut added = Vec::new();
     let mut altered = Vec::new();
@@ -429,8 +442,20 @@ pub fn mapping(
         let (otype, otypid) = orig_type(k).unwrap_or_default();
         log_cols.push(format!("k{} {otype}", i + 1));
         as_orig.push(format!("l.k{} AS {kid}", i + 1));
-        map.push(format!("CAST({source} AS {stype}) AS k{}", i + 1));
-        let s_eq = catalog::equality_operator(*stypid)?;
+        let cross = match keys {
+            Keys::Compared if *stypid != otypid && source == format!("o.{kid}") => {
+                catalog::cross_type_equality(*stypid, otypid)?
+            }
+            _ => None,
+        };
+        map.push(match cross {
+            Some(_) => format!("{source} AS k{}", i + 1),
+            None => format!("CAST({source} AS {stype}) AS k{}", i + 1),
+        });
+        let s_eq = match cross {
+            Some(op) => op,
+            None => catalog::equality_operator(*stypid)?,
+        };
         let o_eq = catalog::equality_operator(otypid)?;
         skeys.push(format!("s.{kid} {s_eq} m.k{}", i + 1));
         okeys.push(format!("o.{kid} {o_eq} l.k{}", i + 1));

@@ -13,5 +13,6 @@ mod harness;
 mod operations;
 mod plan;
 mod promise;
+mod revert;
 mod safety;
 mod verify;

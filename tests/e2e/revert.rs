@@ -1,0 +1,369 @@
+//! Revertible cut-over (`start(revertible => true)`, `revert()`,
+//! `forget()`): a migration taken back under writers keeps every row (the
+//! control table, written in the same transactions, is the oracle) and every
+//! OID and dependent; a row the old shape cannot hold is named and nothing
+//! changes; a revert cut short by a crash resumes; forget() and expiry leave
+//! nothing behind.
+
+use crate::harness::*;
+use postgres::Client;
+
+const COLUMNS: &str = "id int PRIMARY KEY, v int NOT NULL, payload text";
+
+/// The OIDs of the table and its view (on a column neither migration
+/// changes: a view on a changed column is recreated), the definitions of its indexes and
+/// constraints (an ALTER TYPE rebuilds indexes under new OIDs, in PostgreSQL
+/// as here), the grants and the comment, as one comparable text.
+fn identity(c: &mut Client) -> String {
+    c.query_one(
+        "SELECT concat_ws(' | ', 't'::regclass::oid,
+                (SELECT string_agg(pg_get_indexdef(indexrelid), ',' ORDER BY indexrelid::regclass::text)
+                   FROM pg_index WHERE indrelid = 't'::regclass),
+                't_view'::regclass::oid, pg_get_viewdef('t_view'), obj_description('t'::regclass, 'pg_class'),
+                (SELECT relacl::text FROM pg_class WHERE oid = 't'::regclass),
+                (SELECT string_agg(conname || '=' || pg_get_constraintdef(oid), ',' ORDER BY conname)
+                   FROM pg_constraint WHERE conrelid = 't'::regclass))",
+        &[],
+    )
+    .unwrap()
+    .get(0)
+}
+
+fn column_type(c: &mut Client, column: &str) -> String {
+    c.query_one(
+        "SELECT format_type(atttypid, atttypmod) FROM pg_attribute
+          WHERE attrelid = 't'::regclass AND attname = $1",
+        &[&column],
+    )
+    .unwrap()
+    .get(0)
+}
+
+fn dependents(c: &mut Client) {
+    c.batch_execute(
+        "CREATE INDEX t_v ON t (v);
+         CREATE VIEW t_view AS SELECT payload FROM t WHERE payload IS NOT NULL;
+         COMMENT ON TABLE t IS 'kept through both swaps';
+         CREATE ROLE reader; GRANT SELECT ON t TO reader;",
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_type_change_taken_back_under_writers_keeps_every_row_and_every_oid() {
+    let cluster = Cluster::start();
+    let mut c = cluster.client();
+    create_with_control(&mut c, "t", COLUMNS, 30_000);
+    dependents(&mut c);
+    let before = identity(&mut c);
+    let writers = Writers::start(&cluster, "t", 2, 30_000);
+    c.batch_execute(
+        "SELECT migrate.start('t', 'ALTER COLUMN id TYPE bigint, ADD COLUMN note text',
+                              revertible => true, batch_rows => 5000)",
+    )
+    .unwrap();
+    let summary: String = c
+        .query_one("SELECT migrate.finish('t', '120s')", &[])
+        .unwrap()
+        .get(0);
+    assert!(summary.contains("revertible until"), "{summary}");
+    assert_eq!(column_type(&mut c, "id"), "bigint");
+    // The window: the kept table holds the old rows; the log fills.
+    let (until, kept): (bool, i64) = {
+        let r = c
+            .query_one(
+                "SELECT revertible_until > now(), kept_bytes FROM migrate.status('t') LIMIT 1",
+                &[],
+            )
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert!(until && kept > 1_000_000, "window open, {kept} bytes kept");
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    // Writes through the new shape only, during the window.
+    c.batch_execute("UPDATE t SET note = 'new' WHERE id % 97 = 0")
+        .unwrap();
+
+    let summary: String = c
+        .query_one("SELECT migrate.revert('t', '120s')", &[])
+        .unwrap()
+        .get(0);
+    let (_, committed) = writers.stop();
+    assert!(committed > 100, "{committed} writes committed");
+    assert!(summary.contains("reverted"), "{summary}");
+    assert_eq!(column_type(&mut c, "id"), "integer");
+    let note: i64 = c
+        .query_one(
+            "SELECT count(*) FROM pg_attribute WHERE attrelid = 't'::regclass AND attname = 'note'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(note, 0, "the added column is gone again");
+    assert_same_rows(&mut c, "t");
+    assert_eq!(identity(&mut c), before);
+    assert_eq!(leftovers(&mut c), 0);
+    let r = c
+        .query_one(
+            "SELECT f.window_closed, f.revertible_until IS NULL, r.reverts = f.id, r.phase
+               FROM migrate.migrations f JOIN migrate.migrations r ON r.reverts = f.id",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(r.get::<_, Option<String>>(0).as_deref(), Some("reverted"));
+    assert!(r.get::<_, bool>(1) && r.get::<_, bool>(2));
+    assert_eq!(r.get::<_, String>(3), "done");
+    // Writes go on with the old shape.
+    c.batch_execute("INSERT INTO t (id, v) VALUES (2000000000, 1)")
+        .unwrap();
+}
+
+#[test]
+fn a_row_the_old_shape_cannot_hold_is_named_and_nothing_changes() {
+    let cluster = Cluster::start();
+    let mut c = cluster.client();
+    create_with_control(&mut c, "t", COLUMNS, 2_000);
+    c.batch_execute(
+        "SELECT migrate.start('t', 'ALTER COLUMN id TYPE bigint', revertible => true, background => false);
+         SELECT migrate.finish('t');
+         INSERT INTO t (id, v) VALUES (5000000000, 1);",
+    )
+    .unwrap();
+    let held = leftovers(&mut c);
+    let err = c
+        .batch_execute("SELECT migrate.revert('t')")
+        .expect_err("bigint beyond int");
+    let db = err.as_db_error().unwrap();
+    assert_eq!(db.code().code(), "22003", "{db:?}");
+    assert!(
+        db.message()
+            .contains("row (id)=(5000000000) does not fit the old shape"),
+        "{}",
+        db.message()
+    );
+    assert!(
+        db.message().contains("integer out of range"),
+        "{}",
+        db.message()
+    );
+    assert!(db.hint().unwrap_or("").contains("forget()"));
+    // Nothing changed: still bigint, the window still open, nothing extra.
+    assert_eq!(column_type(&mut c, "id"), "bigint");
+    let open: bool = c
+        .query_one(
+            "SELECT revertible_until IS NOT NULL FROM migrate.migrations ORDER BY id LIMIT 1",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(open);
+    assert_eq!(leftovers(&mut c), held, "the window's objects, as before");
+    // Take the row away, and the revert goes through.
+    c.batch_execute("DELETE FROM t WHERE id = 5000000000")
+        .unwrap();
+    let summary: String = c
+        .query_one("SELECT migrate.revert('t')", &[])
+        .unwrap()
+        .get(0);
+    assert!(summary.contains("reverted"), "{summary}");
+    assert_eq!(column_type(&mut c, "id"), "integer");
+    assert_same_rows(&mut c, "t");
+    assert_eq!(leftovers(&mut c), 0);
+}
+
+#[test]
+fn a_revert_cut_short_by_a_crash_resumes() {
+    let cluster = Cluster::start();
+    let mut c = cluster.client();
+    create_with_control(&mut c, "t", COLUMNS, 50_000);
+    dependents(&mut c);
+    let before = identity(&mut c);
+    let writers = Writers::start(&cluster, "t", 2, 50_000);
+    c.batch_execute(
+        "SELECT migrate.start('t', 'ALTER COLUMN v TYPE bigint', revertible => true, batch_rows => 500);
+         SELECT migrate.finish('t', '120s');",
+    )
+    .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    // A reader holds the table: the revert's swap cannot take its lock, so
+    // the revert is still under way when its worker is killed.
+    let mut blocker = cluster.client();
+    blocker
+        .batch_execute("BEGIN; SELECT count(*) FROM t;")
+        .unwrap();
+    let started: String = c
+        .query_one("SELECT migrate.revert('t', background => true)", &[])
+        .unwrap()
+        .get(0);
+    assert!(started.contains("started as migration"), "{started}");
+    let id: i64 = c
+        .query_one("SELECT max(id) FROM migrate.migrations", &[])
+        .unwrap()
+        .get(0);
+    wait_until("the revert's swap attempts", || {
+        c.query_one(
+            "SELECT swap_attempts > 0 FROM migrate.migrations WHERE id = $1",
+            &[&id],
+        )
+        .unwrap()
+        .get(0)
+    });
+    let worker: i32 = c
+        .query_one(
+            "SELECT worker_pid FROM migrate.migrations WHERE id = $1",
+            &[&id],
+        )
+        .unwrap()
+        .get(0);
+    drop(blocker);
+    let mut c = cluster.crash_by_killing(worker);
+    writers.stop();
+    let writers = Writers::start(&cluster, "t", 2, 50_000);
+    // The launcher gives it a new worker after the restart; revert() waits.
+    let summary: String = c
+        .query_one("SELECT migrate.revert('t', '120s')", &[])
+        .unwrap()
+        .get(0);
+    writers.stop();
+    assert!(summary.contains("reverted"), "{summary}");
+    assert_eq!(column_type(&mut c, "v"), "integer");
+    assert_same_rows(&mut c, "t");
+    assert_eq!(identity(&mut c), before);
+    wait_until("nothing left behind", || leftovers(&mut c) == 0);
+}
+
+#[test]
+fn forget_and_expiry_leave_nothing_behind() {
+    let cluster = Cluster::start();
+    let mut c = cluster.client();
+    for t in ["a", "b", "d"] {
+        c.batch_execute(&format!(
+            "CREATE TABLE {t} (id int PRIMARY KEY, v int);
+             INSERT INTO {t} SELECT g, g FROM generate_series(1, 1000) g;"
+        ))
+        .unwrap();
+    }
+    // forget(): at once, whatever the window.
+    c.batch_execute(
+        "SELECT migrate.start('a', 'ALTER COLUMN v TYPE bigint', revertible => true, background => false);
+         SELECT migrate.finish('a');",
+    )
+    .unwrap();
+    // While the window is open, the table's definition is held still.
+    for (sql, code) in [
+        ("ALTER TABLE a ADD COLUMN x int", "55006"),
+        ("TRUNCATE a", "55006"),
+        (
+            "SELECT migrate.start('a', 'ALTER COLUMN v TYPE int')",
+            "55006",
+        ),
+    ] {
+        let e = c.batch_execute(sql).expect_err(sql);
+        assert_eq!(sqlstate(&e), code, "{sql}: {e:?}");
+    }
+    let said: String = c
+        .query_one("SELECT migrate.forget('a')", &[])
+        .unwrap()
+        .get(0);
+    assert!(said.contains("closed"), "{said}");
+    assert_eq!(leftovers(&mut c), 0);
+    let e = c.batch_execute("SELECT migrate.revert('a')").unwrap_err();
+    assert_eq!(sqlstate(&e), "55000");
+    assert!(format!("{e:?}").contains("forgotten"), "{e:?}");
+    c.batch_execute("ALTER TABLE a ADD COLUMN x int").unwrap();
+
+    // Expiry by the worker that did the migration.
+    c.batch_execute(
+        "SELECT migrate.start('b', 'ALTER COLUMN v TYPE bigint', revertible => true, revert_window => '2s');
+         SELECT migrate.finish('b', '60s');",
+    )
+    .unwrap();
+    assert!(leftovers(&mut c) > 0);
+    wait_until("the worker to close the window", || leftovers(&mut c) == 0);
+    wait_until("the worker to exit", || {
+        backends(&mut c, "halo_migrate worker") == 0
+    });
+    let closed: Option<String> = c
+        .query_one(
+            "SELECT window_closed FROM migrate.migrations WHERE relid = 'b'::regclass",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(closed.as_deref(), Some("expired"));
+
+    // Expiry by step(), for pg_cron users without a worker.
+    c.batch_execute(
+        "SELECT migrate.start('d', 'ALTER COLUMN v TYPE bigint', revertible => true,
+                              revert_window => '1s', background => false);
+         SELECT migrate.finish('d');",
+    )
+    .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let said: String = c.query_one("SELECT migrate.step('d')", &[]).unwrap().get(0);
+    assert!(said.contains("closed (expired)"), "{said}");
+    assert_eq!(leftovers(&mut c), 0);
+}
+
+#[test]
+fn what_cannot_be_taken_back_is_refused_at_start() {
+    let cluster = Cluster::start();
+    let mut c = cluster.client();
+    c.batch_execute(
+        "CREATE TABLE t (id int PRIMARY KEY, flag boolean, legacy text);
+         INSERT INTO t SELECT g, g % 2 = 0, 'x' FROM generate_series(1, 100) g;",
+    )
+    .unwrap();
+    for (alter, extra, code, says) in [
+        (
+            "DROP COLUMN legacy, ALTER COLUMN id TYPE bigint",
+            "",
+            "0A000",
+            "DROP COLUMN",
+        ),
+        (
+            "ALTER COLUMN flag TYPE timestamptz USING CASE WHEN flag THEN now() END",
+            "",
+            "0A000",
+            "down =>",
+        ),
+        (
+            "ALTER COLUMN id TYPE bigint",
+            ", down => '{\"legacy\": \"1\"}'",
+            "22023",
+            "legacy",
+        ),
+        ("ALTER COLUMN legacy SET NOT NULL", "", "0A000", "in place"),
+    ] {
+        let sql = format!("SELECT migrate.start('t', '{alter}', revertible => true{extra})");
+        let e = c.batch_execute(&sql).expect_err(&sql);
+        assert_eq!(sqlstate(&e), code, "{sql}: {e:?}");
+        assert!(format!("{e:?}").contains(says), "{sql}: {e:?}");
+        assert_eq!(leftovers(&mut c), 0, "{sql}");
+    }
+    // With a down expression the type change goes, and comes back.
+    c.batch_execute(
+        "SELECT migrate.start('t', 'ALTER COLUMN flag TYPE timestamptz USING CASE WHEN flag THEN now() END',
+                              revertible => true, background => false,
+                              down => '{\"flag\": \"flag IS NOT NULL\"}');
+         SELECT migrate.finish('t');
+         INSERT INTO t (id, flag) VALUES (1000, now()), (1001, NULL);
+         SELECT migrate.revert('t');",
+    )
+    .unwrap();
+    let r = c
+        .query_one(
+            "SELECT format_type(atttypid, atttypmod),
+                    (SELECT count(*) FILTER (WHERE flag) FROM t),
+                    (SELECT flag FROM t WHERE id = 1000), (SELECT flag IS NULL FROM t WHERE id = 1001)
+               FROM pg_attribute WHERE attrelid = 't'::regclass AND attname = 'flag'",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(r.get::<_, String>(0), "boolean");
+    assert_eq!(r.get::<_, i64>(1), 51, "50 old rows, and row 1000");
+    assert_eq!(r.get::<_, Option<bool>>(2), Some(true));
+    // flag IS NOT NULL maps NULL to false, as the DBA's expression says.
+    assert!(!r.get::<_, bool>(3));
+    assert_eq!(leftovers(&mut c), 0);
+}
