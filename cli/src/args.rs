@@ -24,6 +24,11 @@ Examples:
   halo_migrate -d shop -t accounts --pause
   halo_migrate -d shop -t accounts --abort
 
+  # Keep the old table for a day after the cut-over; take it back, or keep the change
+  halo_migrate -d shop -t accounts -a 'ALTER COLUMN id TYPE bigint' --execute --revertible --revert-window=1d
+  halo_migrate -d shop -t accounts --revert
+  halo_migrate -d shop -t accounts --forget
+
 Exit codes: 0 done, 1 migration failed, 2 bad usage, 3 cannot connect,
 4 extension not installed, 5 table missing, 6 permission denied,
 130 interrupted by Ctrl-C.";
@@ -76,6 +81,12 @@ pub struct Args {
     /// With --execute: before the cut-over, verify the new table against the ALTERed table row by row (and repair what differs)
     #[arg(long, requires = "execute")]
     pub verify: bool,
+    /// With --execute: keep the old table after the cut-over, so that --revert can take the change back
+    #[arg(long, requires = "execute")]
+    pub revertible: bool,
+    /// With --revertible: how long the change stays revertible (default: halo_migrate.revert_window)
+    #[arg(long, value_name = "INTERVAL", requires = "revertible")]
+    pub revert_window: Option<String>,
     /// At the cut-over, sessions whose locks keep the swap waiting: wait for them, cancel their statements, or terminate them
     #[arg(long, value_name = "POLICY", default_value = "wait", value_parser = ["wait", "cancel", "terminate"])]
     pub blockers: String,
@@ -95,6 +106,12 @@ pub struct Args {
     /// Resume a paused or interrupted migration
     #[arg(long, help_heading = "Acting on a running migration", group = "act")]
     pub resume: bool,
+    /// Take a revertible migration back: the table returns to its old shape, with every row it has now
+    #[arg(long, help_heading = "Acting on a running migration", group = "act")]
+    pub revert: bool,
+    /// Keep a revertible migration: drop the old table it kept, and stop logging changes
+    #[arg(long, help_heading = "Acting on a running migration", group = "act")]
+    pub forget: bool,
 
     /// Longest wait for a lock at each step (bare numbers are milliseconds)
     #[arg(long, value_name = "INTERVAL", help_heading = "Settings")]
@@ -130,6 +147,10 @@ pub struct Settings {
     pub max_replica_lag: Option<String>,
     /// `--verify`; None leaves it to `halo_migrate.verify`.
     pub verify: Option<bool>,
+    /// `--revertible`; None leaves it to `halo_migrate.revertible`.
+    pub revertible: Option<bool>,
+    /// `--revert-window`; None leaves it to `halo_migrate.revert_window`.
+    pub revert_window: Option<String>,
 }
 
 impl Settings {
@@ -169,6 +190,12 @@ pub enum Action {
     Resume {
         table: String,
     },
+    Revert {
+        table: String,
+    },
+    Forget {
+        table: String,
+    },
     Throttle {
         table: String,
     },
@@ -205,6 +232,8 @@ impl Args {
             target_batch_time: self.target_batch_time.as_deref().map(interval),
             max_replica_lag: self.max_replica_lag.as_deref().map(interval),
             verify: self.verify.then_some(true),
+            revertible: self.revertible.then_some(true),
+            revert_window: self.revert_window.as_deref().map(interval),
         }
     }
 
@@ -214,15 +243,21 @@ impl Args {
                 .clone()
                 .ok_or_else(|| Failure::usage("--table is required"))
         };
-        let acting = self.finish || self.abort || self.status || self.pause || self.resume;
+        let acting = self.finish
+            || self.abort
+            || self.status
+            || self.pause
+            || self.resume
+            || self.revert
+            || self.forget;
         if acting && !self.alter.is_empty() {
             return Err(Failure::usage(
-                "--alter starts a migration; it cannot be combined with --finish, --abort, --status, --pause or --resume",
+                "--alter starts a migration; it cannot be combined with --finish, --abort, --status, --pause, --resume, --revert or --forget",
             ));
         }
         if acting && self.execute {
             return Err(Failure::usage(
-                "--execute goes with --alter, not with --finish, --abort, --status, --pause or --resume",
+                "--execute goes with --alter, not with --finish, --abort, --status, --pause, --resume, --revert or --forget",
             ));
         }
         if self.abort_on_interrupt && !self.execute && !self.finish {
@@ -246,6 +281,10 @@ impl Args {
             Action::Pause { table: table()? }
         } else if self.resume {
             Action::Resume { table: table()? }
+        } else if self.revert {
+            Action::Revert { table: table()? }
+        } else if self.forget {
+            Action::Forget { table: table()? }
         } else if !self.alter.is_empty() {
             if self.execute {
                 Action::Execute {

@@ -129,6 +129,33 @@ fn run(args: &Args) -> Result<()> {
                 println!("{}", session::throttle(&mut c, &table, &settings)?);
             }
         }
+        Action::Revert { table } => {
+            let table = session::check_table(&mut c, &table)?;
+            say(&format!(
+                "{}\n",
+                session::text(
+                    &mut c,
+                    "SELECT migrate.revert($1::text::regclass, background => true)",
+                    &[&table],
+                    "reverting"
+                )?
+            ));
+            let mut mon = connect::connect_again(&target)?;
+            let summary = watch::follow(&watch(&table, true), c, &mut mon, &interrupted)?;
+            println!("{summary}");
+        }
+        Action::Forget { table } => {
+            let table = session::check_table(&mut c, &table)?;
+            println!(
+                "{}",
+                session::text(
+                    &mut c,
+                    "SELECT migrate.forget($1::text::regclass)",
+                    &[&table],
+                    "forgetting"
+                )?
+            );
+        }
         Action::Throttle { table } => {
             let table = session::check_table(&mut c, &table)?;
             println!("{}", session::throttle(&mut c, &table, &settings)?);

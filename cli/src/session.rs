@@ -72,15 +72,26 @@ pub fn plan(c: &mut Client, table: &str, alter: &str) -> Result<Vec<PlanStep>> {
 pub fn start(c: &mut Client, table: &str, alter: &str, s: &Settings) -> Result<i64> {
     // lock_timeout is named only when given, so the server's default holds;
     // a NULL verify means halo_migrate.verify.
+    // (as are revertible and revert_window: NULL means the setting).
     let sql = if s.lock_timeout.is_some() {
-        "SELECT migrate.start($1::text::regclass, $2, batch_rows => $3::int4, verify => $4::bool, lock_timeout => $5::text::interval)"
+        "SELECT migrate.start($1::text::regclass, $2, batch_rows => $3::int4, verify => $4::bool,
+                              revertible => $5::bool, revert_window => $6::text::interval,
+                              lock_timeout => $7::text::interval)"
     } else {
-        "SELECT migrate.start($1::text::regclass, $2, batch_rows => $3::int4, verify => $4::bool)"
+        "SELECT migrate.start($1::text::regclass, $2, batch_rows => $3::int4, verify => $4::bool,
+                              revertible => $5::bool, revert_window => $6::text::interval)"
     };
+    let (rev, window) = (&s.revertible, &s.revert_window);
     let row = if let Some(lt) = &s.lock_timeout {
-        c.query_one(sql, &[&table, &alter, &s.batch_rows, &s.verify, lt])
+        c.query_one(
+            sql,
+            &[&table, &alter, &s.batch_rows, &s.verify, rev, window, lt],
+        )
     } else {
-        c.query_one(sql, &[&table, &alter, &s.batch_rows, &s.verify])
+        c.query_one(
+            sql,
+            &[&table, &alter, &s.batch_rows, &s.verify, rev, window],
+        )
     }
     .map_err(|e| Failure::from_db("starting the migration", &e))?;
     Ok(row.get(0))

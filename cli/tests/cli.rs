@@ -232,6 +232,77 @@ fn execute_a_verified_rewrite() {
 }
 
 #[test]
+fn execute_revertible_then_revert_or_forget() {
+    let cluster = Cluster::start();
+    let mut c = cluster.client();
+    c.batch_execute(
+        "CREATE TABLE acc (id int PRIMARY KEY, v int);
+         INSERT INTO acc SELECT g, g FROM generate_series(1, 10000) g;
+         CREATE TABLE kept (id int PRIMARY KEY, v int);
+         INSERT INTO kept SELECT g, g FROM generate_series(1, 100) g;",
+    )
+    .unwrap();
+    let revertible = |t: &'static str| {
+        let a = [
+            "-t",
+            t,
+            "-a",
+            "ALTER COLUMN v TYPE bigint",
+            "--execute",
+            "--revertible",
+        ];
+        a.into_iter().chain(["--revert-window=1h"])
+    };
+    let (code, out, err) = run(&cluster, &revertible("acc").collect::<Vec<_>>());
+    assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
+    assert!(out.contains("revertible until"), "{out}");
+    c.batch_execute(
+        "UPDATE acc SET v = 5000000000 WHERE id = 1; UPDATE acc SET v = -v WHERE id = 2",
+    )
+    .unwrap();
+    // A row the old type cannot hold: refused, with the row named.
+    let (code, out, err) = run(&cluster, &["-t", "acc", "--revert"]);
+    assert_eq!(code, 1, "stdout: {out}\nstderr: {err}");
+    assert!(
+        err.contains("row (id)=(1) does not fit the old shape"),
+        "{err}"
+    );
+    c.batch_execute("UPDATE acc SET v = 1 WHERE id = 1")
+        .unwrap();
+    let (code, out, err) = run(&cluster, &["-t", "acc", "--revert"]);
+    assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
+    assert!(out.contains("reverted"), "{out}");
+    assert_eq!(
+        one::<String>(&mut c, "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'acc'::regclass AND attname = 'v'"),
+        "integer"
+    );
+    assert_eq!(
+        one::<i64>(&mut c, "SELECT sum(v)::int8 FROM acc"),
+        50005000 - 4
+    );
+
+    let (code, out, err) = run(&cluster, &revertible("kept").collect::<Vec<_>>());
+    assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
+    let (code, out, err) = run(&cluster, &["-t", "kept", "--forget"]);
+    assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
+    assert!(out.contains("closed"), "{out}");
+    let (code, _, err) = run(&cluster, &["-t", "kept", "--revert"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("forgotten"), "{err}");
+    // --revertible needs --execute; --revert does not go with --alter.
+    let (code, _, _) = run(
+        &cluster,
+        &["-t", "acc", "-a", "ADD COLUMN w int", "--revertible"],
+    );
+    assert_eq!(code, 2);
+    let (code, _, _) = run(
+        &cluster,
+        &["-t", "acc", "-a", "ADD COLUMN w int", "--revert"],
+    );
+    assert_eq!(code, 2);
+}
+
+#[test]
 fn cut_over_later_and_act_on_a_running_migration() {
     let cluster = Cluster::start();
     let mut c = cluster.client();
