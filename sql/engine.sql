@@ -80,6 +80,34 @@ SELECT regexp_replace(migrate.step('ver'), 'shadow_[0-9]+', 'shadow_<oid>') AS s
 SELECT phase, verify_rows, verify_chunks, verify_differences, verified_at IS NOT NULL AS verified FROM migrate.status() WHERE id = :vid;
 SELECT regexp_replace(migrate.finish('ver'), ' in [0-9.]+ s$', '') AS finished;
 DROP TABLE ver;
+-- revertible cut-over: arguments, refusals, the window, revert and forget
+CREATE TABLE rev (id int PRIMARY KEY, v int NOT NULL, legacy text);
+INSERT INTO rev SELECT g, g, 'x' FROM generate_series(1, 100) g;
+SELECT migrate.start('rev', 'ALTER COLUMN v TYPE bigint', revertible => true, revert_window => '0s');
+SELECT migrate.start('rev', 'ALTER COLUMN v TYPE bigint', revert_window => '1h');
+SELECT migrate.start('rev', 'ALTER COLUMN v TYPE bigint', revertible => true, down => '[1]');
+SELECT migrate.start('rev', 'ALTER COLUMN v TYPE bigint', revertible => true, down => '{"v": "v +"}');
+SELECT migrate.start('rev', 'DROP COLUMN legacy, ALTER COLUMN v TYPE bigint', revertible => true);
+SELECT migrate.start('rev', 'ALTER COLUMN v SET DEFAULT 0', revertible => true);
+SELECT count(*) AS leftovers FROM pg_class WHERE relnamespace = 'migrate'::regnamespace AND relname NOT LIKE 'migrations%';
+SELECT migrate.revert('rev');
+SELECT migrate.revert(NULL);
+SELECT migrate.forget('never_migrated');
+SELECT migrate.start('rev', 'ALTER COLUMN v TYPE bigint', revertible => true, background => false) AS rid \gset
+SELECT regexp_replace(migrate.finish('rev'), ' in [0-9.]+ s, revertible until .*$', '') AS finished;
+SELECT phase, revertible_until > now() + interval '23 hours' AS open_a_day, kept_bytes > 0 AS kept FROM migrate.status() WHERE id = :rid;
+ALTER TABLE rev ADD COLUMN w int;
+TRUNCATE rev;
+DROP TABLE rev;
+SELECT migrate.start('rev', 'ALTER COLUMN v TYPE int');
+UPDATE rev SET v = v + 1 WHERE id <= 10;
+SELECT regexp_replace(migrate.revert('rev'), ' in [0-9.]+ s$', '') AS reverted;
+SELECT format_type(atttypid, atttypmod) AS v_type FROM pg_attribute WHERE attrelid = 'rev'::regclass AND attname = 'v';
+SELECT sum(v) FROM rev;
+SELECT migrate.forget('rev');
+SELECT migrate.revert('rev');
+SELECT count(*) AS leftovers FROM pg_class WHERE relnamespace = 'migrate'::regnamespace AND relname NOT LIKE 'migrations%';
+DROP TABLE rev;
 DROP TABLE acct, never_migrated;
 REVOKE ALL ON migrate.migrations FROM halo_no_stats;
 DROP ROLE halo_no_stats;

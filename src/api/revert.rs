@@ -37,7 +37,7 @@ fn revert_table(
 ) -> Result<String> {
     let background = required(background, "background")?;
     let deadline = deadline(timeout)?;
-    let latest = table_migration(tbl)?;
+    let latest = migrated(tbl)?;
     if !latest.phase.is_terminal() {
         if latest.window.reverts.is_none() {
             return Err(MigrateError::Busy {
@@ -77,6 +77,17 @@ fn revert_table(
     cutover::finish(m, deadline, blockers::Policy::Wait)
 }
 
+/// The table's latest migration; a table never migrated has nothing to revert.
+fn migrated(tbl: Option<Regclass>) -> Result<Migration> {
+    table_migration(tbl).map_err(|e| match e {
+        MigrateError::NoMigration { table } => MigrateError::NothingToRevert {
+            table,
+            why: "It has never been migrated.".into(),
+        },
+        e => e,
+    })
+}
+
 /// The migration whose window is open: the latest one, or (after a revert
 /// that failed or was aborted) the one that revert was of.
 fn window_owner(latest: &Migration) -> Result<Migration> {
@@ -85,12 +96,16 @@ fn window_owner(latest: &Migration) -> Result<Migration> {
         None => {
             return Err(MigrateError::NothingToRevert {
                 table: latest.table_name.clone(),
-                why: match closed_reason(latest.id)? {
-                    Some(why) => format!(
+                why: match (latest.window.reverts, closed_reason(latest.id)?) {
+                    (Some(f), _) => format!(
+                        "Its latest migration, {}, took back migration {f}.",
+                        latest.id
+                    ),
+                    (None, Some(why)) => format!(
                         "The revert window of migration {} is closed ({why}).",
                         latest.id
                     ),
-                    None => format!(
+                    (None, None) => format!(
                         "Migration {} was not started with revertible => true.",
                         latest.id
                     ),
@@ -109,7 +124,7 @@ fn closed_reason(id: i64) -> Result<Option<String>> {
 }
 
 fn forget_window(tbl: Option<Regclass>) -> Result<String> {
-    let latest = table_migration(tbl)?;
+    let latest = migrated(tbl)?;
     if !latest.phase.is_terminal() && latest.window.reverts.is_some() {
         return Err(MigrateError::Busy {
             table: latest.table_name.clone(),

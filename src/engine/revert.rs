@@ -85,10 +85,13 @@ pub fn check_revertible(
     for (col, old, new, old_sql) in types {
         if let Some((_, expr)) = down.iter().find(|(c, _)| *c == col) {
             // Parsed and typed against the new shape now, not at revert().
-            spi::exec(
-                &format!("SELECT CAST(({expr}) AS {old_sql}) FROM {shadow} LIMIT 0"),
-                &[],
-            )?;
+            let context = format!("in the down expression for column \"{col}\"");
+            crate::pg::subxact::attempt(&context, || {
+                spi::exec(
+                    &format!("SELECT CAST(({expr}) AS {old_sql}) FROM {shadow} LIMIT 0"),
+                    &[],
+                )
+            })?;
         } else if !assignable(new, old) {
             return Err(MigrateError::not_supported(
                 format!("revertible => true without a way back for column \"{col}\""),
