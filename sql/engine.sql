@@ -87,7 +87,8 @@ SELECT migrate.start('rev', 'ALTER COLUMN v TYPE bigint', revertible => true, re
 SELECT migrate.start('rev', 'ALTER COLUMN v TYPE bigint', revert_window => '1h');
 SELECT migrate.start('rev', 'ALTER COLUMN v TYPE bigint', revertible => true, down => '[1]');
 SELECT migrate.start('rev', 'ALTER COLUMN v TYPE bigint', revertible => true, down => '{"v": "v +"}');
-SELECT migrate.start('rev', 'DROP COLUMN legacy, ALTER COLUMN v TYPE bigint', revertible => true);
+SELECT migrate.start('rev', 'DROP COLUMN legacy CASCADE, ALTER COLUMN v TYPE bigint', revertible => true);
+SELECT step, strategy, regexp_replace(sql, '_[0-9]+', '_<oid>', 'g') AS sql FROM migrate.plan('rev', 'DROP COLUMN legacy', revertible => true) ORDER BY step DESC LIMIT 2;
 SELECT migrate.start('rev', 'ALTER COLUMN v SET DEFAULT 0', revertible => true);
 SELECT count(*) AS leftovers FROM pg_class WHERE relnamespace = 'migrate'::regnamespace AND relname NOT LIKE 'migrations%';
 SELECT migrate.revert('rev');

@@ -63,6 +63,8 @@ CREATE TABLE migrate.migrations (
     kept_constraint_defs text[] NOT NULL DEFAULT '{}', -- their definitions,
     kept_constraint_valid boolean[] NOT NULL DEFAULT '{}', -- and whether each was validated
     reverts         bigint REFERENCES migrate.migrations (id), -- a revert: the migration it takes back
+    undrop          text[] NOT NULL DEFAULT '{}',   -- a revert: columns the migration dropped, restored in place
+    revert_sql      text[] NOT NULL DEFAULT '{}',   -- a revert: statements on the table's empty storage after the inverse ALTER
     -- runtime control (pause, resume, throttle)
     paused          boolean NOT NULL DEFAULT false,
     batch_pause_ms  integer NOT NULL DEFAULT 0,     -- sleep after each copy batch

@@ -81,8 +81,8 @@ pub struct Args {
     /// With --execute: before the cut-over, verify the new table against the ALTERed table row by row (and repair what differs)
     #[arg(long, requires = "execute")]
     pub verify: bool,
-    /// With --execute: keep the old table after the cut-over, so that --revert can take the change back
-    #[arg(long, requires = "execute")]
+    /// Keep the old table after the cut-over, so that --revert can take the change back (with --alter)
+    #[arg(long, requires = "alter")]
     pub revertible: bool,
     /// With --revertible: how long the change stays revertible (default: halo_migrate.revert_window)
     #[arg(long, value_name = "INTERVAL", requires = "revertible")]

@@ -62,7 +62,7 @@ fn run(args: &Args) -> Result<()> {
         }
         Action::Plan { table, alter } => {
             let table = session::check_table(&mut c, &table)?;
-            let steps = session::plan(&mut c, &table, &alter)?;
+            let steps = session::plan(&mut c, &table, &alter, args.revertible)?;
             print!("{}", render::plan(&table, &steps));
             println!("\nDry run: nothing was changed. Add --execute to carry it out.");
         }
@@ -74,7 +74,7 @@ fn run(args: &Args) -> Result<()> {
             let table = session::check_table(&mut c, &table)?;
             say(&render::plan(
                 &table,
-                &session::plan(&mut c, &table, &alter)?,
+                &session::plan(&mut c, &table, &alter, args.revertible)?,
             ));
             say("\n");
             let id = session::start(&mut c, &table, &alter, &settings)?;

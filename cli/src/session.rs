@@ -46,12 +46,12 @@ pub fn check_table(c: &mut Client, table: &str) -> Result<String> {
     })
 }
 
-pub fn plan(c: &mut Client, table: &str, alter: &str) -> Result<Vec<PlanStep>> {
+pub fn plan(c: &mut Client, table: &str, alter: &str, revertible: bool) -> Result<Vec<PlanStep>> {
     let rows = c
         .query(
             "SELECT step, subcommand, strategy, sql, lock, rewrites, reason
-               FROM migrate.plan($1::text::regclass, $2)",
-            &[&table, &alter],
+               FROM migrate.plan($1::text::regclass, $2, revertible => $3)",
+            &[&table, &alter, &revertible],
         )
         .map_err(|e| Failure::from_db("planning", &e))?;
     Ok(rows

@@ -289,11 +289,17 @@ fn execute_revertible_then_revert_or_forget() {
     let (code, _, err) = run(&cluster, &["-t", "kept", "--revert"]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("forgotten"), "{err}");
-    // --revertible needs --execute; --revert does not go with --alter.
-    let (code, _, _) = run(
+    // A dry run shows what the window costs; --revert does not go with --alter.
+    let (code, out, err) = run(
         &cluster,
-        &["-t", "acc", "-a", "ADD COLUMN w int", "--revertible"],
+        &["-t", "acc", "-a", "DROP COLUMN v", "--revertible"],
     );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("keep the old storage as migrate.shadow_"),
+        "{out}"
+    );
+    let (code, _, _) = run(&cluster, &["-t", "acc", "--revertible"]);
     assert_eq!(code, 2);
     let (code, _, _) = run(
         &cluster,

@@ -1,4 +1,4 @@
-//! `migrate.plan(tbl regclass, alter text)`: the exact dry run.
+//! `migrate.plan(tbl regclass, alter text, revertible boolean)`: the exact dry run.
 
 use super::{or_report, required, Regclass};
 use crate::engine::setup;
@@ -11,6 +11,7 @@ use pgrx::prelude::*;
 fn plan(
     tbl: Option<Regclass>,
     alter: Option<&str>,
+    revertible: default!(Option<bool>, "false"),
 ) -> TableIterator<
     'static,
     (
@@ -23,7 +24,8 @@ fn plan(
         name!(reason, String),
     ),
 > {
-    let steps = or_report(plan_steps(tbl, alter)).steps;
+    let steps =
+        or_report(required(revertible, "revertible").and_then(|r| plan_steps(tbl, alter, r))).steps;
     TableIterator::new(steps.into_iter().enumerate().map(|(i, s)| {
         (
             i as i32 + 1,
@@ -38,7 +40,11 @@ fn plan(
 }
 
 /// Check the arguments, then plan. Shared with `start()`.
-pub(crate) fn plan_steps(tbl: Option<Regclass>, alter: Option<&str>) -> Result<setup::Planned> {
+pub(crate) fn plan_steps(
+    tbl: Option<Regclass>,
+    alter: Option<&str>,
+    revertible: bool,
+) -> Result<setup::Planned> {
     let oid = required(tbl, "tbl")?.0;
-    setup::plan(oid, required(alter, "alter")?)
+    setup::plan(oid, required(alter, "alter")?, revertible)
 }

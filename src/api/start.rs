@@ -118,7 +118,7 @@ fn start_migration(tbl: Option<Regclass>, alter: Option<&str>, req: Requested) -
         down: req.down.map(|j| j.0.to_string()),
     };
     let alter_text = required(alter, "alter")?;
-    let planned = plan_steps(tbl, alter)?;
+    let planned = plan_steps(tbl, alter, opts.revert_window_s.is_some())?;
     let (id, wants_worker) = setup::start(&planned, alter_text, &opts)?;
     if wants_worker {
         launch_worker(id)?;

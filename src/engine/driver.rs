@@ -277,7 +277,7 @@ pub fn cleanup(m: &Migration) -> Result<()> {
     }
     if m.window.reverts.is_some() {
         // A revert's shadow, log and trigger are the window's: they stay.
-        return Ok(());
+        return crate::engine::revert::drop_stash(m.relid.to_u32());
     }
     let oid = m.relid.to_u32();
     if let Some(table) = catalog::qualified_name(m.relid)? {

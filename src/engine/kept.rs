@@ -58,6 +58,9 @@ pub fn keep_storage(relid: Oid) -> Result<Vec<KeptConstraint>> {
         constraints_of(relid)
     })?;
     let kept_oid = catalog::relation_oid(&kept.to_string())?;
+    // Comments and column privileges the ALTER may drop with a column:
+    // kept with the kept table, for a revert to restore.
+    copy_column_extras(relid, &kept, None)?;
     let pairs = kept_index_pairs(relid, kept_oid)?;
     storage::swap_storage(relid, kept_oid, true);
     for (t, k) in pairs {
@@ -187,4 +190,175 @@ pub fn settle(m: &Migration, table: &QualifiedName, constraints: &[KeptConstrain
         spi::exec(&sql, &[])?;
     }
     window::open(m.id, constraints)
+}
+
+/// Copy the comments and privileges of `from`'s columns (all, or those
+/// named) onto the same columns of `to`.
+fn copy_column_extras(from: Oid, to: &QualifiedName, columns: Option<&[String]>) -> Result<()> {
+    let only = columns.map(<[String]>::to_vec);
+    let comments = spi::query(
+        "SELECT a.attname::text, d.description FROM pg_catalog.pg_attribute a
+           JOIN pg_catalog.pg_description d ON d.objoid = a.attrelid
+                AND d.classoid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objsubid = a.attnum
+          WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
+            AND ($2::text[] IS NULL OR a.attname = ANY ($2))",
+        &[from.into(), only.clone().into()],
+        |r| Ok((get::<String>(r, 1)?, get::<String>(r, 2)?)),
+    )?;
+    for (col, text) in comments {
+        spi::exec(
+            &format!(
+                "COMMENT ON COLUMN {to}.{} IS {}",
+                Ident::new(col),
+                sqlgen::literal(&text)
+            ),
+            &[],
+        )?;
+    }
+    let grants = spi::query(
+        "SELECT a.attname::text, x.privilege_type,
+                CASE WHEN x.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.quote_ident(r.rolname) END,
+                x.is_grantable
+           FROM pg_catalog.pg_attribute a
+           CROSS JOIN LATERAL pg_catalog.aclexplode(a.attacl) x
+           LEFT JOIN pg_catalog.pg_roles r ON r.oid = x.grantee
+          WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped AND a.attacl IS NOT NULL
+            AND ($2::text[] IS NULL OR a.attname = ANY ($2))",
+        &[from.into(), only.into()],
+        |r| {
+            Ok((
+                get::<String>(r, 1)?,
+                get::<String>(r, 2)?,
+                get::<String>(r, 3)?,
+                get::<bool>(r, 4)?,
+            ))
+        },
+    )?;
+    for (col, privilege, grantee, grantable) in grants {
+        spi::exec(
+            &format!(
+                "GRANT {privilege} ({}) ON TABLE {to} TO {grantee}{}",
+                Ident::new(col),
+                if grantable { " WITH GRANT OPTION" } else { "" }
+            ),
+            &[],
+        )?;
+    }
+    Ok(())
+}
+
+/// A revert of a DROP COLUMN, on the table's empty storage: each column
+/// `columns` names is marked as not dropped again at its attribute number,
+/// with the kept table's name, type, modifier and collation (its default
+/// and NOT NULL are set by the inverse ALTER that follows), its type
+/// dependency recorded, and its comment and privileges restored.
+pub fn undrop(relid: Oid, kept: Oid, columns: &[String], table: &QualifiedName) -> Result<()> {
+    for col in columns {
+        let rows = spi::query(
+            "SELECT k.attnum, k.atttypid, k.atttypmod, k.attcollation, k.attndims,
+                    t.attisdropped AND t.attlen = k.attlen AND t.attalign = k.attalign AND t.attbyval = k.attbyval
+               FROM pg_catalog.pg_attribute k
+               JOIN pg_catalog.pg_attribute t ON t.attrelid = $1 AND t.attnum = k.attnum
+              WHERE k.attrelid = $2 AND k.attname = $3 AND NOT k.attisdropped",
+            &[relid.into(), kept.into(), col.clone().into()],
+            |r| {
+                Ok((
+                    get::<i16>(r, 1)?,
+                    get::<Oid>(r, 2)?,
+                    get::<i32>(r, 3)?,
+                    get::<Oid>(r, 4)?,
+                    get::<i32>(r, 5)?,
+                    get::<bool>(r, 6)?,
+                ))
+            },
+        )?;
+        let Some(&(attnum, typid, typmod, collation, ndims, fits)) = rows.first() else {
+            return Err(MigrateError::Internal(format!(
+                "kept column \"{col}\" vanished"
+            )));
+        };
+        if !fits {
+            return Err(MigrateError::Internal(format!(
+                "attribute {attnum} of the table cannot hold column \"{col}\" again"
+            )));
+        }
+        set_attribute(relid, attnum, col, typid, typmod, collation, ndims);
+    }
+    copy_column_extras(kept, table, Some(columns))
+}
+
+/// Mark attribute `attnum` of `relid` as the live column `name`.
+fn set_attribute(
+    relid: Oid,
+    attnum: i16,
+    name: &str,
+    typid: Oid,
+    typmod: i32,
+    collation: Oid,
+    ndims: i32,
+) {
+    use pgrx::pg_sys;
+    use pgrx::IntoDatum;
+    let cname = std::ffi::CString::new(name).expect("column names have no NUL");
+    // SAFETY: inside the swap's transaction, with ACCESS EXCLUSIVE held on
+    // `relid`, whose storage is empty. The tuple is a palloc'd syscache copy
+    // of an attribute the caller checked to be dropped and to have the
+    // kept column's length and alignment; it is written back with
+    // CatalogTupleUpdate (which registers the relcache invalidation) on
+    // pg_attribute opened here with RowExclusiveLock, as ALTER TABLE does.
+    // The dependency records are those heap_create_with_catalog makes for a
+    // column (pinned types and collations are skipped by PostgreSQL).
+    unsafe {
+        let attrs = crate::pg::rel::Rel::open_catalog(
+            pg_sys::AttributeRelationId,
+            pg_sys::RowExclusiveLock,
+        );
+        let zero = pg_sys::Datum::from(0usize);
+        let tuple = pg_sys::SearchSysCacheCopy(
+            pg_sys::SysCacheIdentifier::ATTNUM as _,
+            relid.into_datum().expect("an Oid is never NULL"),
+            pg_sys::Datum::from(attnum as usize),
+            zero,
+            zero,
+        );
+        assert!(
+            !tuple.is_null(),
+            "cache lookup failed for attribute {attnum} of relation {}",
+            relid.to_u32()
+        );
+        let a = pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_attribute>(tuple);
+        (*a).attisdropped = false;
+        (*a).atttypid = typid;
+        (*a).atttypmod = typmod;
+        (*a).attcollation = collation;
+        (*a).attndims = ndims;
+        (*a).attstattarget = -1;
+        (*a).attnotnull = false;
+        (*a).atthasdef = false;
+        pg_sys::namestrcpy(&mut (*a).attname, cname.as_ptr());
+        pg_sys::CatalogTupleUpdate(attrs.get(), &mut (*tuple).t_self, tuple);
+        pg_sys::heap_freetuple(tuple);
+        let column = pg_sys::ObjectAddress {
+            classId: pg_sys::RelationRelationId,
+            objectId: relid,
+            objectSubId: attnum as i32,
+        };
+        let ty = pg_sys::ObjectAddress {
+            classId: pg_sys::TypeRelationId,
+            objectId: typid,
+            objectSubId: 0,
+        };
+        pg_sys::recordDependencyOn(&column, &ty, pg_sys::DependencyType::DEPENDENCY_NORMAL);
+        if collation != pg_sys::InvalidOid
+            && collation != pg_sys::Oid::from(pg_sys::DEFAULT_COLLATION_OID)
+        {
+            let coll = pg_sys::ObjectAddress {
+                classId: pg_sys::CollationRelationId,
+                objectId: collation,
+                objectSubId: 0,
+            };
+            pg_sys::recordDependencyOn(&column, &coll, pg_sys::DependencyType::DEPENDENCY_NORMAL);
+        }
+        pg_sys::CommandCounterIncrement();
+    }
 }

@@ -47,19 +47,33 @@ pub fn check_revertible(
     recipe: &shadow::Recipe,
     down: Option<&str>,
 ) -> Result<()> {
-    if let Some(c) = cmds
-        .iter()
-        .find(|c| matches!(c.kind, CmdKind::DropColumn { .. }))
-    {
-        return Err(MigrateError::not_supported(
-            "revertible => true with DROP COLUMN",
-            format!(
-                "\"{}\": a revert would have to bring the column back at its old position, \
-                 which PostgreSQL cannot do.",
-                c.text
-            ),
-            "Drop the column in a migration of its own, without revertible.",
-        ));
+    for c in cmds {
+        let CmdKind::DropColumn { column, cascade } = &c.kind else {
+            continue;
+        };
+        if *cascade {
+            return Err(MigrateError::not_supported(
+                "revertible => true with DROP COLUMN … CASCADE",
+                format!(
+                    "\"{}\": what CASCADE drops outside the table (views, foreign keys of other \
+                     tables) could not be put back by a revert.",
+                    c.text
+                ),
+                "Drop the dependent objects first, then drop the column without CASCADE.",
+            ));
+        }
+        let special = spi::text(
+            "SELECT CASE WHEN attidentity <> '' THEN 'an identity' WHEN attgenerated <> '' THEN 'a generated' END
+               FROM pg_catalog.pg_attribute WHERE attrelid = $1 AND attname = $2 AND NOT attisdropped",
+            &[oid.into(), column.clone().into()],
+        )?;
+        if let Some(kind) = special {
+            return Err(MigrateError::not_supported(
+                format!("revertible => true dropping {kind} column"),
+                format!("\"{column}\" could not be restored in place with its values."),
+                "Drop it in a migration of its own, without revertible.",
+            ));
+        }
     }
     let down = down_pairs(down)?;
     for (col, _) in &down {
@@ -152,6 +166,7 @@ pub fn close_window(m: &Migration, why: Closed) -> Result<()> {
         &format!("DROP TABLE IF EXISTS {}", sqlgen::shadow_table(oid)),
         &[],
     )?;
+    drop_stash(oid)?;
     capture::drop_log(oid)?;
     window::close(m.id, why)
 }
@@ -215,7 +230,10 @@ pub fn begin(f: &Migration, table: &QualifiedName, background: bool) -> Result<i
         revert_window_s: None,
         down: None,
     })?;
-    window::set_reverts(id, f.id)?;
+    if !inv.undrop.is_empty() {
+        create_stash(f, kept_oid, &inv.undrop)?;
+    }
+    window::set_reverts(id, f.id, inv.undrop.clone(), inv.statements.clone())?;
     let validate = inv
         .validate
         .iter()
@@ -312,6 +330,64 @@ fn columns(relid: Oid) -> Result<Vec<Column>> {
     )
 }
 
+/// The kept table's index `name` as a CREATE INDEX on the table.
+fn recreate_index(f: &Migration, kept_oid: Oid, name: &str) -> Result<String> {
+    let table = catalog::qualified_name(f.relid)?.ok_or(MigrateError::TableGone {
+        oid: f.relid.to_u32(),
+    })?;
+    let def = spi::text(
+        "SELECT pg_catalog.pg_get_indexdef(i.indexrelid) FROM pg_catalog.pg_index i
+           JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid
+          WHERE i.indrelid = $1 AND c.relname = $2",
+        &[kept_oid.into(), name.into()],
+    )?
+    .unwrap_or_default();
+    let on = format!(" ON {} USING ", sqlgen::shadow_table(f.relid.to_u32()));
+    let (head, tail) = def
+        .split_once(&on)
+        .ok_or_else(|| MigrateError::Internal(format!("unexpected index definition: {def}")))?;
+    Ok(format!("{head} ON {table} USING {tail}"))
+}
+
+/// Drop the stash of a revert that restored columns, if there is one.
+pub fn drop_stash(oid: u32) -> Result<()> {
+    let stash = sqlgen::stash_table(oid);
+    let exists = spi::text("SELECT pg_catalog.to_regclass($1)::text", &[stash.to_string().into()])?;
+    if exists.is_some() {
+        spi::exec(&format!("DROP TABLE {stash}"), &[])?;
+    }
+    Ok(())
+}
+
+/// The stash a revert that restores columns replays through (replay.rs):
+/// the table's key, typed as the table's, and the restored columns, typed
+/// as the kept table's.
+fn create_stash(f: &Migration, kept_oid: Oid, undrop: &[String]) -> Result<()> {
+    let oid = f.relid.to_u32();
+    let stash = sqlgen::stash_table(oid);
+    let mut cols = Vec::new();
+    for (i, k) in f.key_columns.iter().enumerate() {
+        cols.push(format!("k{} {}", i + 1, column_type(f.relid, k)?));
+    }
+    for c in undrop {
+        cols.push(format!("{} {}", Ident::new(c), column_type(kept_oid, c)?));
+    }
+    spi::exec(&format!("CREATE TABLE {stash} ({})", cols.join(", ")), &[])?;
+    spi::exec(&sqlgen::alter(&stash, "REPLICA IDENTITY FULL"), &[])?;
+    let stash_oid = catalog::relation_oid(&stash.to_string())?;
+    crate::engine::storage::hide_from_decoding(stash_oid, f.relid);
+    Ok(())
+}
+
+fn column_type(relid: Oid, column: &str) -> Result<String> {
+    spi::text(
+        "SELECT pg_catalog.format_type(atttypid, atttypmod) FROM pg_catalog.pg_attribute
+          WHERE attrelid = $1 AND attname = $2 AND NOT attisdropped",
+        &[relid.into(), column.into()],
+    )?
+    .ok_or_else(|| MigrateError::Internal(format!("column \"{column}\" vanished")))
+}
+
 /// Index-backed constraints (PRIMARY KEY, UNIQUE, EXCLUDE) the forward
 /// ALTER added or removed: the kept table's indexes, named back as the
 /// table's, are what the table must have again.
@@ -345,6 +421,9 @@ fn index_constraints(f: &Migration, kept_oid: Oid, inv: &mut inverse::Inverse) -
             (false, _, Some(def)) => inv
                 .subcommands
                 .push(format!("ADD CONSTRAINT {} {def}", Ident::new(&name))),
+            // A plain index of a column the migration dropped (PostgreSQL
+            // dropped the index with it): built again on the empty table.
+            (false, None, None) => inv.statements.push(recreate_index(f, kept_oid, &name)?),
             _ => {
                 return Err(MigrateError::NothingToRevert {
                     table: f.table_name.clone(),

@@ -41,7 +41,7 @@ pub struct Planned {
 
 /// Parse, read the catalogs, probe, decide: what `plan()` shows and
 /// `start()` carries out.
-pub fn plan(oid: pgrx::pg_sys::Oid, alter: &str) -> Result<Planned> {
+pub fn plan(oid: pgrx::pg_sys::Oid, alter: &str, revertible: bool) -> Result<Planned> {
     let facts = catalog::load_table(oid)?;
     let cmds = parse::parse_alter(alter)?;
     // PostgreSQL checks this before it looks at the subcommands' columns:
@@ -80,7 +80,16 @@ pub fn plan(oid: pgrx::pg_sys::Oid, alter: &str) -> Result<Planned> {
         relation_taken: &relation_taken,
         lock_of: &parse::lock_of_statement,
     };
-    let steps = build_plan(&facts, &cmds, &probes, &oracle)?;
+    let kept_bytes = if revertible {
+        Some(spi::one(
+            "SELECT pg_catalog.pg_total_relation_size($1)",
+            &[oid.into()],
+            |r| get::<i64>(r, 1),
+        )?)
+    } else {
+        None
+    };
+    let steps = build_plan(&facts, &cmds, &probes, &oracle, kept_bytes)?;
     Ok(Planned { facts, cmds, steps })
 }
 

@@ -88,8 +88,15 @@ pub fn swap(m: &Migration, table: &QualifiedName) -> Result<Vec<String>> {
         storage::empty_storage(m.relid);
         None
     };
+    if !m.window.undrop.is_empty() {
+        // A revert of a DROP COLUMN: the column comes back at its attnum.
+        crate::engine::kept::undrop(m.relid, shadow_oid, &m.window.undrop, table)?;
+    }
     if !m.shadow_sql.is_empty() {
         spi::exec(&sqlgen::alter(table, &m.shadow_sql.join(", ")), &[])?;
+    }
+    for sql in &m.window.revert_sql {
+        spi::exec(sql, &[])?;
     }
     views::recreate(table, &saved)?;
     check_same_layout(m.relid, shadow_oid)?;
@@ -107,6 +114,7 @@ pub fn swap(m: &Migration, table: &QualifiedName) -> Result<Vec<String>> {
         crate::engine::kept::settle(m, table, constraints)?;
     }
     if let Some(forward) = m.window.reverts {
+        crate::engine::revert::drop_stash(oid)?;
         crate::engine::state::window::close(
             forward,
             crate::engine::state::window::Closed::Reverted,

@@ -10,6 +10,37 @@
 
 use crate::pg::ident::Ident;
 
+use crate::plan::model::{Stage, Step, Strategy};
+use crate::plan::sqlgen;
+
+/// Why a revertible migration copies a table for a DROP COLUMN.
+pub const KEEP_DROPPED_REASON: &str =
+    "revertible: the table is copied without the column (PostgreSQL would only hide it, and \
+     an UPDATE would lose its value), so that the kept storage keeps every value";
+
+/// The plan's last row for a revertible migration: what the window costs.
+pub fn keep_step(oid: u32, bytes: i64) -> Step {
+    Step {
+        stage: Stage::Keep,
+        undo: crate::plan::model::Undo::Nothing,
+        subcommand: None,
+        strategy: Strategy::Rewrite,
+        sql: format!(
+            "keep the old storage as {} (about {} MB now) and the capture trigger on {}, \
+             until migrate.revert(), migrate.forget() or the window's end",
+            sqlgen::shadow_table(oid),
+            (bytes + (1 << 19)) >> 20,
+            sqlgen::log_table(oid)
+        ),
+        lock: None,
+        rewrites: false,
+        reason: "revertible: the old rows and indexes take that disk until the window closes, \
+                 and every write keeps logging its key (the capture trigger's cost), so that a \
+                 revert is only a catch-up and a second swap"
+            .into(),
+    }
+}
+
 /// One attribute (`attnum > 0`) of a relation.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Column {
@@ -47,6 +78,13 @@ pub struct Inverse {
     pub validate: Vec<String>,
     /// Columns whose type the inverse changes.
     pub altered: Vec<String>,
+    /// Columns the forward ALTER dropped, to be restored in place (the
+    /// table's attribute is marked as not dropped again) before the
+    /// subcommands run; their defaults and NOT NULL are subcommands.
+    pub undrop: Vec<String>,
+    /// Statements run after the ALTER, on the table's empty storage (the
+    /// caller adds plain indexes of restored columns here).
+    pub statements: Vec<String>,
 }
 
 /// The inverse ALTER, or why there is none (a sentence for the error's detail).
@@ -128,10 +166,25 @@ fn column(
     match (n.dropped, k.dropped) {
         (true, true) => return Ok(()),
         (true, false) => {
-            return Err(format!(
-                "Column \"{}\" was dropped; a dropped column cannot be restored in place.",
-                k.name
-            ))
+            // Dropped by the forward ALTER: restored at its attnum, then
+            // given its default and NOT NULL again.
+            if k.special.is_some() {
+                return Err(format!(
+                    "Column \"{}\" was a generated or identity column; it cannot be restored in place.",
+                    k.name
+                ));
+            }
+            inv.undrop.push(k.name.clone());
+            let col = Ident::new(&k.name);
+            if let Some(d) = &k.default {
+                inv.subcommands
+                    .push(format!("ALTER COLUMN {col} SET DEFAULT {d}"));
+            }
+            if k.not_null {
+                inv.subcommands
+                    .push(format!("ALTER COLUMN {col} SET NOT NULL"));
+            }
+            return Ok(());
         }
         (false, true) => {
             return Err(format!(
@@ -279,16 +332,37 @@ mod tests {
     }
 
     #[test]
-    fn a_dropped_column_cannot_come_back_in_place() {
+    fn a_dropped_column_comes_back_in_place_with_its_default_and_not_null() {
+        let mut legacy = col(2, "legacy", "text");
+        legacy.default = Some("'none'::text".into());
+        legacy.not_null = true;
+        let inv = inverse(
+            &[col(1, "id", "integer"), dropped(2)],
+            &[col(1, "id", "integer"), legacy],
+            &[],
+            &[],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(inv.undrop, ["legacy"]);
+        assert_eq!(
+            inv.subcommands,
+            [
+                "ALTER COLUMN legacy SET DEFAULT 'none'::text",
+                "ALTER COLUMN legacy SET NOT NULL"
+            ]
+        );
+        let mut serial = col(2, "n", "integer");
+        serial.special = Some("a".into());
         let e = inverse(
             &[col(1, "id", "integer"), dropped(2)],
-            &[col(1, "id", "integer"), col(2, "legacy", "text")],
+            &[col(1, "id", "integer"), serial],
             &[],
             &[],
             &[],
         )
         .unwrap_err();
-        assert!(e.contains("\"legacy\" was dropped"), "{e}");
+        assert!(e.contains("identity"), "{e}");
     }
 
     #[test]

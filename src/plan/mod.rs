@@ -88,6 +88,7 @@ pub fn build_plan(
     cmds: &[Subcommand],
     probes: &[Option<ProbeOutcome>],
     oracle: &Oracle,
+    revertible: Option<i64>,
 ) -> Result<Vec<Step>> {
     assert_eq!(cmds.len(), probes.len());
     let table = QualifiedName::new(&facts.schema, &facts.name);
@@ -107,11 +108,24 @@ pub fn build_plan(
     }
     check_privileges(facts, cmds)?;
 
-    let decisions: Vec<Decision> = cmds
+    let mut decisions: Vec<Decision> = cmds
         .iter()
         .zip(probes)
         .map(|(c, p)| decide(facts, c, p.as_ref()))
         .collect::<Result<_>>()?;
+    if revertible.is_some() {
+        // PostgreSQL only hides a dropped column, and an UPDATE then loses
+        // its value; a revertible migration copies the table instead, so
+        // that the kept storage has every value.
+        for (c, d) in cmds.iter().zip(decisions.iter_mut()) {
+            if matches!(c.kind, CmdKind::DropColumn { .. }) {
+                *d = Decision::Rewrite {
+                    rewrites: true,
+                    reason: inverse::KEEP_DROPPED_REASON.into(),
+                };
+            }
+        }
+    }
 
     // Names chosen during this plan are taken too.
     let chosen = RefCell::new(HashSet::new());
@@ -133,7 +147,11 @@ pub fn build_plan(
         .iter()
         .any(|d| matches!(d, Decision::Rewrite { .. }))
     {
-        return rewrite_plan(facts, &table, cmds, &decisions, &choose, oracle);
+        let mut steps = rewrite_plan(facts, &table, cmds, &decisions, &choose, oracle)?;
+        if let Some(bytes) = revertible {
+            steps.push(inverse::keep_step(facts.oid, bytes));
+        }
+        return Ok(steps);
     }
 
     let mut steps = Vec::new();

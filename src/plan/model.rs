@@ -316,6 +316,8 @@ pub enum Stage {
     AtSwap,
     /// Rewrite: after the swap, each in its own transaction.
     AfterSwap,
+    /// Revertible rewrite: the old storage kept after the swap (a note).
+    Keep,
 }
 
 /// One row of `migrate.plan()`.

@@ -18,6 +18,11 @@ pub fn shadow_table(oid: u32) -> QualifiedName {
 pub fn kept_table(oid: u32) -> QualifiedName {
     QualifiedName::new("migrate", format!("kept_{oid}"))
 }
+/// Where a revert holds, for one replay batch, the kept values of the
+/// columns it restores.
+pub fn stash_table(oid: u32) -> QualifiedName {
+    QualifiedName::new("migrate", format!("stash_{oid}"))
+}
 /// A kept index's name; its comment names the table's index it keeps.
 pub fn kept_index(oid: u32, n: usize) -> String {
     format!("halo_kept_{oid}_{n}")

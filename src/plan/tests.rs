@@ -70,7 +70,7 @@ fn plan(
         relation_taken: &taken,
         lock_of: &lock_of,
     };
-    build_plan(facts, cmds, probes, &oracle)
+    build_plan(facts, cmds, probes, &oracle, None)
 }
 
 fn catalog_only() -> Option<ProbeOutcome> {

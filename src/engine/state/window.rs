@@ -27,6 +27,12 @@ pub struct Window {
     pub reverts: Option<i64>,
     /// The table's CHECK and FOREIGN KEY constraints before the swap.
     pub constraints: Vec<KeptConstraint>,
+    /// A revert: the columns it restores in place (the migration dropped
+    /// them; the kept table has their values).
+    pub undrop: Vec<String>,
+    /// A revert: statements run on the table's empty storage after the
+    /// inverse ALTER (indexes on restored columns).
+    pub revert_sql: Vec<String>,
 }
 
 /// A constraint as it was before the swap.
@@ -40,7 +46,8 @@ pub struct KeptConstraint {
 pub(super) const COLUMNS: &str =
     ", revertible, coalesce(extract(epoch FROM revert_window)::integer, 0),
     revertible_until IS NOT NULL, coalesce(revertible_until <= pg_catalog.clock_timestamp(), false),
-    revertible_until::text, reverts, kept_constraints, kept_constraint_defs, kept_constraint_valid";
+    revertible_until::text, reverts, kept_constraints, kept_constraint_defs, kept_constraint_valid,
+    undrop, revert_sql";
 
 /// Read the columns above, starting at ordinal `at`.
 pub(super) fn from_row(r: &crate::pg::spi::Row, at: usize) -> Result<Window> {
@@ -65,6 +72,8 @@ pub(super) fn from_row(r: &crate::pg::spi::Row, at: usize) -> Result<Window> {
                 validated,
             })
             .collect(),
+        undrop: get(r, at + 9)?,
+        revert_sql: get(r, at + 10)?,
     })
 }
 
@@ -122,7 +131,17 @@ pub fn close(id: i64, why: Closed) -> Result<()> {
     )
 }
 
-/// Record that revert `revert_id` takes back migration `of`.
-pub fn set_reverts(revert_id: i64, of: i64) -> Result<()> {
-    update(revert_id, "reverts = $2", vec![of.into()])
+/// Record that revert `revert_id` takes back migration `of`, restoring
+/// columns `undrop` and running `revert_sql` at its swap.
+pub fn set_reverts(
+    revert_id: i64,
+    of: i64,
+    undrop: Vec<String>,
+    revert_sql: Vec<String>,
+) -> Result<()> {
+    update(
+        revert_id,
+        "reverts = $2, undrop = $3, revert_sql = $4",
+        vec![of.into(), undrop.into(), revert_sql.into()],
+    )
 }
