@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 results, main_rows, rate, repeat, plot_dir, out_dir = sys.argv[1:7]
 main_rows = int(main_rows)
 lines = [l.split() for l in open(results) if l.strip()]
-METHODS = [m for m in ("plain", "pg_tat", "pg_repack", "halo", "halo_nosnap", "halo_verify") if any(r[0] == m for r in lines)]
+METHODS = [m for m in ("plain", "pg_tat", "pg_repack", "halo", "halo_nosnap", "halo_verify", "halo_revertible", "halo_revert") if any(r[0] == m for r in lines)]
 runs = lambda m, size: [r for r in lines if r[0] == m and int(r[1]) == size]
 med = lambda rs, col: statistics.median(float(r[col]) for r in rs)
 worst = lambda rs, col: max(float(r[col]) for r in rs)

@@ -16,7 +16,7 @@
 # commits often pays for it here.
 #
 # Usage: bench/run.sh   (override ROWS, RATE, REPEAT, SCALE_SIZES, SCALE_REPEAT,
-#                        METHODS, OUT)
+#                        METHODS, OUT; REVERT_AFTER for halo_revert)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash bench/setup.sh
@@ -101,6 +101,21 @@ migrate() {
         q -c "SELECT migrate.start('bench', '$ALTER', verify => true)" -c "SELECT migrate.finish('bench')" >/dev/null ;;
     halo_nosnap)  # halo without the snapshot-safe swap, to measure what that check costs
         q -c "SELECT migrate.start('bench', '$ALTER', snapshot_safe => false)" -c "SELECT migrate.finish('bench')" >/dev/null ;;
+    halo_revertible)  # halo keeping the old storage for revert(): what keeping costs the cut-over
+        q -c "SELECT migrate.start('bench', '$ALTER', revertible => true)" -c "SELECT migrate.finish('bench')" >/dev/null ;;
+    halo_revert)  # the revert alone, of a revertible migration made (and written to) before the clock starts
+        q -c "SELECT migrate.revert('bench')" >/dev/null ;;
+    esac
+}
+
+# Before the clock starts: halo_revert's forward migration, then
+# REVERT_AFTER seconds of the write load on the new shape (the changes the
+# revert maps back).
+prepare() {
+    case $1 in
+    halo_revert)
+        q -c "SELECT migrate.start('bench', '$ALTER', revertible => true)" -c "SELECT migrate.finish('bench')" >/dev/null
+        sleep "${REVERT_AFTER:-10}" ;;
     esac
 }
 
@@ -113,6 +128,7 @@ run_method() {
     load "$name" "$size" &
     local lp=$!
     sleep 2
+    prepare "$name"
     local wal0 disk0; wal0=$(q -c "SELECT pg_current_wal_lsn()"); disk0=$(q -c "SELECT pg_database_size(current_database())")
     rm -f "$dir/phases"
     sampler "$dir/peak" "$dir/phases" &
