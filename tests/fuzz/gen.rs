@@ -169,6 +169,9 @@ pub struct Case {
     /// Start with `verify => true`: every other seed, so that adding it
     /// drew nothing from the generator and left the cases as they were.
     pub verify: bool,
+    /// Start with `revertible => true` and take the migration back after
+    /// it is compared: every third seed, drawn from the seed alone too.
+    pub revert: bool,
 }
 
 impl Case {
@@ -193,6 +196,7 @@ impl Case {
             background: r.chance(60),
             as_owner: r.chance(25),
             verify: seed % 2 == 1,
+            revert: seed % 3 == 0,
         };
         case.features = (0..r.below(5)).map(|_| case.feature(&mut r)).collect();
         case.features.sort();
@@ -338,12 +342,13 @@ impl Case {
     /// The case as a script a person can run.
     pub fn describe(&self) -> String {
         let mut s = format!(
-            "-- fuzz case, seed {}: {} rows, {} writers, background => {}, verify => {}, as {}\n-- features: {:?}\n",
+            "-- fuzz case, seed {}: {} rows, {} writers, background => {}, verify => {}, revertible => {}, as {}\n-- features: {:?}\n",
             self.seed,
             self.rows,
             self.writers,
             self.background,
             self.verify,
+            self.revert,
             if self.as_owner { "fz_owner" } else { "postgres" },
             self.features.iter().map(|f| f.0.as_str()).collect::<Vec<_>>()
         );
@@ -353,10 +358,12 @@ impl Case {
             s.push_str(&format!("{stmt};\n"));
         }
         s.push_str(&format!(
-            "SELECT migrate.start('t', '{}', background => {}, verify => {});\nSELECT migrate.finish('t');\n",
+            "SELECT migrate.start('t', '{}', background => {}, verify => {}, revertible => {});\nSELECT migrate.finish('t');\n{}",
             self.alter_text().replace('\'', "''"),
             self.background,
-            self.verify
+            self.verify,
+            self.revert,
+            if self.revert { "SELECT migrate.revert('t');\n" } else { "" }
         ));
         s
     }

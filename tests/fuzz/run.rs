@@ -86,7 +86,7 @@ pub fn run(cluster: &Cluster, case: &Case, margin: Duration) -> Result<Verdict, 
 
     let writers = Writers::start(cluster, case.writers, case.rows);
     h.batch_execute(role).unwrap();
-    let halo = migrate(&mut h, &alter, case.background, case.verify);
+    let halo = migrate(&mut h, &alter, case);
     h.batch_execute("RESET ROLE").unwrap();
     let (worst, _) = writers.stop();
 
@@ -99,6 +99,9 @@ pub fn run(cluster: &Cluster, case: &Case, margin: Duration) -> Result<Verdict, 
     }
     let verdict = match (&oracle, &halo) {
         (Ok(()), Ok(())) => {
+            // The control before the ALTER: what a revert must give back.
+            h.batch_execute("CREATE TABLE t_before AS SELECT * FROM t_control")
+                .unwrap();
             h.batch_execute(&format!("ALTER TABLE t_control {alter}"))
                 .map_err(|e| finding("control ALTER failed", sqlstate(&e)))?;
             same_rows(&mut h)?;
@@ -106,6 +109,7 @@ pub fn run(cluster: &Cluster, case: &Case, margin: Duration) -> Result<Verdict, 
             if mine != theirs {
                 return Err(finding("catalog differs", diff(&theirs, &mine)));
             }
+            revert(&mut h, case, &before, &mine)?;
             Verdict::Same
         }
         (Err(a), Err(b)) if a == b => Verdict::BothFailed(a.clone()),
@@ -151,22 +155,118 @@ pub fn run(cluster: &Cluster, case: &Case, margin: Duration) -> Result<Verdict, 
     Ok(verdict)
 }
 
+/// Take a revertible migration back, if its window is open (a
+/// revertible start that was refused ran without it), and judge it: the
+/// table's catalog entry must be `before` again, and every row not written
+/// since the swap exactly the control's before the ALTER (`t_before`);
+/// a row written since exists if and only if the control has its key (its
+/// values went through the new shape and back, which may lose what the
+/// ALTER lost). A revert refused for a row the old shape cannot hold
+/// (SQLSTATE class 22 or 23) must leave the table as the ALTER left it
+/// (`after`); the window is then forgotten.
+fn revert(h: &mut Client, case: &Case, before: &str, after: &str) -> Result<(), Finding> {
+    let open: bool = h
+        .query_one(
+            "SELECT count(*) > 0 FROM migrate.migrations WHERE revertible_until IS NOT NULL",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    if !case.revert || !open {
+        return Ok(());
+    }
+    h.batch_execute(
+        "DO $fz$ BEGIN
+           EXECUTE format('CREATE TABLE t_logged AS SELECT DISTINCT k1::bigint AS id FROM migrate.log_%s',
+                          't'::regclass::oid);
+         END $fz$",
+    )
+    .unwrap();
+    if let Err(e) = h.batch_execute("SELECT migrate.revert('t', '120s')") {
+        let code = sqlstate(&e);
+        if !(code.starts_with("22") || code.starts_with("23")) {
+            return Err(finding("revert failed", format!("{code}: {e:?}")));
+        }
+        let now = catalog(h);
+        if now != after {
+            return Err(finding("changed by a refused revert", diff(after, &now)));
+        }
+        h.batch_execute("SELECT migrate.forget('t')")
+            .map_err(|e| finding("forget failed", format!("{e:?}")))?;
+        return Ok(());
+    }
+    // Constraints put back NOT VALID are validated after the swap, by step().
+    for _ in 0..100 {
+        let said: String = h
+            .query_one("SELECT migrate.step('t')", &[])
+            .map_err(|e| finding("revert's validation failed", format!("{e:?}")))?
+            .get(0);
+        if said.contains("reverted") || said.contains(" done") || said == "done" {
+            break;
+        }
+    }
+    let now = catalog(h);
+    if now != before {
+        return Err(finding("catalog differs after revert", diff(before, &now)));
+    }
+    let digest = |h: &mut Client, t: &str| -> (i64, String) {
+        let r = h
+            .query_one(
+                &format!(
+                    "SELECT count(*), coalesce(md5(string_agg(x::text, '|' ORDER BY x.id)), '') FROM {t} x
+                      WHERE x.id NOT IN (SELECT id FROM t_logged)"
+                ),
+                &[],
+            )
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    let (a, b) = (digest(h, "t"), digest(h, "t_before"));
+    if a != b {
+        return Err(finding(
+            "rows differ after revert",
+            format!("{} rows not written since the swap, {} in the control", a.0, b.0),
+        ));
+    }
+    let existence: i64 = h
+        .query_one(
+            "SELECT count(*) FROM t_logged l
+              WHERE EXISTS (SELECT FROM t WHERE t.id = l.id) <> EXISTS (SELECT FROM t_before b WHERE b.id = l.id)",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    if existence != 0 {
+        return Err(finding(
+            "rows differ after revert",
+            format!("{existence} keys written since the swap exist on one side only"),
+        ));
+    }
+    Ok(())
+}
+
 /// Start, wait and finish; the SQLSTATE of the first error. With
 /// `verify`, a verification that found a difference is an error
 /// ("VERIFY n"): the copy and replay are exact, so a difference means a
-/// bug in one of them or in the verification.
-fn migrate(h: &mut Client, alter: &str, background: bool, verify: bool) -> Result<(), String> {
-    let start = |h: &mut Client, verify: bool| {
+/// bug in one of them or in the verification. A `verify` or `revertible`
+/// refused (0A000: a key that cannot be compared by range, an ALTER that
+/// cannot be taken back) is dropped, and the case runs without it.
+fn migrate(h: &mut Client, alter: &str, case: &Case) -> Result<(), String> {
+    let background = case.background;
+    let start = |h: &mut Client, verify: bool, revertible: bool| {
         h.query_one(
-            "SELECT migrate.start('t', $1, batch_rows => 500, background => $2, verify => $3)",
-            &[&alter, &background, &verify],
+            "SELECT migrate.start('t', $1, batch_rows => 500, background => $2, verify => $3,
+                                  revertible => $4)",
+            &[&alter, &background, &verify, &revertible],
         )
         .map_err(|e| sqlstate(&e))
     };
-    match start(h, verify) {
-        // An ALTER whose key cannot be verified range by range: verify is
-        // refused (0A000, nothing created); the case runs without it.
-        Err(code) if verify && code == "0A000" => start(h, false).map(|_| ())?,
+    let mut r = start(h, case.verify, case.revert);
+    if case.revert && matches!(&r, Err(c) if c == "0A000") {
+        r = start(h, case.verify, false);
+    }
+    match r {
+        Err(code) if case.verify && code == "0A000" => start(h, false, false).map(|_| ())?,
         r => r.map(|_| ())?,
     }
     if background {
