@@ -352,7 +352,10 @@ fn recreate_index(f: &Migration, kept_oid: Oid, name: &str) -> Result<String> {
 /// Drop the stash of a revert that restored columns, if there is one.
 pub fn drop_stash(oid: u32) -> Result<()> {
     let stash = sqlgen::stash_table(oid);
-    let exists = spi::text("SELECT pg_catalog.to_regclass($1)::text", &[stash.to_string().into()])?;
+    let exists = spi::text(
+        "SELECT pg_catalog.to_regclass($1)::text",
+        &[stash.to_string().into()],
+    )?;
     if exists.is_some() {
         spi::exec(&format!("DROP TABLE {stash}"), &[])?;
     }

@@ -147,6 +147,12 @@ fn differential_fuzz() {
         let label = match &verdict {
             Ok(Verdict::Skipped) => "skipped (shape not buildable)".to_string(),
             Ok(Verdict::Same) => "same as ALTER".to_string(),
+            Ok(Verdict::Reverted) => {
+                "same as ALTER, then reverted to the same as before".to_string()
+            }
+            Ok(Verdict::RevertRefused(code)) => {
+                format!("same as ALTER; its revert refused a row with {code}")
+            }
             Ok(Verdict::BothFailed(code)) => format!("both failed with {code}"),
             Ok(Verdict::Refused(code)) => format!("refused by halo_migrate with {code}"),
             Ok(Verdict::HaloDidMore(code)) => {

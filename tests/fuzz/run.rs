@@ -29,6 +29,10 @@ pub enum Verdict {
     /// The shape itself could not be built (say, UNIQUE on repeated values).
     Skipped,
     Same,
+    /// Same, then taken back by revert() to the same as before the ALTER.
+    Reverted,
+    /// Same; its revert stopped at a row the old shape cannot hold.
+    RevertRefused(String),
     BothFailed(String),
     Refused(String),
     HaloDidMore(String),
@@ -109,8 +113,7 @@ pub fn run(cluster: &Cluster, case: &Case, margin: Duration) -> Result<Verdict, 
             if mine != theirs {
                 return Err(finding("catalog differs", diff(&theirs, &mine)));
             }
-            revert(&mut h, case, &before, &mine)?;
-            Verdict::Same
+            revert(&mut h, case, &before, &mine)?
         }
         (Err(a), Err(b)) if a == b => Verdict::BothFailed(a.clone()),
         // PostgreSQL refuses what halo_migrate may go on to do (a type
@@ -140,7 +143,10 @@ pub fn run(cluster: &Cluster, case: &Case, margin: Duration) -> Result<Verdict, 
     if leftovers(&mut h) != 0 {
         return Err(finding("objects left behind", format!("{verdict:?}")));
     }
-    if verdict != Verdict::Same {
+    if !matches!(
+        verdict,
+        Verdict::Same | Verdict::Reverted | Verdict::RevertRefused(_)
+    ) {
         // Nothing may have changed: the shape, and the rows (the control
         // got the same writes and no ALTER).
         let now = catalog(&mut h);
@@ -164,7 +170,7 @@ pub fn run(cluster: &Cluster, case: &Case, margin: Duration) -> Result<Verdict, 
 /// ALTER lost). A revert refused for a row the old shape cannot hold
 /// (SQLSTATE class 22 or 23) must leave the table as the ALTER left it
 /// (`after`); the window is then forgotten.
-fn revert(h: &mut Client, case: &Case, before: &str, after: &str) -> Result<(), Finding> {
+fn revert(h: &mut Client, case: &Case, before: &str, after: &str) -> Result<Verdict, Finding> {
     let open: bool = h
         .query_one(
             "SELECT count(*) > 0 FROM migrate.migrations WHERE revertible_until IS NOT NULL",
@@ -173,7 +179,7 @@ fn revert(h: &mut Client, case: &Case, before: &str, after: &str) -> Result<(), 
         .unwrap()
         .get(0);
     if !case.revert || !open {
-        return Ok(());
+        return Ok(Verdict::Same);
     }
     h.batch_execute(
         "DO $fz$ BEGIN
@@ -193,7 +199,7 @@ fn revert(h: &mut Client, case: &Case, before: &str, after: &str) -> Result<(), 
         }
         h.batch_execute("SELECT migrate.forget('t')")
             .map_err(|e| finding("forget failed", format!("{e:?}")))?;
-        return Ok(());
+        return Ok(Verdict::RevertRefused(code));
     }
     // Constraints put back NOT VALID are validated after the swap, by step().
     for _ in 0..100 {
@@ -225,7 +231,10 @@ fn revert(h: &mut Client, case: &Case, before: &str, after: &str) -> Result<(), 
     if a != b {
         return Err(finding(
             "rows differ after revert",
-            format!("{} rows not written since the swap, {} in the control", a.0, b.0),
+            format!(
+                "{} rows not written since the swap, {} in the control",
+                a.0, b.0
+            ),
         ));
     }
     let existence: i64 = h
@@ -242,7 +251,7 @@ fn revert(h: &mut Client, case: &Case, before: &str, after: &str) -> Result<(), 
             format!("{existence} keys written since the swap exist on one side only"),
         ));
     }
-    Ok(())
+    Ok(Verdict::Reverted)
 }
 
 /// Start, wait and finish; the SQLSTATE of the first error. With
@@ -361,6 +370,8 @@ pub fn catalog(c: &mut Client) -> String {
            UNION ALL
            SELECT format('trg %s %s', pg_get_triggerdef(oid), tgenabled)
              FROM pg_trigger WHERE tgrelid = 't'::regclass AND NOT tgisinternal
+              -- a revert window's capture triggers are halo_migrate's own
+              AND tgname NOT LIKE 'halo\\_%'
            UNION ALL
            SELECT format('pol %s %s %s', polname, polcmd, pg_get_expr(polqual, polrelid))
              FROM pg_policy WHERE polrelid = 't'::regclass
