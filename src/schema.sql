@@ -62,6 +62,7 @@ CREATE TABLE migrate.migrations (
     kept_constraints text[] NOT NULL DEFAULT '{}',  -- the table's CHECK and FOREIGN KEY constraints before the swap,
     kept_constraint_defs text[] NOT NULL DEFAULT '{}', -- their definitions,
     kept_constraint_valid boolean[] NOT NULL DEFAULT '{}', -- and whether each was validated
+    kept_statistics text[] NOT NULL DEFAULT '{}',   -- its statistics objects: name, U+001F, CREATE STATISTICS
     reverts         bigint REFERENCES migrate.migrations (id), -- a revert: the migration it takes back
     undrop          text[] NOT NULL DEFAULT '{}',   -- a revert: columns the migration dropped, restored in place
     revert_sql      text[] NOT NULL DEFAULT '{}',   -- a revert: statements on the table's empty storage after the inverse ALTER

@@ -27,13 +27,23 @@ use pgrx::pg_sys::Oid;
 /// The comment that ties a kept index to the table's index of that name.
 const KEPT_PREFIX: &str = "halo_migrate kept index of ";
 
+/// What a revert needs to know of the table as it was, besides the kept
+/// table itself.
+pub struct Before {
+    /// Its CHECK and FOREIGN KEY constraints (the kept table has only the
+    /// validated CHECKs).
+    pub constraints: Vec<KeptConstraint>,
+    /// Its statistics objects (a dropped column takes its own with it).
+    pub statistics: Vec<String>,
+}
+
 /// Move the table's storage into a new kept table and give the table empty
-/// storage, as `storage::empty_storage` would. Returns the table's CHECK and
-/// FOREIGN KEY constraints as they are, for the inverse ALTER.
-pub fn keep_storage(relid: Oid) -> Result<Vec<KeptConstraint>> {
+/// storage, as `storage::empty_storage` would. Returns what the kept table
+/// does not hold of the table as it is, for the inverse ALTER.
+pub fn keep_storage(relid: Oid) -> Result<Before> {
     let oid = relid.to_u32();
     let kept = sqlgen::kept_table(oid);
-    let constraints = spi::with_search_path(CATALOG_PATH, || {
+    let before = spi::with_search_path(CATALOG_PATH, || {
         let names = spi::query(
             "SELECT relname::text FROM pg_catalog.pg_class c JOIN pg_catalog.pg_index i ON i.indexrelid = c.oid
               WHERE i.indrelid = $1 ORDER BY i.indisprimary DESC, i.indexrelid",
@@ -55,7 +65,17 @@ pub fn keep_storage(relid: Oid) -> Result<Vec<KeptConstraint>> {
                 &[],
             )?;
         }
-        constraints_of(relid)
+        Ok(Before {
+            constraints: constraints_of(relid)?,
+            statistics: spi::query(
+                "SELECT pg_catalog.format('%I.%I', n.nspname, s.stxname) || chr(31)
+                        || pg_catalog.pg_get_statisticsobjdef(s.oid)
+                   FROM pg_catalog.pg_statistic_ext s JOIN pg_catalog.pg_namespace n ON n.oid = s.stxnamespace
+                  WHERE s.stxrelid = $1 ORDER BY s.oid",
+                &[relid.into()],
+                |r| get::<String>(r, 1),
+            )?,
+        })
     })?;
     let kept_oid = catalog::relation_oid(&kept.to_string())?;
     // Comments and column privileges the ALTER may drop with a column:
@@ -70,7 +90,7 @@ pub fn keep_storage(relid: Oid) -> Result<Vec<KeptConstraint>> {
     storage::rename_toast(kept_oid, Some(&format!("halo_toast_{oid}")))?;
     storage::rename_toast(relid, None)?;
     storage::rename_toast(kept_oid, None)?;
-    Ok(constraints)
+    Ok(before)
 }
 
 /// The table's CHECK and FOREIGN KEY constraints (not those of a parent).
@@ -143,7 +163,7 @@ pub fn restore_index_names(relid: Oid) -> Result<()> {
 /// After the forward swap dropped the shadow: the kept table takes its
 /// name, stays out of publications, and the capture goes on with a log
 /// keyed by the table's new key; the window opens.
-pub fn settle(m: &Migration, table: &QualifiedName, constraints: &[KeptConstraint]) -> Result<()> {
+pub fn settle(m: &Migration, table: &QualifiedName, before: Before) -> Result<()> {
     let oid = m.relid.to_u32();
     let kept = sqlgen::kept_table(oid);
     let kept_oid = catalog::relation_oid(&kept.to_string())?;
@@ -189,11 +209,11 @@ pub fn settle(m: &Migration, table: &QualifiedName, constraints: &[KeptConstrain
     for sql in capture::trigger_sql(oid, table) {
         spi::exec(&sql, &[])?;
     }
-    window::open(m.id, constraints)
+    window::open(m.id, &before.constraints, before.statistics)
 }
 
-/// Copy the comments and privileges of `from`'s columns (all, or those
-/// named) onto the same columns of `to`.
+/// Copy the comments, privileges, statistics targets and options of
+/// `from`'s columns (all, or those named) onto the same columns of `to`.
 fn copy_column_extras(from: Oid, to: &QualifiedName, columns: Option<&[String]>) -> Result<()> {
     let only = columns.map(<[String]>::to_vec);
     let comments = spi::query(
@@ -244,6 +264,34 @@ fn copy_column_extras(from: Oid, to: &QualifiedName, columns: Option<&[String]>)
             &[],
         )?;
     }
+    // The statistics target and per-column options (n_distinct, …).
+    let settings = spi::query(
+        "SELECT a.attname::text, CASE WHEN a.attstattarget >= 0 THEN a.attstattarget END,
+                (SELECT pg_catalog.string_agg(pg_catalog.quote_ident(split_part(o, '=', 1)) || ' = ' ||
+                        pg_catalog.quote_literal(substr(o, strpos(o, '=') + 1)), ', ')
+                   FROM pg_catalog.unnest(a.attoptions) o)
+           FROM pg_catalog.pg_attribute a
+          WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
+            AND (a.attstattarget >= 0 OR a.attoptions IS NOT NULL)
+            AND ($2::text[] IS NULL OR a.attname = ANY ($2))",
+        &[from.into(), columns.map(<[String]>::to_vec).into()],
+        |r| Ok((get::<String>(r, 1)?, r.get::<i32>(2)?, r.get::<String>(3)?)),
+    )?;
+    for (col, target, options) in settings {
+        let col = Ident::new(col);
+        if let Some(t) = target {
+            spi::exec(
+                &sqlgen::alter(to, &format!("ALTER COLUMN {col} SET STATISTICS {t}")),
+                &[],
+            )?;
+        }
+        if let Some(o) = options {
+            spi::exec(
+                &sqlgen::alter(to, &format!("ALTER COLUMN {col} SET ({o})")),
+                &[],
+            )?;
+        }
+    }
     Ok(())
 }
 
@@ -251,7 +299,8 @@ fn copy_column_extras(from: Oid, to: &QualifiedName, columns: Option<&[String]>)
 /// `columns` names is marked as not dropped again at its attribute number,
 /// with the kept table's name, type, modifier and collation (its default
 /// and NOT NULL are set by the inverse ALTER that follows), its type
-/// dependency recorded, and its comment and privileges restored.
+/// dependency recorded, and its comment, privileges, statistics target and
+/// options restored.
 pub fn undrop(relid: Oid, kept: Oid, columns: &[String], table: &QualifiedName) -> Result<()> {
     for col in columns {
         let rows = spi::query(
@@ -361,4 +410,47 @@ fn set_attribute(
         }
         pg_sys::CommandCounterIncrement();
     }
+}
+
+/// A revert's swap, after the inverse ALTER: an index whose definition
+/// PostgreSQL's own round trip did not give back exactly (an ALTER TYPE
+/// rebuilds an expression index from its text, and `(c::text)` on a text
+/// column comes back as `c`) is made again from the kept table's, so that
+/// the kept index's storage fits it. Indexes of constraints are left to the
+/// swap's own check.
+pub fn restore_index_definitions(relid: Oid, kept: Oid, table: &QualifiedName) -> Result<()> {
+    let differing = spi::query(
+        "WITH i AS (
+            SELECT x.indrelid, x.indexrelid, c.relname::text AS name,
+                   pg_catalog.regexp_replace(pg_catalog.pg_get_indexdef(x.indexrelid), ' ON .*? USING ', ' USING ') AS def,
+                   EXISTS (SELECT FROM pg_catalog.pg_constraint con WHERE con.conindid = x.indexrelid
+                              AND con.conrelid = x.indrelid) AS constraint_index
+              FROM pg_catalog.pg_index x JOIN pg_catalog.pg_class c ON c.oid = x.indexrelid
+             WHERE x.indrelid IN ($1, $2))
+         SELECT t.name, pg_catalog.pg_get_indexdef(k.indexrelid)
+           FROM (SELECT * FROM i WHERE indrelid = $1) t
+           JOIN (SELECT * FROM i WHERE indrelid = $2) k ON k.name = t.name
+          WHERE t.def <> k.def AND NOT t.constraint_index AND NOT k.constraint_index",
+        &[relid.into(), kept.into()],
+        |r| Ok((get::<String>(r, 1)?, get::<String>(r, 2)?)),
+    )?;
+    let shadow = sqlgen::shadow_table(relid.to_u32());
+    for (name, kept_def) in differing {
+        let schema = spi::text(
+            "SELECT n.nspname::text FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+              WHERE c.oid = $1",
+            &[relid.into()],
+        )?
+        .unwrap_or_default();
+        spi::exec(
+            &format!("DROP INDEX {}", QualifiedName::new(schema, &name)),
+            &[],
+        )?;
+        let on = format!(" ON {shadow} USING ");
+        let (head, tail) = kept_def.split_once(&on).ok_or_else(|| {
+            MigrateError::Internal(format!("unexpected index definition: {kept_def}"))
+        })?;
+        spi::exec(&format!("{head} ON {table} USING {tail}"), &[])?;
+    }
+    Ok(())
 }

@@ -288,7 +288,37 @@ fn inverse_of(f: &Migration, kept_oid: Oid) -> Result<inverse::Inverse> {
         table: f.table_name.clone(),
         why,
     })?;
+    let reloptions = |relid: Oid| -> Result<Vec<String>> {
+        Ok(spi::query(
+            "SELECT coalesce(reloptions, '{}') FROM pg_catalog.pg_class WHERE oid = $1",
+            &[relid.into()],
+            |r| get::<Vec<String>>(r, 1),
+        )?
+        .into_iter()
+        .next()
+        .unwrap_or_default())
+    };
+    inv.subcommands.extend(inverse::options(
+        &reloptions(f.relid)?,
+        &reloptions(kept_oid)?,
+    ));
     index_constraints(f, kept_oid, &mut inv)?;
+    // Statistics objects the forward ALTER dropped with a column.
+    for def in &f.window.statistics {
+        let (name, sql) = def
+            .split_once('\u{1f}')
+            .unwrap_or((def.as_str(), def.as_str()));
+        let exists = !spi::query(
+                "SELECT 1 FROM pg_catalog.pg_statistic_ext s JOIN pg_catalog.pg_namespace n ON n.oid = s.stxnamespace
+                  WHERE pg_catalog.format('%I.%I', n.nspname, s.stxname) = $1",
+                &[name.into()],
+                |_| Ok(()),
+            )?
+            .is_empty();
+        if !exists {
+            inv.statements.push(sql.to_string());
+        }
+    }
     Ok(inv)
 }
 

@@ -98,6 +98,11 @@ pub fn swap(m: &Migration, table: &QualifiedName) -> Result<Vec<String>> {
     for sql in &m.window.revert_sql {
         spi::exec(sql, &[])?;
     }
+    if m.window.reverts.is_some() {
+        spi::with_search_path(CATALOG_PATH, || {
+            crate::engine::kept::restore_index_definitions(m.relid, shadow_oid, table)
+        })?;
+    }
     views::recreate(table, &saved)?;
     check_same_layout(m.relid, shadow_oid)?;
     let pairs = index_pairs(m.relid, shadow_oid)?;
@@ -110,8 +115,8 @@ pub fn swap(m: &Migration, table: &QualifiedName) -> Result<Vec<String>> {
     spi::exec(&format!("DROP TABLE {shadow}"), &[])?;
     capture::drop_log(oid)?;
     storage::rename_toast(m.relid, None)?;
-    if let Some(constraints) = &kept {
-        crate::engine::kept::settle(m, table, constraints)?;
+    if let Some(before) = kept {
+        crate::engine::kept::settle(m, table, before)?;
     }
     if let Some(forward) = m.window.reverts {
         crate::engine::revert::drop_stash(oid)?;

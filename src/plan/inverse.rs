@@ -147,6 +147,39 @@ pub fn inverse(
     Ok(inv)
 }
 
+/// The subcommands that give the table the kept table's storage options
+/// again: each `name=value` of `reloptions`.
+pub fn options(now: &[String], kept: &[String]) -> Vec<String> {
+    let split = |o: &String| -> (String, String) {
+        match o.split_once('=') {
+            Some((n, v)) => (n.to_string(), v.to_string()),
+            None => (o.clone(), String::new()),
+        }
+    };
+    let (now, kept): (Vec<_>, Vec<_>) = (
+        now.iter().map(split).collect(),
+        kept.iter().map(split).collect(),
+    );
+    let mut out = Vec::new();
+    let reset: Vec<String> = now
+        .iter()
+        .filter(|(n, _)| !kept.iter().any(|(k, _)| k == n))
+        .map(|(n, _)| Ident::new(n).to_string())
+        .collect();
+    if !reset.is_empty() {
+        out.push(format!("RESET ({})", reset.join(", ")));
+    }
+    let set: Vec<String> = kept
+        .iter()
+        .filter(|k| !now.contains(k))
+        .map(|(n, v)| format!("{} = {}", Ident::new(n), sqlgen::literal(v)))
+        .collect();
+    if !set.is_empty() {
+        out.push(format!("SET ({})", set.join(", ")));
+    }
+    out
+}
+
 /// ADD then DROP: a dropped slot at `attnum` (the kept table has exactly
 /// `attnum - 1` attributes, so the new one lands there).
 fn placeholder(attnum: i16) -> [String; 2] {
@@ -363,6 +396,26 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.contains("identity"), "{e}");
+    }
+
+    #[test]
+    fn storage_options_come_back() {
+        let o = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            options(
+                &o(&["fillfactor=70", "autovacuum_enabled=false"]),
+                &o(&["autovacuum_enabled=false"])
+            ),
+            ["RESET (fillfactor)"]
+        );
+        assert_eq!(
+            options(
+                &o(&["fillfactor=70"]),
+                &o(&["fillfactor=90", "toast_tuple_target=256"])
+            ),
+            ["SET (fillfactor = '90', toast_tuple_target = '256')"]
+        );
+        assert!(options(&o(&["fillfactor=70"]), &o(&["fillfactor=70"])).is_empty());
     }
 
     #[test]

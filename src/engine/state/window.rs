@@ -27,6 +27,9 @@ pub struct Window {
     pub reverts: Option<i64>,
     /// The table's CHECK and FOREIGN KEY constraints before the swap.
     pub constraints: Vec<KeptConstraint>,
+    /// The table's statistics objects before the swap: qualified name,
+    /// U+001F, the CREATE STATISTICS that makes it.
+    pub statistics: Vec<String>,
     /// A revert: the columns it restores in place (the migration dropped
     /// them; the kept table has their values).
     pub undrop: Vec<String>,
@@ -47,7 +50,7 @@ pub(super) const COLUMNS: &str =
     ", revertible, coalesce(extract(epoch FROM revert_window)::integer, 0),
     revertible_until IS NOT NULL, coalesce(revertible_until <= pg_catalog.clock_timestamp(), false),
     revertible_until::text, reverts, kept_constraints, kept_constraint_defs, kept_constraint_valid,
-    undrop, revert_sql";
+    undrop, revert_sql, kept_statistics";
 
 /// Read the columns above, starting at ordinal `at`.
 pub(super) fn from_row(r: &crate::pg::spi::Row, at: usize) -> Result<Window> {
@@ -74,16 +77,18 @@ pub(super) fn from_row(r: &crate::pg::spi::Row, at: usize) -> Result<Window> {
             .collect(),
         undrop: get(r, at + 9)?,
         revert_sql: get(r, at + 10)?,
+        statistics: get(r, at + 11)?,
     })
 }
 
 /// The swap kept the old storage: open the window for its length from now,
 /// remembering the table's constraints as they were.
-pub fn open(id: i64, constraints: &[KeptConstraint]) -> Result<()> {
+pub fn open(id: i64, constraints: &[KeptConstraint], statistics: Vec<String>) -> Result<()> {
     update(
         id,
         "revertible_until = pg_catalog.clock_timestamp() + revert_window,
-         kept_constraints = $2, kept_constraint_defs = $3, kept_constraint_valid = $4",
+         kept_constraints = $2, kept_constraint_defs = $3, kept_constraint_valid = $4,
+         kept_statistics = $5",
         vec![
             constraints
                 .iter()
@@ -100,6 +105,7 @@ pub fn open(id: i64, constraints: &[KeptConstraint]) -> Result<()> {
                 .map(|c| c.validated)
                 .collect::<Vec<_>>()
                 .into(),
+            statistics.into(),
         ],
     )
 }
