@@ -80,7 +80,7 @@ pub fn keep_storage(relid: Oid) -> Result<Before> {
     let kept_oid = catalog::relation_oid(&kept.to_string())?;
     // Comments and column privileges the ALTER may drop with a column:
     // kept with the kept table, for a revert to restore.
-    copy_column_extras(relid, &kept, None)?;
+    copy_column_extras(relid, &kept, None, true)?;
     let pairs = kept_index_pairs(relid, kept_oid)?;
     storage::swap_storage(relid, kept_oid, true);
     for (t, k) in pairs {
@@ -214,7 +214,12 @@ pub fn settle(m: &Migration, table: &QualifiedName, before: Before) -> Result<()
 
 /// Copy the comments, privileges, statistics targets and options of
 /// `from`'s columns (all, or those named) onto the same columns of `to`.
-fn copy_column_extras(from: Oid, to: &QualifiedName, columns: Option<&[String]>) -> Result<()> {
+fn copy_column_extras(
+    from: Oid,
+    to: &QualifiedName,
+    columns: Option<&[String]>,
+    settings: bool,
+) -> Result<()> {
     let only = columns.map(<[String]>::to_vec);
     let comments = spi::query(
         "SELECT a.attname::text, d.description FROM pg_catalog.pg_attribute a
@@ -264,43 +269,53 @@ fn copy_column_extras(from: Oid, to: &QualifiedName, columns: Option<&[String]>)
             &[],
         )?;
     }
-    // The statistics target and per-column options (n_distinct, …).
-    let settings = spi::query(
-        "SELECT a.attname::text, CASE WHEN a.attstattarget >= 0 THEN a.attstattarget END,
-                (SELECT pg_catalog.string_agg(pg_catalog.quote_ident(split_part(o, '=', 1)) || ' = ' ||
-                        pg_catalog.quote_literal(substr(o, strpos(o, '=') + 1)), ', ')
-                   FROM pg_catalog.unnest(a.attoptions) o)
-           FROM pg_catalog.pg_attribute a
-          WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
-            AND (a.attstattarget >= 0 OR a.attoptions IS NOT NULL)
-            AND ($2::text[] IS NULL OR a.attname = ANY ($2))",
-        &[from.into(), columns.map(<[String]>::to_vec).into()],
-        |r| Ok((get::<String>(r, 1)?, r.get::<i32>(2)?, r.get::<String>(3)?)),
-    )?;
-    for (col, target, options) in settings {
-        let col = Ident::new(col);
-        if let Some(t) = target {
-            spi::exec(
-                &sqlgen::alter(to, &format!("ALTER COLUMN {col} SET STATISTICS {t}")),
-                &[],
-            )?;
-        }
-        if let Some(o) = options {
-            spi::exec(
-                &sqlgen::alter(to, &format!("ALTER COLUMN {col} SET ({o})")),
-                &[],
-            )?;
+    if settings {
+        let subcommands: Vec<String> = column_settings(from, columns)?
+            .into_iter()
+            .map(|(_, sub)| sub)
+            .collect();
+        if !subcommands.is_empty() {
+            spi::exec(&sqlgen::alter(to, &subcommands.join(", ")), &[])?;
         }
     }
     Ok(())
+}
+
+/// The statistics target and the planner's options (`n_distinct`,
+/// `n_distinct_inherited`) of `relid`'s columns (all, or those named) that
+/// are not the defaults, as (column, ALTER TABLE subcommand).
+pub fn column_settings(relid: Oid, columns: Option<&[String]>) -> Result<Vec<(String, String)>> {
+    let rows = spi::query(
+        "SELECT a.attname::text, CASE WHEN a.attstattarget >= 0 THEN a.attstattarget END,
+                (SELECT pg_catalog.string_agg(pg_catalog.quote_ident(split_part(o, '=', 1)) || ' = ' ||
+                        pg_catalog.quote_literal(substr(o, strpos(o, '=') + 1)), ', ')
+                   FROM pg_catalog.unnest(a.attoptions) o
+                  WHERE split_part(o, '=', 1) IN ('n_distinct', 'n_distinct_inherited'))
+           FROM pg_catalog.pg_attribute a
+          WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
+            AND ($2::text[] IS NULL OR a.attname = ANY ($2))",
+        &[relid.into(), columns.map(<[String]>::to_vec).into()],
+        |r| Ok((get::<String>(r, 1)?, r.get::<i32>(2)?, r.get::<String>(3)?)),
+    )?;
+    let mut out = Vec::new();
+    for (col, target, options) in rows {
+        let id = Ident::new(&col);
+        if let Some(t) = target {
+            out.push((col.clone(), format!("ALTER COLUMN {id} SET STATISTICS {t}")));
+        }
+        if let Some(o) = options {
+            out.push((col.clone(), format!("ALTER COLUMN {id} SET ({o})")));
+        }
+    }
+    Ok(out)
 }
 
 /// A revert of a DROP COLUMN, on the table's empty storage: each column
 /// `columns` names is marked as not dropped again at its attribute number,
 /// with the kept table's name, type, modifier and collation (its default
 /// and NOT NULL are set by the inverse ALTER that follows), its type
-/// dependency recorded, and its comment, privileges, statistics target and
-/// options restored.
+/// dependency recorded, and its comment and privileges restored (its
+/// statistics target and options are subcommands of the inverse ALTER).
 pub fn undrop(relid: Oid, kept: Oid, columns: &[String], table: &QualifiedName) -> Result<()> {
     for col in columns {
         let rows = spi::query(
@@ -333,7 +348,11 @@ pub fn undrop(relid: Oid, kept: Oid, columns: &[String], table: &QualifiedName) 
         }
         set_attribute(relid, attnum, col, typid, typmod, collation, ndims);
     }
-    copy_column_extras(kept, table, Some(columns))
+    // Statistics targets and options come with the inverse ALTER: a
+    // statement of its own would take a weaker lock, and PostgreSQL adds
+    // the TOAST table a restored column may need only under ACCESS
+    // EXCLUSIVE.
+    copy_column_extras(kept, table, Some(columns), false)
 }
 
 /// Mark attribute `attnum` of `relid` as the live column `name`.

@@ -302,6 +302,11 @@ fn inverse_of(f: &Migration, kept_oid: Oid) -> Result<inverse::Inverse> {
         &reloptions(f.relid)?,
         &reloptions(kept_oid)?,
     ));
+    if !inv.undrop.is_empty() {
+        let settings = kept::column_settings(kept_oid, Some(&inv.undrop))?;
+        inv.subcommands
+            .extend(settings.into_iter().map(|(_, sub)| sub));
+    }
     index_constraints(f, kept_oid, &mut inv)?;
     // Statistics objects the forward ALTER dropped with a column.
     for def in &f.window.statistics {
