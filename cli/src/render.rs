@@ -32,6 +32,23 @@ pub struct Status {
     pub verify_rows: Option<i64>,
     /// A verification pass found no difference.
     pub verified: bool,
+    /// Its revert window is open until then.
+    pub revertible_until: Option<String>,
+    /// A revert: the migration it takes back.
+    pub reverts: Option<i64>,
+}
+
+/// The phase as `--status` shows it: a revert says what it takes back, a
+/// revertible migration until when.
+fn phase(s: &Status) -> String {
+    let mut p = s.phase.clone();
+    if let Some(of) = s.reverts {
+        p.push_str(&format!(" (revert of {of})"));
+    }
+    if let Some(until) = &s.revertible_until {
+        p.push_str(&format!(", revertible until {until}"));
+    }
+    p
 }
 
 /// A psql-style aligned table.
@@ -101,7 +118,7 @@ pub fn status_table(rows: &[Status]) -> String {
                 s.id.to_string(),
                 s.table_name.clone(),
                 s.strategy.clone(),
-                s.phase.clone(),
+                phase(s),
                 s.percent.map_or(String::new(), |p| format!("{p:.1}%")),
                 format!("{} / {}", count(s.rows_copied), count(s.rows_total)),
                 count(s.backlog),
@@ -222,6 +239,30 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(progress(&s), "indexing  ");
+    }
+
+    #[test]
+    fn status_says_what_can_be_reverted_and_what_is_a_revert() {
+        let rows = [
+            Status {
+                id: 2,
+                phase: "replaying".into(),
+                reverts: Some(1),
+                ..Default::default()
+            },
+            Status {
+                id: 1,
+                phase: "done".into(),
+                revertible_until: Some("2026-11-29 15:40 UTC".into()),
+                ..Default::default()
+            },
+        ];
+        let t = status_table(&rows);
+        assert!(t.contains("| replaying (revert of 1) "), "{t}");
+        assert!(
+            t.contains("| done, revertible until 2026-11-29 15:40 UTC "),
+            "{t}"
+        );
     }
 
     #[test]

@@ -130,7 +130,7 @@ pub fn text(
 const STATUS_SQL: &str = "
     SELECT id, table_name, strategy, phase, rows_copied, rows_total, percent::float8,
            backlog, rate_rows_s::float8, eta::text, worker_pid, error, verify_rows,
-           verified_at IS NOT NULL
+           verified_at IS NOT NULL, to_char(revertible_until, 'YYYY-MM-DD HH24:MI TZ'), reverts
       FROM migrate.status($1::text::regclass)";
 
 fn status_row(r: &postgres::Row) -> Status {
@@ -149,6 +149,8 @@ fn status_row(r: &postgres::Row) -> Status {
         error: r.get(11),
         verify_rows: r.get(12),
         verified: r.get(13),
+        revertible_until: r.get(14),
+        reverts: r.get(15),
     }
 }
 

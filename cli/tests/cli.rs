@@ -256,6 +256,9 @@ fn execute_revertible_then_revert_or_forget() {
     let (code, out, err) = run(&cluster, &revertible("acc").collect::<Vec<_>>());
     assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
     assert!(out.contains("revertible until"), "{out}");
+    let (code, out, _) = run(&cluster, &["-t", "acc", "--status"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("| done, revertible until "), "{out}");
     c.batch_execute(
         "UPDATE acc SET v = 5000000000 WHERE id = 1; UPDATE acc SET v = -v WHERE id = 2",
     )
