@@ -372,7 +372,9 @@ impl MigrateError {
             ),
             MigrateError::NothingToRevert { why, .. } => Some(why.clone()),
             MigrateError::RevertWindowExpired { .. } => Some(
-                "The kept table, the log and the capture trigger have been removed.".into(),
+                "The migration's worker (without one, the next migrate.step()) removes the kept \
+                 table, the log and the capture trigger; migrate.forget() removes them now."
+                    .into(),
             ),
             MigrateError::RevertRow { .. } => Some(
                 "The row was written after the swap. Nothing was reverted; the revert window is \

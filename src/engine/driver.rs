@@ -138,6 +138,9 @@ fn step_phase(m: &Migration, table: &QualifiedName, cutover: Cutover) -> Result<
         Phase::Validating => {
             let i = m.post_swap_done as usize;
             if let Some(sql) = m.post_swap_sql.get(i) {
+                // A revertible migration's window makes the DDL guard hold
+                // the table from its swap on: its own validations pass.
+                let _pass = crate::pg::ddl_pass::Pass::for_this_transaction();
                 crate::pg::activity::announce(&format!("validating: {sql}"));
                 locks::retry("validate a constraint", m.lock_timeout_ms, 600, || {
                     spi::exec(sql, &[])

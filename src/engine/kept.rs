@@ -40,7 +40,10 @@ pub struct Before {
 /// Move the table's storage into a new kept table and give the table empty
 /// storage, as `storage::empty_storage` would. Returns what the kept table
 /// does not hold of the table as it is, for the inverse ALTER.
-pub fn keep_storage(relid: Oid) -> Result<Before> {
+///
+/// `taken_off`: the table's constraints the swap has dropped already (its
+/// foreign keys on columns whose type changes), to be counted among them.
+pub fn keep_storage(relid: Oid, taken_off: Vec<KeptConstraint>) -> Result<Before> {
     let oid = relid.to_u32();
     let kept = sqlgen::kept_table(oid);
     let before = spi::with_search_path(CATALOG_PATH, || {
@@ -66,7 +69,12 @@ pub fn keep_storage(relid: Oid) -> Result<Before> {
             )?;
         }
         Ok(Before {
-            constraints: constraints_of(relid)?,
+            constraints: {
+                let mut all = constraints_of(relid)?;
+                all.extend(taken_off);
+                all.sort_by(|a, b| a.name.cmp(&b.name));
+                all
+            },
             statistics: spi::query(
                 "SELECT pg_catalog.format('%I.%I', n.nspname, s.stxname) || chr(31)
                         || pg_catalog.pg_get_statisticsobjdef(s.oid)
@@ -78,6 +86,7 @@ pub fn keep_storage(relid: Oid) -> Result<Before> {
         })
     })?;
     let kept_oid = catalog::relation_oid(&kept.to_string())?;
+    same_row_layout(relid, kept_oid)?;
     // Comments and column privileges the ALTER may drop with a column:
     // kept with the kept table, for a revert to restore.
     copy_column_extras(relid, &kept, None, true)?;
@@ -178,6 +187,13 @@ pub fn settle(m: &Migration, table: &QualifiedName, before: Before) -> Result<()
     // ALL TABLES publication, and decoding must skip it and its TOAST.
     spi::exec(
         &sqlgen::alter(&sqlgen::shadow_table(oid), "REPLICA IDENTITY FULL"),
+        &[],
+    )?;
+    // The column grants copied onto it (for a revert to give back) must not
+    // let anyone read the old rows past the table's own row security: with
+    // row security on and no policy, only its owner reads it.
+    spi::exec(
+        &sqlgen::alter(&sqlgen::shadow_table(oid), "ENABLE ROW LEVEL SECURITY"),
         &[],
     )?;
     storage::hide_from_decoding(kept_oid, m.relid);
@@ -472,4 +488,170 @@ pub fn restore_index_definitions(relid: Oid, kept: Oid, table: &QualifiedName) -
         spi::exec(&format!("{head} ON {table} USING {tail}"), &[])?;
     }
     Ok(())
+}
+
+/// The kept table must read the old rows exactly as the table does: a
+/// dropped slot with the dropped attribute's length and alignment (old
+/// rows may still hold a value there; the twin's placeholder is an
+/// integer), and a column added with a default after rows were written
+/// with its "missing" value (PostgreSQL never wrote it into those rows).
+fn same_row_layout(relid: Oid, kept: Oid) -> Result<()> {
+    let dropped = spi::query(
+        "SELECT attnum, attlen, attbyval, ascii(attalign::text), ascii(attstorage::text)
+           FROM pg_catalog.pg_attribute WHERE attrelid = $1 AND attnum > 0 AND attisdropped",
+        &[relid.into()],
+        |r| {
+            Ok((
+                get::<i16>(r, 1)?,
+                get::<i16>(r, 2)?,
+                get::<bool>(r, 3)?,
+                get::<i32>(r, 4)?,
+                get::<i32>(r, 5)?,
+            ))
+        },
+    )?;
+    for (attnum, len, byval, align, storage) in dropped {
+        // SAFETY: inside the swap's transaction; `kept` was created in it,
+        // its attribute `attnum` is a dropped placeholder no row uses yet.
+        unsafe {
+            set_dropped_layout(
+                kept,
+                attnum,
+                len,
+                byval,
+                align as u8 as i8,
+                storage as u8 as i8,
+            )
+        };
+    }
+    copy_missing_values(relid, kept)
+}
+
+/// Give `to`'s attributes the "missing" values (`atthasmissing`,
+/// `attmissingval`) of `from`'s attributes at the same numbers: the kept
+/// table when it gets the old rows, and the table when a revert gives them
+/// back (its inverse ALTER rewrote its empty storage, which clears them).
+pub fn copy_missing_values(from: Oid, to: Oid) -> Result<()> {
+    let attnums = spi::query(
+        "SELECT f.attnum FROM pg_catalog.pg_attribute f
+           JOIN pg_catalog.pg_attribute t ON t.attrelid = $2 AND t.attnum = f.attnum
+          WHERE f.attrelid = $1 AND f.attnum > 0 AND NOT f.attisdropped AND f.atthasmissing
+            AND NOT t.attisdropped AND t.atttypid = f.atttypid",
+        &[from.into(), to.into()],
+        |r| get::<i16>(r, 1),
+    )?;
+    for attnum in attnums {
+        // SAFETY: inside the swap's transaction, ACCESS EXCLUSIVE held on
+        // both relations; the two attributes have the same type (checked
+        // above), so the missing value's array fits the target as is.
+        unsafe { copy_missing(from, to, attnum) };
+    }
+    Ok(())
+}
+
+/// # Safety
+/// Inside a transaction, with ACCESS EXCLUSIVE on `relid`, whose attribute
+/// `attnum` is dropped and not used by any row.
+unsafe fn set_dropped_layout(
+    relid: Oid,
+    attnum: i16,
+    len: i16,
+    byval: bool,
+    align: i8,
+    storage: i8,
+) {
+    use pgrx::pg_sys;
+    // SAFETY: as the caller guarantees; a syscache copy is modified and
+    // written back with CatalogTupleUpdate on pg_attribute opened here.
+    unsafe {
+        let attrs = crate::pg::rel::Rel::open_catalog(
+            pg_sys::AttributeRelationId,
+            pg_sys::RowExclusiveLock,
+        );
+        let tuple = attribute_tuple(relid, attnum);
+        let a = pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_attribute>(tuple);
+        (*a).attlen = len;
+        (*a).attbyval = byval;
+        (*a).attalign = align as _;
+        (*a).attstorage = storage as _;
+        pg_sys::CatalogTupleUpdate(attrs.get(), &mut (*tuple).t_self, tuple);
+        pg_sys::heap_freetuple(tuple);
+        pg_sys::CommandCounterIncrement();
+    }
+}
+
+/// # Safety
+/// Inside a transaction, with ACCESS EXCLUSIVE on both relations, whose
+/// attributes `attnum` exist, are live and have the same type.
+unsafe fn copy_missing(from: Oid, to: Oid, attnum: i16) {
+    use pgrx::pg_sys;
+    // SAFETY: as the caller guarantees. The source value is read from a
+    // syscache copy (kept until the end), the target tuple is rebuilt with
+    // heap_modify_tuple over pg_attribute's own descriptor and written back
+    // with CatalogTupleUpdate, as ALTER TABLE ADD COLUMN stores it.
+    unsafe {
+        let attrs = crate::pg::rel::Rel::open_catalog(
+            pg_sys::AttributeRelationId,
+            pg_sys::RowExclusiveLock,
+        );
+        let src = attribute_tuple(from, attnum);
+        let mut isnull = false;
+        let value = pg_sys::SysCacheGetAttr(
+            pg_sys::SysCacheIdentifier::ATTNUM as _,
+            src,
+            pg_sys::Anum_pg_attribute_attmissingval as _,
+            &mut isnull,
+        );
+        let dst = attribute_tuple(to, attnum);
+        const N: usize = pg_sys::Natts_pg_attribute as usize;
+        let mut values = [pg_sys::Datum::from(0usize); N];
+        let mut nulls = [false; N];
+        let mut replace = [false; N];
+        let has = pg_sys::Anum_pg_attribute_atthasmissing as usize - 1;
+        let val = pg_sys::Anum_pg_attribute_attmissingval as usize - 1;
+        values[has] = pg_sys::Datum::from(!isnull);
+        replace[has] = true;
+        values[val] = value;
+        nulls[val] = isnull;
+        replace[val] = true;
+        let desc = (*attrs.get()).rd_att;
+        let new = pg_sys::heap_modify_tuple(
+            dst,
+            desc,
+            values.as_mut_ptr(),
+            nulls.as_mut_ptr(),
+            replace.as_mut_ptr(),
+        );
+        pg_sys::CatalogTupleUpdate(attrs.get(), &mut (*new).t_self, new);
+        pg_sys::heap_freetuple(new);
+        pg_sys::heap_freetuple(dst);
+        pg_sys::heap_freetuple(src);
+        pg_sys::CommandCounterIncrement();
+    }
+}
+
+/// A palloc'd copy of attribute `attnum` of `relid`.
+///
+/// # Safety
+/// Inside a transaction; the attribute exists.
+unsafe fn attribute_tuple(relid: Oid, attnum: i16) -> pgrx::pg_sys::HeapTuple {
+    use pgrx::pg_sys;
+    use pgrx::IntoDatum;
+    let zero = pg_sys::Datum::from(0usize);
+    // SAFETY: guaranteed by the caller (# Safety above).
+    let tuple = unsafe {
+        pg_sys::SearchSysCacheCopy(
+            pg_sys::SysCacheIdentifier::ATTNUM as _,
+            relid.into_datum().expect("an Oid is never NULL"),
+            pg_sys::Datum::from(attnum as usize),
+            zero,
+            zero,
+        )
+    };
+    assert!(
+        !tuple.is_null(),
+        "cache lookup failed for attribute {attnum} of relation {}",
+        relid.to_u32()
+    );
+    tuple
 }

@@ -76,6 +76,43 @@ pub fn check_revertible(
         }
     }
     let down = down_pairs(down)?;
+    for c in cmds {
+        match &c.kind {
+            // A column dropped and added again under its name: the revert
+            // could not give the old one its name back while the new lives.
+            CmdKind::AddColumn { column, .. }
+                if cmds.iter().any(|d| {
+                    matches!(&d.kind, CmdKind::DropColumn { column: dropped, .. } if dropped == column)
+                }) =>
+            {
+                return Err(MigrateError::not_supported(
+                    format!("revertible => true dropping and adding column \"{column}\""),
+                    "A revert could not give the dropped column its name back while the new one exists.",
+                    "Add the new column under another name, or make the change without revertible.",
+                ));
+            }
+            // Rows written during the window are mapped back through the
+            // cast back unless told otherwise: after a USING, that is not
+            // the way back, and for a key it would find other rows.
+            CmdKind::AlterColumnType { column, using: Some(_), .. } => {
+                if recipe.key_columns.contains(column) {
+                    return Err(MigrateError::not_supported(
+                        format!("revertible => true for key column \"{column}\" changed through USING"),
+                        "The revert finds the kept rows by key; a key that does not map back exactly would find other rows.",
+                        "Change the key in a migration of its own, without revertible.",
+                    ));
+                }
+                if !down.iter().any(|(d, _)| d == column) {
+                    return Err(MigrateError::not_supported(
+                        format!("revertible => true without a way back for column \"{column}\""),
+                        "Its values are changed through USING; casting them back would not undo that.",
+                        format!("Give down => '{{\"{column}\": \"<expression over the new row>\"}}' to say how."),
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
     for (col, _) in &down {
         if !recipe.altered_columns.contains(col) {
             return Err(MigrateError::InvalidParameter {
@@ -152,7 +189,20 @@ fn down_pairs(down: Option<&str>) -> Result<Vec<(String, String)>> {
 }
 
 /// Remove the kept table, the log and the trigger, and close the window.
+/// Closes nothing while a revert of it is under way (55006), or once it is
+/// closed already (the window's row is locked first, so that a revert
+/// being set up in another transaction is waited for and then seen).
 pub fn close_window(m: &Migration, why: Closed) -> Result<()> {
+    if !lock_window(m.id)? {
+        return Ok(());
+    }
+    if let Some(live) = revert_in_flight(m.relid)? {
+        return Err(MigrateError::Busy {
+            table: m.table_name.clone(),
+            id: live,
+            phase: "reverting",
+        });
+    }
     let oid = m.relid.to_u32();
     if let Some(table) = catalog::qualified_name(m.relid)? {
         locks::retry("remove the capture trigger", m.lock_timeout_ms, 100, || {
@@ -177,22 +227,47 @@ pub fn tend(id: i64) -> Result<bool> {
     let Some(m) = state::load(id)? else {
         return Ok(false);
     };
-    if m.window.open && m.window.expired && !revert_in_flight(m.relid)? {
-        close_window(&m, Closed::Expired)?;
-        return Ok(false);
+    if m.window.open && m.window.expired && revert_in_flight(m.relid)?.is_none() {
+        return match close_window(&m, Closed::Expired) {
+            // A revert was set up meanwhile: it closes the window.
+            Err(MigrateError::Busy { .. }) => Ok(true),
+            r => r.map(|_| false),
+        };
     }
     Ok(m.window.open)
 }
 
-fn revert_in_flight(relid: Oid) -> Result<bool> {
+/// Lock the row of migration `id` (waiting for a transaction that holds
+/// it, say one setting up a revert); whether its window is open.
+fn lock_window(id: i64) -> Result<bool> {
+    Ok(spi::query(
+        "SELECT revertible_until IS NOT NULL FROM migrate.migrations WHERE id = $1 FOR NO KEY UPDATE",
+        &[id.into()],
+        |r| get::<bool>(r, 1),
+    )?
+    .into_iter()
+    .next()
+    .unwrap_or(false))
+}
+
+/// A revert of the table not over yet: its id.
+fn revert_in_flight(relid: Oid) -> Result<Option<i64>> {
     Ok(state::latest_for_table(relid)?
-        .is_some_and(|l| !l.phase.is_terminal() && l.window.reverts.is_some()))
+        .filter(|l| !l.phase.is_terminal() && l.window.reverts.is_some())
+        .map(|l| l.id))
 }
 
 /// Set up the revert of `f` (whose window is open) as a new migration in
 /// `replaying`; its id. Runs in the caller's transaction.
 pub fn begin(f: &Migration, table: &QualifiedName, background: bool) -> Result<i64> {
     let oid = f.relid.to_u32();
+    // Held until this transaction ends: expiry and forget() wait for it.
+    if !lock_window(f.id)? {
+        return Err(MigrateError::NothingToRevert {
+            table: f.table_name.clone(),
+            why: format!("The revert window of migration {} closed meanwhile.", f.id),
+        });
+    }
     let shadow = sqlgen::shadow_table(oid);
     let kept_oid = catalog::relation_oid(&shadow.to_string())?;
     kept::restore_index_names(f.relid)?;
@@ -202,7 +277,10 @@ pub fn begin(f: &Migration, table: &QualifiedName, background: bool) -> Result<i
     for sub in &inv.kept_fixups {
         spi::exec(&sqlgen::alter(&shadow, sub), &[])?;
     }
-    let facts = catalog::load_table(f.relid)?;
+    // The log holds the forward migration's key: replay by that one, not
+    // by the key the table would be given now.
+    let mut facts = catalog::load_table(f.relid)?;
+    facts.replay_key = Some(f.key_columns.clone());
     let cmds = if inv.subcommands.is_empty() {
         vec![]
     } else {
@@ -324,6 +402,7 @@ fn inverse_of(f: &Migration, kept_oid: Oid) -> Result<inverse::Inverse> {
             inv.statements.push(sql.to_string());
         }
     }
+    inverse::order_drops_first(&mut inv.subcommands);
     Ok(inv)
 }
 
@@ -489,37 +568,53 @@ pub fn name_row(
     if !(class.starts_with("22") || class.starts_with("23")) {
         return e;
     }
-    let log = sqlgen::log_table(m.relid.to_u32());
-    for &id in ids {
-        let one = crate::pg::subxact::rolled_back(|| crate::engine::replay::apply(m, table, &[id]));
-        let cause = match one {
-            Ok(Ok(())) => continue,
-            Ok(Err(cause)) => cause.to_string(),
-            Err(caught) => MigrateError::from_caught(caught, "").to_string(),
-        };
-        let names: Vec<String> = m
-            .key_columns
-            .iter()
-            .map(|k| Ident::new(k).to_string())
-            .collect();
-        let values: Vec<String> = (1..=names.len()).map(|i| format!("k{i}::text")).collect();
-        let key = spi::text(
-            &format!(
-                "SELECT pg_catalog.concat_ws(', ', {}) FROM {log} WHERE id = $1",
-                values.join(", ")
-            ),
-            &[id.into()],
-        )
-        .ok()
-        .flatten()
-        .unwrap_or_default();
-        return MigrateError::RevertRow {
-            id: m.window.reverts.unwrap_or(m.id),
-            table: m.table_name.clone(),
-            key: format!("({})=({key})", names.join(", ")),
-            cause,
-            code,
+    let fails = |ids: &[i64]| -> Option<String> {
+        match crate::pg::subxact::rolled_back(|| crate::engine::replay::apply(m, table, ids)) {
+            Ok(Ok(())) => None,
+            Ok(Err(cause)) => Some(cause.to_string()),
+            Err(caught) => Some(MigrateError::from_caught(caught, "").to_string()),
+        }
+    };
+    // Halve the batch while a half fails on its own: about twice the
+    // batch's work, whatever its size (this may run under the swap's lock).
+    let mut range = ids;
+    while range.len() > 1 {
+        let (left, right) = range.split_at(range.len() / 2);
+        range = if fails(left).is_some() {
+            left
+        } else if fails(right).is_some() {
+            right
+        } else {
+            // Only rows of both halves together fail (two rows' unique
+            // values): no one row to name.
+            return e;
         };
     }
-    e
+    let (Some(&id), Some(cause)) = (range.first(), fails(range)) else {
+        return e;
+    };
+    let log = sqlgen::log_table(m.relid.to_u32());
+    let names: Vec<String> = m
+        .key_columns
+        .iter()
+        .map(|k| Ident::new(k).to_string())
+        .collect();
+    let values: Vec<String> = (1..=names.len()).map(|i| format!("k{i}::text")).collect();
+    let key = spi::text(
+        &format!(
+            "SELECT pg_catalog.concat_ws(', ', {}) FROM {log} WHERE id = $1",
+            values.join(", ")
+        ),
+        &[id.into()],
+    )
+    .ok()
+    .flatten()
+    .unwrap_or_default();
+    MigrateError::RevertRow {
+        id: m.window.reverts.unwrap_or(m.id),
+        table: m.table_name.clone(),
+        key: format!("({})=({key})", names.join(", ")),
+        cause,
+        code,
+    }
 }

@@ -83,7 +83,18 @@ pub fn swap(m: &Migration, table: &QualifiedName) -> Result<Vec<String>> {
     // A revertible migration keeps the old storage (kept.rs); a revert is
     // never itself revertible.
     let kept = if m.window.wanted && m.window.reverts.is_none() {
-        Some(crate::engine::kept::keep_storage(m.relid)?)
+        // The table's own foreign keys taken off above were its
+        // constraints before the ALTER too.
+        let taken_off = fks
+            .iter()
+            .filter(|fk| fk.table == *table)
+            .map(|fk| crate::engine::state::window::KeptConstraint {
+                name: fk.name.clone(),
+                definition: fk.definition.clone(),
+                validated: fk.validated,
+            })
+            .collect();
+        Some(crate::engine::kept::keep_storage(m.relid, taken_off)?)
     } else {
         storage::empty_storage(m.relid);
         None
@@ -102,6 +113,9 @@ pub fn swap(m: &Migration, table: &QualifiedName) -> Result<Vec<String>> {
         spi::with_search_path(CATALOG_PATH, || {
             crate::engine::kept::restore_index_definitions(m.relid, shadow_oid, table)
         })?;
+        // The kept rows written before a column was added with a default
+        // read its "missing" value, which the ALTER on empty storage cleared.
+        crate::engine::kept::copy_missing_values(shadow_oid, m.relid)?;
     }
     views::recreate(table, &saved)?;
     check_same_layout(m.relid, shadow_oid)?;

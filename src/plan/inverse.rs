@@ -144,7 +144,14 @@ pub fn inverse(
             }
         }
     }
+    order_drops_first(&mut inv.subcommands);
     Ok(inv)
+}
+
+/// Constraints are dropped before columns: dropping a column drops the
+/// constraints on it, and PostgreSQL runs the drops in the order given.
+pub fn order_drops_first(subcommands: &mut [String]) {
+    subcommands.sort_by_key(|s| !s.starts_with("DROP CONSTRAINT"));
 }
 
 /// The subcommands that give the table the kept table's storage options
@@ -220,10 +227,11 @@ fn column(
             return Ok(());
         }
         (false, true) => {
-            return Err(format!(
-                "Attribute {} is dropped in the kept table but is \"{}\" in the table.",
-                n.attnum, n.name
-            ))
+            // A column the forward ALTER added, whose dropped slot an
+            // earlier revert attempt already made in the kept table.
+            inv.subcommands
+                .push(format!("DROP COLUMN {}", Ident::new(&n.name)));
+            return Ok(());
         }
         (false, false) => {}
     }
@@ -352,16 +360,18 @@ mod tests {
                 "DROP COLUMN halo_dropped_3"
             ]
         );
-        // Run again once the slot exists (a revert tried before): nothing to fix.
+        // Run again once the slot exists (a revert tried before): the
+        // column is dropped, the slot is already there.
         let inv = inverse(
-            &[col(1, "id", "integer"), dropped(2), dropped(3)],
+            &[col(1, "id", "integer"), dropped(2), col(3, "note", "text")],
             &[col(1, "id", "integer"), dropped(2), dropped(3)],
             &[],
             &[],
             &[],
         )
         .unwrap();
-        assert_eq!(inv, Inverse::default());
+        assert_eq!(inv.subcommands, ["DROP COLUMN note"]);
+        assert!(inv.kept_fixups.is_empty());
     }
 
     #[test]
@@ -396,6 +406,24 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.contains("identity"), "{e}");
+    }
+
+    #[test]
+    fn constraints_are_dropped_before_columns() {
+        let mut subs = vec![
+            "DROP COLUMN x".to_string(),
+            "ALTER COLUMN id TYPE integer".into(),
+            "DROP CONSTRAINT t_x_key".into(),
+        ];
+        order_drops_first(&mut subs);
+        assert_eq!(
+            subs,
+            [
+                "DROP CONSTRAINT t_x_key",
+                "DROP COLUMN x",
+                "ALTER COLUMN id TYPE integer"
+            ]
+        );
     }
 
     #[test]
