@@ -75,6 +75,21 @@ pub fn check_revertible(
             ));
         }
     }
+    // The kept table's twin of an invalid index would be valid, over the
+    // invalid one's incomplete storage.
+    let invalid = spi::text(
+        "SELECT pg_catalog.string_agg(c.relname::text, ', ') FROM pg_catalog.pg_index i
+           JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid
+          WHERE i.indrelid = $1 AND NOT (i.indisvalid AND i.indisready)",
+        &[oid.into()],
+    )?;
+    if let Some(names) = invalid {
+        return Err(MigrateError::not_supported(
+            "revertible => true on a table with an invalid index",
+            format!("Index {names} is invalid (a CREATE INDEX CONCURRENTLY that failed, say)."),
+            "Drop it, or REINDEX it, first.",
+        ));
+    }
     let down = down_pairs(down)?;
     for c in cmds {
         match &c.kind {

@@ -698,3 +698,25 @@ fn a_revertible_change_of_a_foreign_key_column_validates_and_reverts() {
     assert!(r.get::<_, bool>(2));
     assert_eq!(leftovers(&mut c), 0);
 }
+
+#[test]
+fn a_table_with_an_invalid_index_is_refused() {
+    let cluster = Cluster::start();
+    let mut c = cluster.client();
+    c.batch_execute(
+        "CREATE TABLE t (id int PRIMARY KEY, v int);
+         INSERT INTO t SELECT g, g % 10 FROM generate_series(1, 100) g;",
+    )
+    .unwrap();
+    // A unique index built CONCURRENTLY over duplicates stays, invalid.
+    c.batch_execute("CREATE UNIQUE INDEX CONCURRENTLY t_v_key ON t (v)")
+        .unwrap_err();
+    let e = c
+        .batch_execute(
+            "SELECT migrate.start('t', 'ALTER COLUMN id TYPE bigint', revertible => true)",
+        )
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "0A000", "{e:?}");
+    assert!(format!("{e:?}").contains("t_v_key"), "{e:?}");
+    assert_eq!(leftovers(&mut c), 0);
+}
