@@ -83,6 +83,27 @@ pub fn drop_trigger_sql(oid: u32, table: &QualifiedName) -> Vec<String> {
     ]
 }
 
+/// Remove everything a rewrite's capture and copy made: the triggers
+/// (their lock taken with `lock_timeout_ms` and retried), the shadow (or a
+/// revert window's kept table, which has its name), the log and the
+/// function. Used by a failed or aborted migration and by a closing window.
+pub fn remove(relid: pgrx::pg_sys::Oid, lock_timeout_ms: i32) -> Result<()> {
+    let oid = relid.to_u32();
+    if let Some(table) = crate::catalog::qualified_name(relid)? {
+        crate::engine::locks::retry("remove the capture trigger", lock_timeout_ms, 100, || {
+            for sql in drop_trigger_sql(oid, &table) {
+                spi::exec(&sql, &[])?;
+            }
+            Ok(())
+        })?;
+    }
+    spi::exec(
+        &format!("DROP TABLE IF EXISTS {}", sqlgen::shadow_table(oid)),
+        &[],
+    )?;
+    drop_log(oid)
+}
+
 /// Remove the log and the function (after the triggers are gone).
 pub fn drop_log(oid: u32) -> Result<()> {
     spi::exec(

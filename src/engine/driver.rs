@@ -23,7 +23,6 @@ use crate::engine::verify;
 use crate::error::{MigrateError, Result};
 use crate::pg::ident::QualifiedName;
 use crate::pg::spi;
-use crate::plan::sqlgen;
 use std::time::Instant;
 
 /// Whether this call may perform the swap when the copy has caught up.
@@ -282,20 +281,7 @@ pub fn cleanup(m: &Migration) -> Result<()> {
         // A revert's shadow, log and trigger are the window's: they stay.
         return crate::engine::revert::drop_stash(m.relid.to_u32());
     }
-    let oid = m.relid.to_u32();
-    if let Some(table) = catalog::qualified_name(m.relid)? {
-        locks::retry("remove the capture trigger", m.lock_timeout_ms, 100, || {
-            for sql in crate::engine::capture::drop_trigger_sql(oid, &table) {
-                spi::exec(&sql, &[])?;
-            }
-            Ok(())
-        })?;
-    }
-    spi::exec(
-        &format!("DROP TABLE IF EXISTS {}", sqlgen::shadow_table(oid)),
-        &[],
-    )?;
-    crate::engine::capture::drop_log(oid)
+    crate::engine::capture::remove(m.relid, m.lock_timeout_ms)
 }
 
 /// Record a failure and clean up. Before the swap the table is left exactly

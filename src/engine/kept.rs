@@ -382,7 +382,6 @@ fn set_attribute(
     ndims: i32,
 ) {
     use pgrx::pg_sys;
-    use pgrx::IntoDatum;
     let cname = std::ffi::CString::new(name).expect("column names have no NUL");
     // SAFETY: inside the swap's transaction, with ACCESS EXCLUSIVE held on
     // `relid`, whose storage is empty. The tuple is a palloc'd syscache copy
@@ -397,19 +396,7 @@ fn set_attribute(
             pg_sys::AttributeRelationId,
             pg_sys::RowExclusiveLock,
         );
-        let zero = pg_sys::Datum::from(0usize);
-        let tuple = pg_sys::SearchSysCacheCopy(
-            pg_sys::SysCacheIdentifier::ATTNUM as _,
-            relid.into_datum().expect("an Oid is never NULL"),
-            pg_sys::Datum::from(attnum as usize),
-            zero,
-            zero,
-        );
-        assert!(
-            !tuple.is_null(),
-            "cache lookup failed for attribute {attnum} of relation {}",
-            relid.to_u32()
-        );
+        let tuple = attribute_tuple(relid, attnum);
         let a = pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_attribute>(tuple);
         (*a).attisdropped = false;
         (*a).atttypid = typid;
@@ -433,9 +420,7 @@ fn set_attribute(
             objectSubId: 0,
         };
         pg_sys::recordDependencyOn(&column, &ty, pg_sys::DependencyType::DEPENDENCY_NORMAL);
-        if collation != pg_sys::InvalidOid
-            && collation != pg_sys::Oid::from(pg_sys::DEFAULT_COLLATION_OID)
-        {
+        if collation != pg_sys::InvalidOid && collation != pg_sys::DEFAULT_COLLATION_OID {
             let coll = pg_sys::ObjectAddress {
                 classId: pg_sys::CollationRelationId,
                 objectId: collation,
@@ -469,25 +454,26 @@ pub fn restore_index_definitions(relid: Oid, kept: Oid, table: &QualifiedName) -
         &[relid.into(), kept.into()],
         |r| Ok((get::<String>(r, 1)?, get::<String>(r, 2)?)),
     )?;
-    let shadow = sqlgen::shadow_table(relid.to_u32());
     for (name, kept_def) in differing {
-        let schema = spi::text(
-            "SELECT n.nspname::text FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-              WHERE c.oid = $1",
-            &[relid.into()],
-        )?
-        .unwrap_or_default();
-        spi::exec(
-            &format!("DROP INDEX {}", QualifiedName::new(schema, &name)),
-            &[],
-        )?;
-        let on = format!(" ON {shadow} USING ");
-        let (head, tail) = kept_def.split_once(&on).ok_or_else(|| {
-            MigrateError::Internal(format!("unexpected index definition: {kept_def}"))
-        })?;
-        spi::exec(&format!("{head} ON {table} USING {tail}"), &[])?;
+        // The table's indexes live in its schema.
+        let index = QualifiedName {
+            schema: table.schema.clone(),
+            name: Ident::new(name),
+        };
+        spi::exec(&format!("DROP INDEX {index}"), &[])?;
+        spi::exec(&on_table(&kept_def, relid, table)?, &[])?;
     }
     Ok(())
+}
+
+/// A kept index's definition (`pg_get_indexdef`, naming the kept table
+/// under the shadow's name) as a CREATE INDEX on the table.
+pub fn on_table(kept_def: &str, relid: Oid, table: &QualifiedName) -> Result<String> {
+    let on = format!(" ON {} USING ", sqlgen::shadow_table(relid.to_u32()));
+    let (head, tail) = kept_def.split_once(&on).ok_or_else(|| {
+        MigrateError::Internal(format!("unexpected index definition: {kept_def}"))
+    })?;
+    Ok(format!("{head} ON {table} USING {tail}"))
 }
 
 /// The kept table must read the old rows exactly as the table does: a

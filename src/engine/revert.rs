@@ -18,7 +18,7 @@
 use crate::catalog;
 use crate::engine::state::window::{self, Closed};
 use crate::engine::state::{self, Migration, Phase};
-use crate::engine::{capture, kept, locks, shadow};
+use crate::engine::{capture, kept, shadow};
 use crate::error::{MigrateError, Result};
 use crate::pg::ident::{Ident, QualifiedName};
 use crate::pg::spi::{self, get, CATALOG_PATH};
@@ -218,21 +218,8 @@ pub fn close_window(m: &Migration, why: Closed) -> Result<()> {
             phase: "reverting",
         });
     }
-    let oid = m.relid.to_u32();
-    if let Some(table) = catalog::qualified_name(m.relid)? {
-        locks::retry("remove the capture trigger", m.lock_timeout_ms, 100, || {
-            for sql in capture::drop_trigger_sql(oid, &table) {
-                spi::exec(&sql, &[])?;
-            }
-            Ok(())
-        })?;
-    }
-    spi::exec(
-        &format!("DROP TABLE IF EXISTS {}", sqlgen::shadow_table(oid)),
-        &[],
-    )?;
-    drop_stash(oid)?;
-    capture::drop_log(oid)?;
+    capture::remove(m.relid, m.lock_timeout_ms)?;
+    drop_stash(m.relid.to_u32())?;
     window::close(m.id, why)
 }
 
@@ -471,11 +458,7 @@ fn recreate_index(f: &Migration, kept_oid: Oid, name: &str) -> Result<String> {
         &[kept_oid.into(), name.into()],
     )?
     .unwrap_or_default();
-    let on = format!(" ON {} USING ", sqlgen::shadow_table(f.relid.to_u32()));
-    let (head, tail) = def
-        .split_once(&on)
-        .ok_or_else(|| MigrateError::Internal(format!("unexpected index definition: {def}")))?;
-    Ok(format!("{head} ON {table} USING {tail}"))
+    kept::on_table(&def, f.relid, &table)
 }
 
 /// Drop the stash of a revert that restored columns, if there is one.
