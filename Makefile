@@ -6,7 +6,7 @@ export PG_CONFIG
 PGRX_TEST_DATA ?= /tmp/halo_pgrx_test_data
 export USER ?= $(shell id -un)
 
-.PHONY: setup install test test-layers test-unit test-regress test-e2e test-fuzz test-cli test-deb deb demo bench fuzz clean
+.PHONY: setup install test test-layers test-unit test-regress test-e2e test-fuzz test-cli test-upgrade test-deb deb demo bench fuzz clean
 
 setup:
 	bash scripts/setup.sh
@@ -15,7 +15,7 @@ install: setup
 	cargo pgrx install --release --pg-config $(PG_CONFIG)
 
 ## All tests: Rust unit tests and #[pg_test]s, SQL regression, end to end, the CLI.
-test: setup test-layers test-unit install test-regress test-e2e test-fuzz test-cli test-deb
+test: setup test-layers test-unit install test-regress test-e2e test-fuzz test-cli test-upgrade test-deb
 
 # src/ keeps its layers: api → bgw → engine → catalog → plan → pg.
 test-layers:
@@ -45,6 +45,11 @@ fuzz: install
 # The command line (cli/): its unit tests, and its tests against real clusters.
 test-cli: install
 	cargo test -p halo_migrate_cli --features e2e
+
+# The upgrade path: the previous release with migrations in flight, the
+# package upgraded, ALTER EXTENSION halo_migrate UPDATE, each migration ended.
+test-upgrade: install
+	bash scripts/upgrade-test.sh
 
 ## The Debian package (target/deb/postgresql-15-halo-migrate_<version>_<arch>.deb),
 ## and a check that `apt install ./…deb` installs a working extension and command.

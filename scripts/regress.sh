@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tests=("$@")
-[ ${#tests[@]} -gt 0 ] || tests=($(ls sql/*.sql | xargs -n1 basename | sed 's/\.sql$//'))
+# sql/ holds the regression tests and, for cargo-pgrx, the extension's update scripts.
+[ ${#tests[@]} -gt 0 ] || tests=($(ls sql/*.sql | xargs -n1 basename | grep -v '^halo_migrate--' | sed 's/\.sql$//'))
 dir=$(mktemp -d /tmp/halo_regress.XXXXXX); chmod 755 "$dir"
 trap 'scripts/pgcluster.sh stop "$dir/data"; rm -rf "$dir"' EXIT
 port=$(scripts/pgcluster.sh start "$dir/data")

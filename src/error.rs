@@ -195,6 +195,12 @@ pub enum MigrateError {
         code: PgSqlErrorCode,
     },
 
+    #[error("halo_migrate's SQL objects are version {installed}, but its library is {library}")]
+    VersionMismatch {
+        installed: String,
+        library: &'static str,
+    },
+
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -273,6 +279,7 @@ impl MigrateError {
             MigrateError::NothingToRevert { .. } | MigrateError::RevertWindowExpired { .. } => {
                 ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE
             }
+            MigrateError::VersionMismatch { .. } => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             MigrateError::Internal(_) => ERRCODE_INTERNAL_ERROR,
         }
     }
@@ -360,6 +367,11 @@ impl MigrateError {
             ),
             MigrateError::NoWorkerSlot => Some(
                 "All background worker slots are in use.\nwhile starting the migration".into(),
+            ),
+            MigrateError::VersionMismatch { .. } => Some(
+                "The package was upgraded and the server restarted, but the extension in this \
+                 database was not updated. Migrations in flight wait, untouched."
+                    .into(),
             ),
             MigrateError::ValidationAfterSwap { detail, .. } => Some(match detail {
                 Some(d) => format!("{d}\nafter the swap"),
@@ -458,6 +470,9 @@ impl MigrateError {
             MigrateError::ReplicaLagPrivilege => Some(
                 "GRANT pg_read_all_stats TO the role that runs the migration.".into(),
             ),
+            MigrateError::VersionMismatch { library, .. } => Some(format!(
+                "Run ALTER EXTENSION halo_migrate UPDATE TO '{library}'; in this database."
+            )),
             MigrateError::NoWorkerSlot => Some(
                 "Raise max_worker_processes, or start with background => false and drive the \
                  migration with migrate.step() (for example from pg_cron)."

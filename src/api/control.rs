@@ -2,7 +2,7 @@
 //! running migration. Each checks its arguments, finds the table's
 //! migration and calls into `engine::finish` or `engine::abort`.
 
-use super::{or_report, required, Regclass};
+use super::{call, required, Regclass};
 use crate::engine::state::{self, Migration};
 use crate::engine::{abort, blockers, finish as cutover};
 use crate::error::{MigrateError, Result};
@@ -19,23 +19,25 @@ fn finish(
     timeout: default!(Option<Interval>, "NULL"),
     blockers: default!(Option<&str>, "'wait'"),
 ) -> String {
-    or_report(blockers::Policy::parse(blockers).and_then(|b| {
-        let deadline = deadline(timeout)?;
-        cutover::finish(table_migration(tbl)?, deadline, b)
-    }))
+    call(|| {
+        blockers::Policy::parse(blockers).and_then(|b| {
+            let deadline = deadline(timeout)?;
+            cutover::finish(table_migration(tbl)?, deadline, b)
+        })
+    })
 }
 
 /// Stop the migration and remove everything it created.
 #[pg_extern(volatile, parallel_unsafe)]
 fn abort(tbl: Option<Regclass>) {
-    or_report(table_migration(tbl).and_then(abort::abort))
+    call(|| table_migration(tbl).and_then(abort::abort))
 }
 
 /// One unit of work (a copy batch, an index, a replay batch, a validation)
 /// in the caller's transaction; what it did.
 #[pg_extern(volatile, parallel_unsafe)]
 fn step(tbl: Option<Regclass>) -> String {
-    or_report(table_migration(tbl).and_then(cutover::step))
+    call(|| table_migration(tbl).and_then(cutover::step))
 }
 
 /// When `timeout` from now passes (NULL: never).

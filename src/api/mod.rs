@@ -75,6 +75,12 @@ pub(crate) fn required<T>(value: Option<T>, name: &'static str) -> Result<T> {
     value.ok_or(MigrateError::NullArgument { name })
 }
 
+/// Run an API function's body once the SQL objects are known to match this
+/// library (see `catalog::check_version`); its error becomes an ERROR.
+pub(crate) fn call<T>(body: impl FnOnce() -> Result<T>) -> T {
+    or_report(crate::catalog::check_version().and_then(|()| body()))
+}
+
 /// Unwrap at the API edge: an error becomes a PostgreSQL ERROR.
 pub(crate) fn or_report<T>(result: Result<T>) -> T {
     result.unwrap_or_else(|e| e.report())

@@ -1,6 +1,6 @@
 //! `migrate.plan(tbl regclass, alter text, revertible boolean)`: the exact dry run.
 
-use super::{or_report, required, Regclass};
+use super::{call, required, Regclass};
 use crate::engine::setup;
 use crate::error::Result;
 use pgrx::prelude::*;
@@ -25,7 +25,7 @@ fn plan(
     ),
 > {
     let steps =
-        or_report(required(revertible, "revertible").and_then(|r| plan_steps(tbl, alter, r))).steps;
+        call(|| required(revertible, "revertible").and_then(|r| plan_steps(tbl, alter, r))).steps;
     TableIterator::new(steps.into_iter().enumerate().map(|(i, s)| {
         (
             i as i32 + 1,

@@ -3,7 +3,7 @@
 //! finds the table's migration and calls into `engine::revert`.
 
 use super::control::{deadline, table_migration};
-use super::{or_report, required, Regclass};
+use super::{call, required, Regclass};
 use crate::bgw::worker;
 use crate::engine::revert;
 use crate::engine::state::{self, window::Closed, Migration};
@@ -21,13 +21,13 @@ fn revert(
     timeout: default!(Option<Interval>, "NULL"),
     background: default!(Option<bool>, "false"),
 ) -> String {
-    or_report(revert_table(tbl, timeout, background))
+    call(|| revert_table(tbl, timeout, background))
 }
 
 /// End the revert window now: drop the kept table, the log and the trigger.
 #[pg_extern(volatile, parallel_unsafe)]
 fn forget(tbl: Option<Regclass>) -> String {
-    or_report(forget_window(tbl))
+    call(|| forget_window(tbl))
 }
 
 fn revert_table(

@@ -3,7 +3,7 @@
 //! it before each unit of work, so a change takes effect within one batch.
 
 use super::control::table_migration;
-use super::{or_report, Regclass};
+use super::{call, Regclass};
 use crate::bgw::worker;
 use crate::engine::state::{self, Migration, Phase};
 use crate::error::{MigrateError, Result};
@@ -14,13 +14,13 @@ use pgrx::prelude::*;
 /// Hold the migration still after the unit of work in progress.
 #[pg_extern(volatile, parallel_unsafe)]
 fn pause(tbl: Option<Regclass>) -> String {
-    or_report(pause_migration(tbl))
+    call(|| pause_migration(tbl))
 }
 
 /// Continue a paused or interrupted migration; relaunch its worker if gone.
 #[pg_extern(volatile, parallel_unsafe)]
 fn resume(tbl: Option<Regclass>) -> String {
-    or_report(resume_migration(tbl))
+    call(|| resume_migration(tbl))
 }
 
 /// Change how fast the migration copies; NULL leaves a setting as it is.
@@ -32,13 +32,15 @@ fn throttle(
     target_batch_time: default!(Option<Interval>, "NULL"),
     max_replica_lag: default!(Option<Interval>, "NULL"),
 ) -> String {
-    or_report(throttle_migration(
-        tbl,
-        batch_rows,
-        batch_pause,
-        target_batch_time,
-        max_replica_lag,
-    ))
+    call(|| {
+        throttle_migration(
+            tbl,
+            batch_rows,
+            batch_pause,
+            target_batch_time,
+            max_replica_lag,
+        )
+    })
 }
 
 /// The table's live migration, locked against concurrent control calls.

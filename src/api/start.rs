@@ -3,7 +3,7 @@
 //! it wants one.
 
 use super::plan::plan_steps;
-use super::{or_report, required, Regclass};
+use super::{call, required, Regclass};
 use crate::bgw::worker;
 use crate::engine::setup::{self, Options};
 use crate::error::{MigrateError, Result};
@@ -37,7 +37,7 @@ fn start(
         revert_window,
         down,
     };
-    or_report(start_migration(tbl, alter, opts))
+    call(|| start_migration(tbl, alter, opts))
 }
 
 /// start()'s options as given (NULL where the caller left them out).

@@ -11,6 +11,12 @@
 //! runs as the role that started the migration, as always: the launcher and
 //! the per-database workers never run a migration themselves.
 //!
+//! After a package upgrade, the library may be newer than the extension's
+//! SQL objects in a database. Its resumer then starts nothing: it logs that
+//! the database awaits `ALTER EXTENSION halo_migrate UPDATE` and exits with
+//! code 1, so that the postmaster runs it again a few seconds later; once
+//! the versions match, it resumes the migrations as usual.
+//!
 //! Invariants: the launcher never touches a database's tables (it reads
 //! only the shared catalog `pg_database`); a migration driven by `step()`
 //! (`background => false`) is never resumed by it; paused migrations get a
@@ -60,6 +66,9 @@ pub extern "C-unwind" fn halo_migrate_launcher_main(_arg: pg_sys::Datum) {
             .set_function("halo_migrate_resumer_main")
             .set_argument((db.to_u32() as i64).into_datum())
             .enable_spi_access()
+            // A resumer that exits with code 1 (it waits for the extension
+            // to be updated) runs again this much later; code 0 ends it.
+            .set_restart_time(Some(UPDATE_RECHECK))
             // SAFETY: this process's own pid, so that we can wait for it.
             .set_notify_pid(unsafe { pg_sys::MyProcPid })
             .load_dynamic();
@@ -119,24 +128,59 @@ pub extern "C-unwind" fn halo_migrate_resumer_main(arg: pg_sys::Datum) {
     // only starts workers, each of which runs as its migration's role.
     BackgroundWorker::connect_worker_to_spi_by_oid(Some(db), None);
     match transaction(resume_interrupted) {
-        Ok(ids) if !ids.is_empty() => {
+        Ok(Resumed::Ids(ids)) if !ids.is_empty() => {
             log!("halo_migrate: resuming interrupted migrations {ids:?} after a restart")
         }
-        Ok(_) => {}
+        Ok(Resumed::Ids(_)) => {}
+        Ok(Resumed::AwaitingUpdate { installed, waiting }) => {
+            log!(
+                "halo_migrate: {waiting} migration(s) wait for ALTER EXTENSION halo_migrate \
+                 UPDATE: the extension is version {installed}, the library {}",
+                crate::catalog::LIBRARY_VERSION
+            );
+            // SAFETY: exiting a background worker outside any transaction;
+            // exit code 1 asks the postmaster to start it again after
+            // UPDATE_RECHECK, which is how the wait is polled.
+            unsafe { pg_sys::proc_exit(1) }
+        }
         Err(e) => log!("halo_migrate resumer: {e}"),
     }
 }
 
+/// How often a database whose extension awaits an update is looked at again.
+const UPDATE_RECHECK: Duration = Duration::from_secs(5);
+
+/// What a resumer found in its database.
+enum Resumed {
+    /// The migrations it started a worker for.
+    Ids(Vec<i64>),
+    /// The SQL objects are another version than this library: migrations
+    /// not over are left untouched until the extension is updated.
+    AwaitingUpdate { installed: String, waiting: i64 },
+}
+
 /// Start a worker for each background migration that is not over and has
 /// none; the ids of those resumed. The workers begin when this commits.
-fn resume_interrupted() -> Result<Vec<i64>> {
-    let installed = spi::query(
-        "SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'halo_migrate'",
-        &[],
-        |_| Ok(()),
-    )?;
-    if installed.is_empty() {
-        return Ok(Vec::new());
+fn resume_interrupted() -> Result<Resumed> {
+    let Some(installed) = crate::catalog::installed_version()? else {
+        return Ok(Resumed::Ids(Vec::new()));
+    };
+    if installed != crate::catalog::LIBRARY_VERSION {
+        // Only columns every upgradable version (0.1.0 on) has: the table
+        // may be an old one.
+        let waiting = spi::query(
+            "SELECT count(*) FROM migrate.migrations
+              WHERE background
+                AND (phase NOT IN ('done', 'failed', 'aborted') OR revertible_until IS NOT NULL)",
+            &[],
+            |r| get::<i64>(r, 1),
+        )?;
+        let waiting = waiting.into_iter().next().unwrap_or(0);
+        return Ok(if waiting > 0 {
+            Resumed::AwaitingUpdate { installed, waiting }
+        } else {
+            Resumed::Ids(Vec::new())
+        });
     }
     let orphans = spi::query(
         "SELECT m.id, m.role_oid
@@ -153,5 +197,7 @@ fn resume_interrupted() -> Result<Vec<i64>> {
     for &(id, role) in &orphans {
         worker::launch_after_commit(id, role)?;
     }
-    Ok(orphans.into_iter().map(|(id, _)| id).collect())
+    Ok(Resumed::Ids(
+        orphans.into_iter().map(|(id, _)| id).collect(),
+    ))
 }

@@ -277,3 +277,27 @@ pub fn cross_type_equality(left: Oid, right: Oid) -> Result<Option<String>> {
         &[left.into(), right.into()],
     )
 }
+
+/// The version of this library, which the SQL objects must match.
+pub const LIBRARY_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The extension's installed version in this database (None: not installed).
+pub fn installed_version() -> Result<Option<String>> {
+    spi::text(
+        "SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'halo_migrate'",
+        &[],
+    )
+}
+
+/// Refuse to act when the SQL objects are another version than the library:
+/// after a package upgrade and a restart, until `ALTER EXTENSION halo_migrate
+/// UPDATE`, the old declarations and tables do not match the new code.
+pub fn check_version() -> Result<()> {
+    match installed_version()? {
+        Some(v) if v != LIBRARY_VERSION => Err(MigrateError::VersionMismatch {
+            installed: v,
+            library: LIBRARY_VERSION,
+        }),
+        _ => Ok(()),
+    }
+}

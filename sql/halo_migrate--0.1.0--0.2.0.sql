@@ -1,0 +1,19 @@
+-- halo_migrate 0.1.0 → 0.2.0 (ALTER EXTENSION halo_migrate UPDATE).
+--
+-- 0.2.0 changes the library only: its functions now refuse to act while the
+-- SQL objects are another version than the library, and its resumer leaves
+-- migrations in flight untouched until this update has run. The SQL objects
+-- are those of 0.1.0, so there is nothing to change here.
+--
+-- Rules for the scripts that follow (scripts/upgrade-test.sh checks the
+-- result against a fresh CREATE EXTENSION, object by object):
+-- - Every change to src/schema.sql or to a #[pg_extern]'s declaration gets
+--   its statement here; state tables are altered in place (ADD COLUMN with
+--   a default, never a rewrite that loses rows of migrations in flight).
+-- - A function's existing arguments keep their position and type: new ones
+--   are appended with a default. Between a package upgrade and this update,
+--   old declarations call the new library; an argument it does not receive
+--   fails cleanly, one of another type would not.
+-- - A changed return type or argument list is DROP FUNCTION + CREATE
+--   FUNCTION ... AS 'MODULE_PATHNAME', '<fn>_wrapper', with the grants and
+--   comments of the fresh install.
