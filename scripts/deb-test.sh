@@ -4,12 +4,13 @@
 # demonstration (scripts/demo.sh) against the packaged extension.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-deb=$(ls -t target/deb/*.deb | head -1)
+PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
+major=$("$PG_CONFIG" --version | sed -E 's/^PostgreSQL ([0-9]+).*/\1/')
+deb=$(ls -t target/deb/postgresql-"$major"-halo-migrate_*.deb | head -1)
 sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo -n"
 $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "./$deb" >/dev/null
 name=$(dpkg-deb -f "$deb" Package)
 dpkg -s "$name" | grep -q '^Status: install ok installed'
-PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
 for f in "$("$PG_CONFIG" --pkglibdir)/halo_migrate.so" \
          "$("$PG_CONFIG" --sharedir)/extension/halo_migrate.control" /usr/bin/halo_migrate; do
     dpkg -S "$f" | grep -q "^$name:" || { echo "deb-test: $f is not from $name" >&2; exit 1; }

@@ -18,7 +18,7 @@ rm -rf "$root" && mkdir -p "$root"
 # the paths from pg_config), and the command line.
 cargo pgrx package --pg-config "$PG_CONFIG" --out-dir "$root" >/dev/null
 cargo build --release --locked -p halo_migrate_cli --quiet
-install -D -m 755 target/release/halo_migrate "$root/usr/bin/halo_migrate"
+install -D -m 755 "${CARGO_TARGET_DIR:-target}/release/halo_migrate" "$root/usr/bin/halo_migrate"
 install -D -m 644 README.md "$root/usr/share/doc/$name/README.md"
 for f in doc/*.md; do install -D -m 644 "$f" "$root/usr/share/doc/$name/$(basename "$f")"; done
 

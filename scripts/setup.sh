@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # Idempotent set-up of everything halo_migrate needs on a fresh Debian bookworm
-# machine (run as root): PostgreSQL 15 server and headers, clang for bindgen,
+# machine (run as root), for PostgreSQL $PG (15 by default; 17 and 18 inside
+# the Debian chroot of scripts/pgroot.sh): the server and headers, clang for bindgen,
 # sudo (the test harness runs PostgreSQL as the postgres user), OpenSSL (the
 # command line's TLS, and certificates for its tests), pg_cron,
 # pg_repack, pgbench, cargo-pgrx 0.18.1 and `cargo pgrx init`.
 set -euo pipefail
 
 PGRX_VERSION=0.18.1
-PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
-APT_PACKAGES=(postgresql-15 postgresql-server-dev-15 postgresql-contrib clang libclang-dev
-              pkg-config sudo postgresql-15-cron postgresql-15-repack libssl-dev openssl)
+PG=${PG:-15}
+PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/$PG/bin/pg_config}
+APT_PACKAGES=(postgresql-$PG postgresql-server-dev-$PG clang libclang-dev
+              pkg-config sudo postgresql-$PG-cron postgresql-$PG-repack libssl-dev openssl)
 
 log() { printf '[setup] %s\n' "$*"; }
 
@@ -27,8 +29,8 @@ else
 fi
 
 # Debian's postgresql-common may create and start a default cluster; we never use it.
-if command -v pg_lsclusters >/dev/null && pg_lsclusters -h 2>/dev/null | grep -q '^15 *main .*online'; then
-    pg_ctlcluster 15 main stop || true
+if command -v pg_lsclusters >/dev/null && pg_lsclusters -h 2>/dev/null | grep -q "^$PG *main .*online"; then
+    pg_ctlcluster "$PG" main stop || true
 fi
 
 if cargo pgrx --version 2>/dev/null | grep -q "$PGRX_VERSION"; then
@@ -38,11 +40,11 @@ else
     cargo install cargo-pgrx --version "$PGRX_VERSION" --locked --quiet
 fi
 
-if [ -f "${PGRX_HOME:-$HOME/.pgrx}/config.toml" ] && grep -q "pg15" "${PGRX_HOME:-$HOME/.pgrx}/config.toml"; then
-    log "cargo pgrx already initialised for pg15"
+if [ -f "${PGRX_HOME:-$HOME/.pgrx}/config.toml" ] && grep -q "pg$PG" "${PGRX_HOME:-$HOME/.pgrx}/config.toml"; then
+    log "cargo pgrx already initialised for pg$PG"
 else
-    log "cargo pgrx init --pg15 $PG_CONFIG"
-    cargo pgrx init --pg15 "$PG_CONFIG" >/dev/null
+    log "cargo pgrx init --pg$PG $PG_CONFIG"
+    cargo pgrx init --pg"$PG" "$PG_CONFIG" >/dev/null
 fi
 
 # The test harness runs PostgreSQL as `postgres`; it must be able to read the

@@ -21,6 +21,9 @@ PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
 # The previous release: the commit its package was built from.
 OLD_VERSION=0.1.0
 OLD_COMMIT=08c8960
+if [ "$("$PG_CONFIG" --version | sed -E 's/^PostgreSQL ([0-9]+).*/\1/')" != 15 ]; then
+    echo "upgrade-test: skipped: $OLD_VERSION was built for PostgreSQL 15 only"; exit 0
+fi
 new_version=$(sed -nE 's/^version = "(.*)"/\1/p' Cargo.toml | head -1)
 build=$repo/target/upgrade-$OLD_VERSION       # the old build (kept between runs)
 work=$(mktemp -d /tmp/halo_upgrade.XXXXXX); chmod 755 "$work"

@@ -228,12 +228,12 @@ unsafe fn run(
         pg_sys::ExecutorStart(qd, 0);
         let estate = (*qd).estate;
         recv.estate = estate;
-        recv.rel = pg_sys::ExecGetRangeTableRelation(estate, rti);
+        recv.rel = crate::pg::compat::result_relation(estate, rti);
         recv.rri = pg_sys::palloc0(std::mem::size_of::<pg_sys::ResultRelInfo>()).cast();
         pg_sys::InitResultRelInfo(recv.rri, recv.rel, rti, std::ptr::null_mut(), 0);
         recv.cid = pg_sys::GetCurrentCommandId(true);
 
-        pg_sys::ExecutorRun(qd, pg_sys::ScanDirection::ForwardScanDirection, 0, true);
+        crate::pg::compat::executor_run_all(qd);
         pg_sys::ExecutorFinish(qd);
 
         for slot in recv.slots.drain(..) {

@@ -402,8 +402,8 @@ fn set_attribute(
         (*a).atttypid = typid;
         (*a).atttypmod = typmod;
         (*a).attcollation = collation;
-        (*a).attndims = ndims;
-        (*a).attstattarget = -1;
+        (*a).attndims = ndims as _;
+        crate::pg::compat::reset_statistics_target(a);
         (*a).attnotnull = false;
         (*a).atthasdef = false;
         pg_sys::namestrcpy(&mut (*a).attname, cname.as_ptr());

@@ -15,6 +15,7 @@
 //! commit); the caller has checked that the two relations have the same
 //! physical row layout before swapping.
 
+use crate::pg::compat;
 use crate::pg::rel::Rel;
 use pgrx::pg_sys;
 use pgrx::pg_sys::Oid;
@@ -30,18 +31,14 @@ pub fn empty_storage(relid: Oid) {
         let toast = {
             let rel = Rel::open(relid, pg_sys::AccessExclusiveLock);
             let r = rel.get();
-            pg_sys::RelationSetNewRelfilenode(r, (*(*r).rd_rel).relpersistence);
+            compat::set_new_storage(r);
             (*(*r).rd_rel).reltoastrelid
         };
         if toast != pg_sys::InvalidOid {
             let t = Rel::open(toast, pg_sys::AccessExclusiveLock);
-            pg_sys::RelationSetNewRelfilenode(t.get(), (*(*t.get()).rd_rel).relpersistence);
+            compat::set_new_storage(t.get());
         }
-        let mut params = pg_sys::ReindexParams {
-            options: 0,
-            tablespaceOid: pg_sys::InvalidOid,
-        };
-        pg_sys::reindex_relation(relid, pg_sys::REINDEX_REL_PROCESS_TOAST as _, &mut params);
+        compat::reindex_with_toast(relid);
         pg_sys::CommandCounterIncrement();
     }
 }

@@ -3,12 +3,14 @@
 //! top-level commands from a worker
 //! (`toplevel`), transactions a worker runs itself (`xact`), what this
 //! backend shows in pg_stat_activity (`activity`), and the DDL guard's
-//! backend-local pass (`ddl_pass`).
+//! backend-local pass (`ddl_pass`), and the calls whose spelling differs
+//! between PostgreSQL versions (`compat`).
 //!
 //! Layer: the bottom. Nothing here uses any other module of the crate but
 //! `error` and `gucs`.
 
 pub mod activity;
+pub mod compat;
 pub mod ddl_pass;
 pub mod ident;
 pub mod rel;

@@ -108,15 +108,7 @@ unsafe fn run_portal(sql: *const std::ffi::c_char, cxt: pg_sys::MemoryContext) {
         let mut qc = pg_sys::QueryCompletion::default();
         // PortalRun switches back to the current TopTransactionContext (or
         // to `cxt`) after a statement that committed on its own.
-        pg_sys::PortalRun(
-            portal,
-            std::ffi::c_long::MAX,
-            true,
-            true,
-            dest,
-            dest,
-            &mut qc,
-        );
+        super::compat::portal_run_all(portal, dest, &mut qc);
         if let Some(destroy) = (*dest).rDestroy {
             destroy(dest);
         }

@@ -136,7 +136,7 @@ fn dependent_objects_survive_the_swap() {
             "SELECT string_agg(pg_get_indexdef(indexrelid), ' | ' ORDER BY indexrelid::regclass::text) FROM pg_index WHERE indrelid = 'acc'::regclass",
             "SELECT string_agg(tgname || ':' || tgenabled::text, ',' ORDER BY tgname) FROM pg_trigger WHERE tgrelid = 'acc'::regclass AND NOT tgisinternal",
             "SELECT relacl::text || relowner::regrole::text || relrowsecurity::text || relreplident::text || coalesce(array_to_string(reloptions, ','), '') FROM pg_class WHERE oid = 'acc'::regclass",
-            "SELECT string_agg(attname || ':' || coalesce(attacl::text, '') || attstattarget || attstorage::text || attidentity::text || attgenerated::text, ',' ORDER BY attnum) FROM pg_attribute WHERE attrelid = 'acc'::regclass AND attnum > 0",
+            "SELECT string_agg(attname || ':' || coalesce(attacl::text, '') || coalesce(attstattarget, -1) || attstorage::text || attidentity::text || attgenerated::text, ',' ORDER BY attnum) FROM pg_attribute WHERE attrelid = 'acc'::regclass AND attnum > 0",
             "SELECT obj_description('acc'::regclass) || col_description('acc'::regclass, 3) || obj_description('acc_codes'::regclass)",
             "SELECT string_agg(polname || pg_get_expr(polqual, polrelid), ',') FROM pg_policy WHERE polrelid = 'acc'::regclass",
             "SELECT string_agg(pubname, ',') FROM pg_publication_tables WHERE tablename = 'acc'",

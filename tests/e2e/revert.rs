@@ -513,12 +513,13 @@ fn a_dropped_column_comes_back_with_its_values_index_comment_and_grant() {
 
 /// The table's catalog entry as the fuzzer compares it, in short: storage
 /// options, each column's statistics target and options, indexes and
-/// statistics objects.
+/// statistics objects. (A default statistics target is -1 up to
+/// PostgreSQL 16 and NULL from 17.)
 fn settings(c: &mut Client) -> String {
     c.query_one(
         "SELECT concat_ws(' | ',
                 (SELECT reloptions::text FROM pg_class WHERE oid = 't'::regclass),
-                (SELECT string_agg(attname || ' ' || attstattarget || ' ' ||
+                (SELECT string_agg(attname || ' ' || coalesce(attstattarget, -1) || ' ' ||
                                    coalesce((SELECT string_agg(o, ',') FROM unnest(attoptions) o
                                               WHERE o LIKE 'n_distinct%'), ''), ','
                                    ORDER BY attnum)
