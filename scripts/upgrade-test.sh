@@ -31,6 +31,10 @@ say() { echo "upgrade-test: $*"; }
 fail() { echo "upgrade-test: FAILED: $*" >&2; exit 1; }
 
 # 1a. The previous release's extension, built once from its commit.
+git -C "$repo" cat-file -e "$OLD_COMMIT^{commit}" 2>/dev/null \
+    || git -C "$repo" fetch -q --unshallow 2>/dev/null || true
+git -C "$repo" cat-file -e "$OLD_COMMIT^{commit}" 2>/dev/null \
+    || fail "commit $OLD_COMMIT ($OLD_VERSION) is not in this clone: clone with full history"
 if [ ! -f "$build/pkg/.done" ]; then
     say "building $OLD_VERSION from $OLD_COMMIT (once)"
     rm -rf "$build" && mkdir -p "$build/src"
@@ -59,7 +63,7 @@ install_release() {  # DIR holding usr/... as `cargo pgrx package` lays it out
 install_release "$build/pkg"
 
 data=$work/data
-trap 'scripts/pgcluster.sh stop "$data" >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
+trap 'scripts/pgcluster.sh stop "$data" >/dev/null 2>&1 || true; [ -n "${KEEP:-}" ] || rm -rf "$work"' EXIT
 port=$(scripts/pgcluster.sh start "$data" "shared_preload_libraries = 'halo_migrate'")
 q() { psql -X -q -A -t -h 127.0.0.1 -p "$port" -U postgres -d postgres -v ON_ERROR_STOP=1 "$@"; }
 restart() {
@@ -131,16 +135,32 @@ rm -f "$work/new$sharedir/extension/halo_migrate--$OLD_VERSION.sql"
 install_release "$work/new"
 port=$(scripts/pgcluster.sh start "$data" "shared_preload_libraries = 'halo_migrate'")
 
-# Before the update: refusals, and the migrations in flight untouched.
-out=$(q -c "\\set VERBOSITY verbose" -c "SELECT migrate.step('step_t')" 2>&1 || true)
-echo "$out" | grep -q "55000: halo_migrate's SQL objects are version $OLD_VERSION, but its library is $new_version" \
-    || fail "step() before the update: $out"
-echo "$out" | grep -q "ALTER EXTENSION halo_migrate UPDATE" || fail "no hint to update: $out"
+# Before the update: every function refuses, and the migrations in flight
+# are untouched: their rows do not change and no worker runs.
+state() { q -c "SELECT md5(string_agg(m::text, '|' ORDER BY id)) FROM migrate.migrations m"; }
+workers() { q -c "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'halo_migrate worker'"; }
+before=$(state)
+for call in "SELECT migrate.start('done_t', 'ALTER COLUMN v TYPE varchar(100)')" \
+            "SELECT * FROM migrate.plan('done_t', 'ALTER COLUMN v TYPE varchar(100)')" \
+            "SELECT migrate.finish('bg_t')" "SELECT migrate.abort('step_t')" \
+            "SELECT migrate.step('step_t')" "SELECT migrate.pause('bg_t')" \
+            "SELECT migrate.resume('bg_t')" "SELECT migrate.throttle('bg_t', batch_rows => 100)" \
+            "SELECT migrate.revert('window_t')" "SELECT migrate.forget('window_t')"; do
+    out=$(q -c "\\set VERBOSITY verbose" -c "$call" 2>&1 || true)
+    echo "$out" | grep -q "55000: halo_migrate's SQL objects are version $OLD_VERSION, but its library is $new_version" \
+        || fail "$call before the update: $out"
+    echo "$out" | grep -q "ALTER EXTENSION halo_migrate UPDATE TO '$new_version'" \
+        || fail "$call: no hint to update: $out"
+done
 write bg_t 3
 write step_t 2
-sleep 6   # the resumer has looked at least once
+sleep 6   # the resumer has looked, and its successor once more
 grep -q "wait for ALTER EXTENSION halo_migrate UPDATE" "$data/server.log" \
     || fail "the resumer did not report the pending update"
+! grep -q "resuming interrupted migrations" "$data/server.log" \
+    || fail "a migration was resumed before the update"
+[ "$(workers)" = 0 ] || fail "a migration worker runs before the update"
+[ "$(state)" = "$before" ] || fail "the migrations' state changed before the update"
 [ "$(phase bg_t)" = ready ] || fail "bg_t was touched before the update: $(phase bg_t)"
 [ "$(phase step_t)" = copying ] || fail "step_t was touched before the update: $(phase step_t)"
 
@@ -181,4 +201,6 @@ psql -X -q -A -t -h 127.0.0.1 -p "$port" -U postgres -d fresh -v ON_ERROR_STOP=1
 [ "$(wc -l <"$work/fresh.txt")" -gt 30 ] || fail "the object list is suspiciously short"
 diff -u "$work/fresh.txt" "$work/updated.txt" >&2 \
     || fail "$OLD_VERSION updated to $new_version differs from a fresh $new_version (above: - fresh, + updated)"
+! grep -E "terminated by signal|server process .* was terminated" "$data/server.log" >&2 \
+    || fail "a server process crashed (above)"
 say "$OLD_VERSION → $new_version: $(wc -l <"$work/fresh.txt") object facts equal; 4 tables exact"

@@ -13,7 +13,7 @@ SELECT migrate.start('acct', 'ALTER COLUMN balance TYPE bigint', auto_finish => 
 SELECT migrate.start(NULL, 'ALTER COLUMN balance TYPE bigint');
 SELECT migrate.finish('acct');
 SELECT migrate.abort('acct');
-SELECT regexp_replace(migrate.step('acct'), 'shadow_[0-9]+', 'shadow_<oid>') AS step;
+SELECT regexp_replace(migrate.step('acct'), '(shadow|index)_[0-9]+', '\1_<oid>', 'g') AS step;
 SELECT count(*) FROM migrate.status();
 -- an instant change is carried out at once
 SELECT migrate.start('acct', 'ADD COLUMN flag boolean') AS instant_id \gset
@@ -24,14 +24,14 @@ SELECT strategy, phase, rows_total, worker_pid FROM migrate.status() WHERE id = 
 SELECT migrate.start('acct', 'ALTER COLUMN note TYPE varchar(20)');
 TRUNCATE acct;
 ALTER TABLE acct ADD COLUMN other int;
-SELECT regexp_replace(migrate.step('acct'), 'shadow_[0-9]+', 'shadow_<oid>') AS step;
-SELECT regexp_replace(migrate.step('acct'), 'shadow_[0-9]+', 'shadow_<oid>') AS step;
-SELECT regexp_replace(migrate.step('acct'), 'shadow_[0-9]+', 'shadow_<oid>') AS step;
-SELECT regexp_replace(migrate.step('acct'), 'shadow_[0-9]+', 'shadow_<oid>') AS step;
-SELECT regexp_replace(migrate.step('acct'), 'shadow_[0-9]+', 'shadow_<oid>') AS step;
+SELECT regexp_replace(migrate.step('acct'), '(shadow|index)_[0-9]+', '\1_<oid>', 'g') AS step;
+SELECT regexp_replace(migrate.step('acct'), '(shadow|index)_[0-9]+', '\1_<oid>', 'g') AS step;
+SELECT regexp_replace(migrate.step('acct'), '(shadow|index)_[0-9]+', '\1_<oid>', 'g') AS step;
+SELECT regexp_replace(migrate.step('acct'), '(shadow|index)_[0-9]+', '\1_<oid>', 'g') AS step;
+SELECT regexp_replace(migrate.step('acct'), '(shadow|index)_[0-9]+', '\1_<oid>', 'g') AS step;
 UPDATE acct SET balance = -1 WHERE id = 1;
-SELECT regexp_replace(migrate.step('acct'), 'shadow_[0-9]+', 'shadow_<oid>') AS step;
-SELECT regexp_replace(migrate.step('acct'), 'shadow_[0-9]+', 'shadow_<oid>') AS step;
+SELECT regexp_replace(migrate.step('acct'), '(shadow|index)_[0-9]+', '\1_<oid>', 'g') AS step;
+SELECT regexp_replace(migrate.step('acct'), '(shadow|index)_[0-9]+', '\1_<oid>', 'g') AS step;
 SELECT phase, rows_copied, backlog FROM migrate.status() WHERE id = :id;
 SELECT migrate.finish('acct') LIKE 'migration % of public.acct done: 1000 rows copied, swapped in % s' AS finished;
 SELECT phase, percent FROM migrate.status() WHERE id = :id;
@@ -40,7 +40,7 @@ SELECT count(*), sum(balance) FROM acct;
 SELECT count(*) AS leftovers FROM pg_class WHERE relnamespace = 'migrate'::regnamespace AND relname NOT LIKE 'migrations%';
 -- abort removes everything
 SELECT migrate.start('acct', 'ALTER COLUMN note TYPE varchar(20)', background => false) AS id2 \gset
-SELECT regexp_replace(migrate.step('acct'), 'shadow_[0-9]+', 'shadow_<oid>') AS step;
+SELECT regexp_replace(migrate.step('acct'), '(shadow|index)_[0-9]+', '\1_<oid>', 'g') AS step;
 -- runtime control: pause holds step() still, throttle validates and reports
 SELECT migrate.pause('acct');
 SELECT phase FROM migrate.status() WHERE id = :id2;
@@ -76,7 +76,7 @@ SELECT migrate.start('ver', 'ALTER COLUMN id TYPE bigint USING id * 2', verify =
 SELECT count(*) AS leftovers FROM pg_class WHERE relnamespace = 'migrate'::regnamespace AND relname NOT LIKE 'migrations%';
 SELECT migrate.start('ver', 'ALTER COLUMN v SET DEFAULT 0', verify => true) > 0 AS instant;
 SELECT migrate.start('ver', 'ALTER COLUMN v TYPE bigint', batch_rows => 400, background => false, verify => true) AS vid \gset
-SELECT regexp_replace(migrate.step('ver'), 'shadow_[0-9]+', 'shadow_<oid>') AS step FROM generate_series(1, 8);
+SELECT regexp_replace(migrate.step('ver'), '(shadow|index)_[0-9]+', '\1_<oid>', 'g') AS step FROM generate_series(1, 8);
 SELECT phase, verify_rows, verify_chunks, verify_differences, verified_at IS NOT NULL AS verified FROM migrate.status() WHERE id = :vid;
 SELECT regexp_replace(migrate.finish('ver'), ' in [0-9.]+ s$', '') AS finished;
 DROP TABLE ver;

@@ -1,9 +1,11 @@
 -- halo_migrate 0.1.0 → 0.2.0 (ALTER EXTENSION halo_migrate UPDATE).
 --
--- 0.2.0 changes the library only: its functions now refuse to act while the
--- SQL objects are another version than the library, and its resumer leaves
--- migrations in flight untouched until this update has run. The SQL objects
--- are those of 0.1.0, so there is nothing to change here.
+-- 0.2.0's library refuses to act while the SQL objects are another version
+-- than the library, and its resumer leaves migrations in flight untouched
+-- until this update has run. It names a shadow's indexes halo_index_<oid>_<n>
+-- and pairs them by definition at the swap, so shadows of tables with the
+-- same index names in different schemas no longer collide in the schema
+-- migrate; a shadow built by 0.1.0 with its table's index names still pairs.
 --
 -- Rules for the scripts that follow (scripts/upgrade-test.sh checks the
 -- result against a fresh CREATE EXTENSION, object by object):
@@ -14,6 +16,14 @@
 --   are appended with a default. Between a package upgrade and this update,
 --   old declarations call the new library; an argument it does not receive
 --   fails cleanly, one of another type would not.
+-- - Never call one of halo_migrate's C functions here: during a chained
+--   update (0.1.0 -> 0.2.0 -> 0.3.0) each script sees its own step's version
+--   in pg_extension, not the library's, and the functions refuse to act.
 -- - A changed return type or argument list is DROP FUNCTION + CREATE
 --   FUNCTION ... AS 'MODULE_PATHNAME', '<fn>_wrapper', with the grants and
 --   comments of the fresh install.
+
+-- Our primary key takes a name no table's default index names can have: the
+-- transient twin that start() makes of a table named "migrations" (with its
+-- migrations_pkey) would otherwise collide with it.
+ALTER INDEX migrate.migrations_pkey RENAME TO migrations_halo_pkey;

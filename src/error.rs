@@ -369,8 +369,9 @@ impl MigrateError {
                 "All background worker slots are in use.\nwhile starting the migration".into(),
             ),
             MigrateError::VersionMismatch { .. } => Some(
-                "The package was upgraded and the server restarted, but the extension in this \
-                 database was not updated. Migrations in flight wait, untouched."
+                "The installed package and the extension in this database are of different \
+                 versions (after a package upgrade and a restart, until the extension is \
+                 updated). Migrations in flight wait, untouched."
                     .into(),
             ),
             MigrateError::ValidationAfterSwap { detail, .. } => Some(match detail {
@@ -471,7 +472,8 @@ impl MigrateError {
                 "GRANT pg_read_all_stats TO the role that runs the migration.".into(),
             ),
             MigrateError::VersionMismatch { library, .. } => Some(format!(
-                "Run ALTER EXTENSION halo_migrate UPDATE TO '{library}'; in this database."
+                "Run ALTER EXTENSION halo_migrate UPDATE TO '{library}'; in this database, or \
+                 install the package of the extension's version."
             )),
             MigrateError::NoWorkerSlot => Some(
                 "Raise max_worker_processes, or start with background => false and drive the \

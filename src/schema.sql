@@ -9,7 +9,11 @@
 GRANT USAGE, CREATE ON SCHEMA migrate TO PUBLIC;
 
 CREATE TABLE migrate.migrations (
-    id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    id              bigint GENERATED ALWAYS AS IDENTITY
+                    -- not migrations_pkey: start() twins a table's indexes
+                    -- under their own names in this schema for a moment, and
+                    -- a table named "migrations" has that one
+                    CONSTRAINT migrations_halo_pkey PRIMARY KEY,
     relid           oid NOT NULL,
     table_name      text NOT NULL,
     alter_sql       text NOT NULL,

@@ -12,10 +12,12 @@
 //! the per-database workers never run a migration themselves.
 //!
 //! After a package upgrade, the library may be newer than the extension's
-//! SQL objects in a database. Its resumer then starts nothing: it logs that
-//! the database awaits `ALTER EXTENSION halo_migrate UPDATE` and exits with
-//! code 1, so that the postmaster runs it again a few seconds later; once
-//! the versions match, it resumes the migrations as usual.
+//! SQL objects in a database. Its resumer then starts nothing: it logs once
+//! that the database awaits `ALTER EXTENSION halo_migrate UPDATE`, starts a
+//! successor that looks again a few seconds later (before connecting, so a
+//! dropped database simply ends the chain), and exits; once the versions
+//! match, the migrations are resumed as usual. No resumer is ever restarted
+//! by the postmaster.
 //!
 //! Invariants: the launcher never touches a database's tables (it reads
 //! only the shared catalog `pg_database`); a migration driven by `step()`
@@ -60,19 +62,7 @@ pub extern "C-unwind" fn halo_migrate_launcher_main(_arg: pg_sys::Datum) {
     // No database: the launcher reads only the shared catalog pg_database.
     BackgroundWorker::connect_worker_to_spi(None, None);
     for (db, name) in databases() {
-        let started = BackgroundWorkerBuilder::new(&format!("halo_migrate resumer for {name}"))
-            .set_type("halo_migrate resumer")
-            .set_library("halo_migrate")
-            .set_function("halo_migrate_resumer_main")
-            .set_argument((db.to_u32() as i64).into_datum())
-            .enable_spi_access()
-            // A resumer that exits with code 1 (it waits for the extension
-            // to be updated) runs again this much later; code 0 ends it.
-            .set_restart_time(Some(UPDATE_RECHECK))
-            // SAFETY: this process's own pid, so that we can wait for it.
-            .set_notify_pid(unsafe { pg_sys::MyProcPid })
-            .load_dynamic();
-        match started {
+        match start_resumer(db, &name, Start::Now) {
             Ok(handle) => {
                 let _ = handle.wait_for_shutdown();
             }
@@ -84,6 +74,42 @@ pub extern "C-unwind" fn halo_migrate_launcher_main(_arg: pg_sys::Datum) {
         super::reload_if_asked();
     }
     while BackgroundWorker::wait_latch(None) {}
+}
+
+/// When a resumer starts its work.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Start {
+    /// At once (the launcher's sweep).
+    Now,
+    /// After UPDATE_RECHECK: the previous resumer of the database found it
+    /// awaiting `ALTER EXTENSION halo_migrate UPDATE` (and said so).
+    Again,
+}
+
+/// Start a resumer for database `db`. It never restarts by itself: one that
+/// fails (the database was dropped meanwhile, say) is simply gone, and one
+/// that must look again starts its own successor (`Start::Again`).
+fn start_resumer(
+    db: pg_sys::Oid,
+    name: &str,
+    start: Start,
+) -> std::result::Result<
+    pgrx::bgworkers::DynamicBackgroundWorker,
+    pgrx::bgworkers::DynamicBackgroundWorkerLoadError,
+> {
+    let builder = BackgroundWorkerBuilder::new(&format!("halo_migrate resumer for {name}"))
+        .set_type("halo_migrate resumer")
+        .set_library("halo_migrate")
+        .set_function("halo_migrate_resumer_main")
+        .set_argument((db.to_u32() as i64).into_datum())
+        .set_extra(if start == Start::Again { "again" } else { "" })
+        .enable_spi_access();
+    match start {
+        // SAFETY: this process's own pid, so that the launcher can wait for it.
+        Start::Now => builder.set_notify_pid(unsafe { pg_sys::MyProcPid }),
+        Start::Again => builder,
+    }
+    .load_dynamic()
 }
 
 /// The databases that accept connections, read as the autovacuum launcher
@@ -106,7 +132,8 @@ fn databases() -> Vec<(pg_sys::Oid, String)> {
                 break;
             }
             let db = &*pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_database>(tup);
-            if db.datallowconn && !db.datistemplate {
+            // datconnlimit -2: a database whose DROP was interrupted.
+            if db.datallowconn && !db.datistemplate && db.datconnlimit != -2 {
                 let name = std::ffi::CStr::from_ptr(db.datname.data.as_ptr());
                 out.push((db.oid, name.to_string_lossy().into_owned()));
             }
@@ -124,6 +151,12 @@ fn databases() -> Vec<(pg_sys::Oid, String)> {
 pub extern "C-unwind" fn halo_migrate_resumer_main(arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGTERM);
     let db = pg_sys::Oid::from(arg.value() as u32);
+    let again = BackgroundWorker::get_extra() == "again";
+    // A successor waits before it connects: holding no connection to the
+    // database meanwhile, it never keeps a DROP DATABASE waiting.
+    if again && !BackgroundWorker::wait_latch(Some(UPDATE_RECHECK)) {
+        return;
+    }
     // The bootstrap superuser: it must read every role's migrations. It
     // only starts workers, each of which runs as its migration's role.
     BackgroundWorker::connect_worker_to_spi_by_oid(Some(db), None);
@@ -132,16 +165,25 @@ pub extern "C-unwind" fn halo_migrate_resumer_main(arg: pg_sys::Datum) {
             log!("halo_migrate: resuming interrupted migrations {ids:?} after a restart")
         }
         Ok(Resumed::Ids(_)) => {}
-        Ok(Resumed::AwaitingUpdate { installed, waiting }) => {
-            log!(
+        Ok(Resumed::AwaitingUpdate {
+            installed,
+            waiting,
+            database,
+        }) => {
+            let said = format!(
                 "halo_migrate: {waiting} migration(s) wait for ALTER EXTENSION halo_migrate \
                  UPDATE: the extension is version {installed}, the library {}",
                 crate::catalog::LIBRARY_VERSION
             );
-            // SAFETY: exiting a background worker outside any transaction;
-            // exit code 1 asks the postmaster to start it again after
-            // UPDATE_RECHECK, which is how the wait is polled.
-            unsafe { pg_sys::proc_exit(1) }
+            // Said once at LOG; each later look only at DEBUG1.
+            if again {
+                debug1!("{said}");
+            } else {
+                log!("{said}");
+            }
+            if start_resumer(db, &database, Start::Again).is_err() {
+                log!("halo_migrate resumer: no worker slot to look at the database again");
+            }
         }
         Err(e) => log!("halo_migrate resumer: {e}"),
     }
@@ -156,7 +198,12 @@ enum Resumed {
     Ids(Vec<i64>),
     /// The SQL objects are another version than this library: migrations
     /// not over are left untouched until the extension is updated.
-    AwaitingUpdate { installed: String, waiting: i64 },
+    AwaitingUpdate {
+        installed: String,
+        waiting: i64,
+        /// Its name (read in the transaction: the catalogs need one).
+        database: String,
+    },
 }
 
 /// Start a worker for each background migration that is not over and has
@@ -177,7 +224,13 @@ fn resume_interrupted() -> Result<Resumed> {
         )?;
         let waiting = waiting.into_iter().next().unwrap_or(0);
         return Ok(if waiting > 0 {
-            Resumed::AwaitingUpdate { installed, waiting }
+            let database =
+                spi::text("SELECT pg_catalog.current_database()::text", &[])?.unwrap_or_default();
+            Resumed::AwaitingUpdate {
+                installed,
+                waiting,
+                database,
+            }
         } else {
             Resumed::Ids(Vec::new())
         });

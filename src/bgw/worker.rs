@@ -80,6 +80,13 @@ pub extern "C-unwind" fn halo_migrate_worker_main(arg: pg_sys::Datum) {
     if !wait_for_start(id, start_xid as i64) {
         return;
     }
+    // A library newer than the SQL objects (a session that loaded the old
+    // one started us after a package upgrade) leaves the migration alone:
+    // it shows as interrupted, and is resumed after the update.
+    if let Err(e) = transaction(crate::catalog::check_version) {
+        log!("halo_migrate worker for migration {id}: {e}");
+        return;
+    }
     let registered = transaction(|| {
         spi::exec(
             "SELECT pg_catalog.set_config('application_name', $1, false)",

@@ -83,6 +83,7 @@ pub fn load_table(oid: Oid) -> Result<TableFacts> {
     if !owner {
         return Err(MigrateError::NotOwner { table: qualified });
     }
+    refuse_invalid_not_null(oid, &qualified)?;
 
     let (parent, children, row_security_applies, schema_create) = spi::select(
         "SELECT (SELECT i.inhparent::pg_catalog.regclass::text FROM pg_catalog.pg_inherits i
@@ -276,6 +277,30 @@ pub fn cross_type_equality(left: Oid, right: Oid) -> Result<Option<String>> {
           LIMIT 1",
         &[left.into(), right.into()],
     )
+}
+
+/// PostgreSQL 18 lets a NOT NULL constraint be NOT VALID: the column shows
+/// `attnotnull` yet may hold NULLs, and ALTERs of it scan the table under
+/// ACCESS EXCLUSIVE. Refused until it is validated (no such constraint
+/// exists before 18).
+fn refuse_invalid_not_null(oid: Oid, qualified: &str) -> Result<()> {
+    let invalid = spi::text(
+        "SELECT pg_catalog.string_agg(pg_catalog.quote_ident(conname), ', ' ORDER BY conname)
+           FROM pg_catalog.pg_constraint
+          WHERE conrelid = $1 AND contype = 'n' AND NOT convalidated",
+        &[oid.into()],
+    )?;
+    match invalid {
+        None => Ok(()),
+        Some(names) => Err(MigrateError::not_supported(
+            "migrating a table with a NOT VALID NOT NULL constraint",
+            format!("{qualified} has NOT NULL constraint(s) {names} not validated yet."),
+            format!(
+                "Validate it first (ALTER TABLE {qualified} VALIDATE CONSTRAINT …; it takes SHARE \
+                 UPDATE EXCLUSIVE, so reads and writes go on)."
+            ),
+        )),
+    }
 }
 
 /// The version of this library, which the SQL objects must match.

@@ -27,6 +27,21 @@ use pgrx::pg_sys::Oid;
 /// The comment that ties a kept index to the table's index of that name.
 const KEPT_PREFIX: &str = "halo_migrate kept index of ";
 
+/// SQL: the name of the table's index that the index `pg_class` row `c`
+/// stands for: a kept index's comment names it (kept indexes have names of
+/// their own, `halo_kept_<oid>_<n>`, so that they never collide in the
+/// schema `migrate`); any other index stands for itself.
+pub fn stands_for_sql(c: &str) -> String {
+    let prefix = sqlgen::literal(KEPT_PREFIX);
+    format!(
+        "coalesce((SELECT substr(d.description, length({prefix}) + 1)
+                     FROM pg_catalog.pg_description d
+                    WHERE d.objoid = {c}.oid AND d.classoid = 'pg_catalog.pg_class'::pg_catalog.regclass
+                      AND d.objsubid = 0 AND pg_catalog.starts_with(d.description, {prefix})),
+                  {c}.relname::text)"
+    )
+}
+
 /// What a revert needs to know of the table as it was, besides the kept
 /// table itself.
 pub struct Before {
@@ -141,32 +156,6 @@ pub fn kept_index_pairs(relid: Oid, kept: Oid) -> Result<Vec<(Oid, Oid)>> {
             ))),
         })
         .collect()
-}
-
-/// The kept indexes' names back as the table's (for the revert's swap,
-/// which pairs indexes by name). Idempotent.
-pub fn restore_index_names(relid: Oid) -> Result<()> {
-    let shadow = sqlgen::shadow_table(relid.to_u32());
-    let renames = spi::query(
-        "SELECT c.relname::text, substr(d.description, length($2) + 1)
-           FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid
-           JOIN pg_catalog.pg_description d ON d.objoid = c.oid AND d.classoid = 'pg_catalog.pg_class'::pg_catalog.regclass
-          WHERE i.indrelid = $1::pg_catalog.regclass AND d.description LIKE $2 || '%'
-            AND c.relname <> substr(d.description, length($2) + 1)",
-        &[shadow.to_string().into(), KEPT_PREFIX.into()],
-        |r| Ok((get::<String>(r, 1)?, get::<String>(r, 2)?)),
-    )?;
-    for (from, to) in renames {
-        spi::exec(
-            &format!(
-                "ALTER INDEX {} RENAME TO {}",
-                QualifiedName::new("migrate", from),
-                Ident::new(to)
-            ),
-            &[],
-        )?;
-    }
-    Ok(())
 }
 
 /// After the forward swap dropped the shadow: the kept table takes its
@@ -440,8 +429,9 @@ fn set_attribute(
 /// swap's own check.
 pub fn restore_index_definitions(relid: Oid, kept: Oid, table: &QualifiedName) -> Result<()> {
     let differing = spi::query(
+        &format!(
         "WITH i AS (
-            SELECT x.indrelid, x.indexrelid, c.relname::text AS name,
+            SELECT x.indrelid, x.indexrelid, {} AS name,
                    pg_catalog.regexp_replace(pg_catalog.pg_get_indexdef(x.indexrelid), ' ON .*? USING ', ' USING ') AS def,
                    EXISTS (SELECT FROM pg_catalog.pg_constraint con WHERE con.conindid = x.indexrelid
                               AND con.conrelid = x.indrelid) AS constraint_index
@@ -451,6 +441,8 @@ pub fn restore_index_definitions(relid: Oid, kept: Oid, table: &QualifiedName) -
            FROM (SELECT * FROM i WHERE indrelid = $1) t
            JOIN (SELECT * FROM i WHERE indrelid = $2) k ON k.name = t.name
           WHERE t.def <> k.def AND NOT t.constraint_index AND NOT k.constraint_index",
+            stands_for_sql("c")
+        ),
         &[relid.into(), kept.into()],
         |r| Ok((get::<String>(r, 1)?, get::<String>(r, 2)?)),
     )?;
@@ -458,22 +450,26 @@ pub fn restore_index_definitions(relid: Oid, kept: Oid, table: &QualifiedName) -
         // The table's indexes live in its schema.
         let index = QualifiedName {
             schema: table.schema.clone(),
-            name: Ident::new(name),
+            name: Ident::new(&name),
         };
         spi::exec(&format!("DROP INDEX {index}"), &[])?;
-        spi::exec(&on_table(&kept_def, relid, table)?, &[])?;
+        spi::exec(&on_table(&kept_def, &name, relid, table)?, &[])?;
     }
     Ok(())
 }
 
 /// A kept index's definition (`pg_get_indexdef`, naming the kept table
-/// under the shadow's name) as a CREATE INDEX on the table.
-pub fn on_table(kept_def: &str, relid: Oid, table: &QualifiedName) -> Result<String> {
+/// under the shadow's name) as a CREATE INDEX `name` on the table.
+pub fn on_table(kept_def: &str, name: &str, relid: Oid, table: &QualifiedName) -> Result<String> {
     let on = format!(" ON {} USING ", sqlgen::shadow_table(relid.to_u32()));
-    let (head, tail) = kept_def.split_once(&on).ok_or_else(|| {
-        MigrateError::Internal(format!("unexpected index definition: {kept_def}"))
-    })?;
-    Ok(format!("{head} ON {table} USING {tail}"))
+    let unexpected = || MigrateError::Internal(format!("unexpected index definition: {kept_def}"));
+    let (head, tail) = kept_def.split_once(&on).ok_or_else(unexpected)?;
+    // "CREATE [UNIQUE] INDEX halo_kept_<oid>_<n>": the kept index's own name.
+    let (create, _) = head.rsplit_once(' ').ok_or_else(unexpected)?;
+    Ok(format!(
+        "{create} {} ON {table} USING {tail}",
+        Ident::new(name)
+    ))
 }
 
 /// The kept table must read the old rows exactly as the table does: a

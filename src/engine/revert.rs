@@ -272,7 +272,6 @@ pub fn begin(f: &Migration, table: &QualifiedName, background: bool) -> Result<i
     }
     let shadow = sqlgen::shadow_table(oid);
     let kept_oid = catalog::relation_oid(&shadow.to_string())?;
-    kept::restore_index_names(f.relid)?;
     let inv = spi::with_search_path(CATALOG_PATH, || inverse_of(f, kept_oid))?;
     // One statement each: a DROP COLUMN is checked before an ADD COLUMN
     // of the same statement has run.
@@ -452,13 +451,16 @@ fn recreate_index(f: &Migration, kept_oid: Oid, name: &str) -> Result<String> {
         oid: f.relid.to_u32(),
     })?;
     let def = spi::text(
-        "SELECT pg_catalog.pg_get_indexdef(i.indexrelid) FROM pg_catalog.pg_index i
-           JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid
-          WHERE i.indrelid = $1 AND c.relname = $2",
+        &format!(
+            "SELECT pg_catalog.pg_get_indexdef(i.indexrelid) FROM pg_catalog.pg_index i
+               JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid
+              WHERE i.indrelid = $1 AND {} = $2",
+            kept::stands_for_sql("c")
+        ),
         &[kept_oid.into(), name.into()],
     )?
     .unwrap_or_default();
-    kept::on_table(&def, f.relid, &table)
+    kept::on_table(&def, name, f.relid, &table)
 }
 
 /// Drop the stash of a revert that restored columns, if there is one.
@@ -504,11 +506,12 @@ fn column_type(relid: Oid, column: &str) -> Result<String> {
 }
 
 /// Index-backed constraints (PRIMARY KEY, UNIQUE, EXCLUDE) the forward
-/// ALTER added or removed: the kept table's indexes, named back as the
-/// table's, are what the table must have again.
+/// ALTER added or removed: the kept table's indexes, under the names of the
+/// table's indexes they stand for, are what the table must have again.
 fn index_constraints(f: &Migration, kept_oid: Oid, inv: &mut inverse::Inverse) -> Result<()> {
     let rows = spi::query(
-        "WITH i AS (SELECT x.indrelid, c.relname::text AS name, con.conname::text AS con,
+        &format!(
+            "WITH i AS (SELECT x.indrelid, {} AS name, con.conname::text AS con,
                            pg_catalog.pg_get_constraintdef(con.oid) AS def
                       FROM pg_catalog.pg_index x JOIN pg_catalog.pg_class c ON c.oid = x.indexrelid
                       LEFT JOIN pg_catalog.pg_constraint con ON con.conindid = x.indexrelid
@@ -518,6 +521,8 @@ fn index_constraints(f: &Migration, kept_oid: Oid, inv: &mut inverse::Inverse) -
            FROM (SELECT * FROM i WHERE indrelid = $1) t
            FULL JOIN (SELECT * FROM i WHERE indrelid = $2) k ON k.name = t.name
           WHERE t.name IS NULL OR k.name IS NULL",
+            kept::stands_for_sql("c")
+        ),
         &[f.relid.into(), kept_oid.into()],
         |r| {
             Ok((

@@ -69,6 +69,7 @@ pub fn swap_storage(r1: Oid, r2: Oid, toast_links: bool) {
         std::mem::swap(&mut (*f1).relpages, &mut (*f2).relpages);
         std::mem::swap(&mut (*f1).reltuples, &mut (*f2).reltuples);
         std::mem::swap(&mut (*f1).relallvisible, &mut (*f2).relallvisible);
+        compat::swap_all_frozen(f1, f2);
         std::mem::swap(&mut (*f1).relfrozenxid, &mut (*f2).relfrozenxid);
         std::mem::swap(&mut (*f1).relminmxid, &mut (*f2).relminmxid);
         if toast_links {

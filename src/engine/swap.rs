@@ -230,27 +230,34 @@ fn check_same_layout(relid: Oid, shadow: Oid) -> Result<()> {
     }
 }
 
-/// Pairs (table index, shadow index) by name, each pair checked to be the
-/// same index definition.
+/// Pairs (table index, shadow index) by definition: every index of the
+/// table must have a shadow index of the same definition (access method,
+/// columns, expressions, predicate, operator classes, collations, options,
+/// uniqueness), and the other way round. Names play no part: the shadow's
+/// indexes have names of their own (sqlgen::shadow_index), and indexes of
+/// one definition have interchangeable storage, so duplicates pair in any
+/// order.
 fn index_pairs(relid: Oid, shadow: Oid) -> Result<Vec<(Oid, Oid)>> {
     let rows = spi::query(
         "WITH i AS (
-            SELECT x.indrelid, x.indexrelid, c.relname::text AS name,
-                   ROW(c.relam, x.indisunique, x.indisprimary, x.indisexclusion, x.indnullsnotdistinct,
-                       x.indnatts, x.indnkeyatts, x.indkey::text, x.indclass::text, x.indcollation::text,
-                       x.indoption::text, pg_catalog.pg_get_expr(x.indexprs, x.indrelid),
-                       pg_catalog.pg_get_expr(x.indpred, x.indrelid))::text AS def
-              FROM pg_catalog.pg_index x JOIN pg_catalog.pg_class c ON c.oid = x.indexrelid
+            SELECT x.indrelid, x.indexrelid, c.relname::text AS name, d.def,
+                   pg_catalog.row_number() OVER (PARTITION BY x.indrelid, d.def ORDER BY x.indexrelid) AS n
+              FROM pg_catalog.pg_index x JOIN pg_catalog.pg_class c ON c.oid = x.indexrelid,
+                   LATERAL (SELECT ROW(c.relam, x.indisunique, x.indisprimary, x.indisexclusion,
+                                       x.indnullsnotdistinct, x.indnatts, x.indnkeyatts, x.indkey::text,
+                                       x.indclass::text, x.indcollation::text, x.indoption::text,
+                                       pg_catalog.pg_get_expr(x.indexprs, x.indrelid),
+                                       pg_catalog.pg_get_expr(x.indpred, x.indrelid))::text AS def) d
              WHERE x.indrelid IN ($1, $2))
-         SELECT coalesce(t.name, s.name), t.indexrelid, s.indexrelid, t.def IS NOT DISTINCT FROM s.def
+         SELECT coalesce(t.name, s.name), t.indexrelid, s.indexrelid
            FROM (SELECT * FROM i WHERE indrelid = $1) t
-           FULL JOIN (SELECT * FROM i WHERE indrelid = $2) s ON s.name = t.name",
+           FULL JOIN (SELECT * FROM i WHERE indrelid = $2) s ON s.def = t.def AND s.n = t.n",
         &[relid.into(), shadow.into()],
-        |r| Ok((get::<String>(r, 1)?, r.get::<Oid>(2)?, r.get::<Oid>(3)?, get::<bool>(r, 4)?)),
+        |r| Ok((get::<String>(r, 1)?, r.get::<Oid>(2)?, r.get::<Oid>(3)?)),
     )?;
     rows.into_iter()
-        .map(|(name, t, s, same)| match (t, s, same) {
-            (Some(t), Some(s), true) => Ok((t, s)),
+        .map(|(name, t, s)| match (t, s) {
+            (Some(t), Some(s)) => Ok((t, s)),
             _ => Err(MigrateError::Internal(format!(
                 "index \"{name}\" differs between the table and the shadow after the ALTER; the swap was not done"
             ))),

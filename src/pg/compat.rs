@@ -111,3 +111,46 @@ pub unsafe fn portal_run_all(
         pg_sys::PortalRun(portal, all, true, dest, dest, qc);
     }
 }
+
+/// Exchange the count of all-frozen pages of two `pg_class` rows, a field
+/// PostgreSQL 18 added (as its own `swap_relation_files` does); nothing
+/// before 18.
+///
+/// # Safety
+/// Both point at modifiable copies of `pg_class` tuples' fixed parts.
+pub unsafe fn swap_all_frozen(
+    a: *mut pg_sys::FormData_pg_class,
+    b: *mut pg_sys::FormData_pg_class,
+) {
+    #[cfg(feature = "pg18")]
+    // SAFETY: the caller's contract.
+    unsafe {
+        std::mem::swap(&mut (*a).relallfrozen, &mut (*b).relallfrozen)
+    };
+    #[cfg(not(feature = "pg18"))]
+    let _ = (a, b);
+}
+
+/// What an `ALTER CONSTRAINT` subcommand's node says: the constraint it
+/// names, and whether it makes the constraint ENFORCED. PostgreSQL 18 gave
+/// the subcommand a node of its own (`ATAlterConstraint`) and the
+/// ENFORCED clause, which validates the constraint by scanning the table
+/// under ACCESS EXCLUSIVE; before 18 the node is a `Constraint`.
+///
+/// # Safety
+/// `def` is the `def` of an `AT_AlterConstraint` `AlterTableCmd` from the
+/// parser.
+pub unsafe fn altered_constraint(def: *mut pg_sys::Node) -> (*const std::ffi::c_char, bool) {
+    // SAFETY: the caller's contract: the node is of the type the cfg names.
+    unsafe {
+        #[cfg(feature = "pg18")]
+        {
+            let a = def as *mut pg_sys::ATAlterConstraint;
+            ((*a).conname, (*a).alterEnforceability && (*a).is_enforced)
+        }
+        #[cfg(not(feature = "pg18"))]
+        {
+            ((*(def as *mut pg_sys::Constraint)).conname, false)
+        }
+    }
+}

@@ -245,11 +245,19 @@ unsafe fn cmd_kind(node: *mut pg_sys::Node, text: &str) -> Result<CmdKind> {
             AT_AddConstraint => CmdKind::AddConstraint(constraint_spec(cmd.def as *mut pg_sys::Constraint, text)?),
             AT_ValidateConstraint => CmdKind::ValidateConstraint { name: name.unwrap_or_default() },
             AT_DropConstraint => named(ObjectKind::Constraint),
-            AT_AlterConstraint => CmdKind::NamesObject {
-                kind: ObjectKind::Constraint,
-                name: cstr((*(cmd.def as *mut pg_sys::Constraint)).conname).unwrap_or_default(),
-                missing_ok: false,
-            },
+            AT_AlterConstraint => {
+                let (name, enforces) = crate::pg::compat::altered_constraint(cmd.def);
+                if enforces {
+                    return Err(MigrateError::not_supported(
+                        "ALTER CONSTRAINT … ENFORCED",
+                        "Making a constraint ENFORCED validates it by scanning the table under \
+                         ACCESS EXCLUSIVE, which blocks reads and writes for the whole scan.",
+                        "Drop the NOT ENFORCED constraint and add it again with migrate.start(): \
+                         halo_migrate adds it NOT VALID and validates it without blocking writes.",
+                    ));
+                }
+                CmdKind::NamesObject { kind: ObjectKind::Constraint, name: cstr(name).unwrap_or_default(), missing_ok: false }
+            }
             AT_ClusterOn => named(ObjectKind::Index),
             AT_ReplicaIdentity => {
                 let ri = &*(cmd.def as *mut pg_sys::ReplicaIdentityStmt);

@@ -27,6 +27,13 @@ pub fn stash_table(oid: u32) -> QualifiedName {
 pub fn kept_index(oid: u32, n: usize) -> String {
     format!("halo_kept_{oid}_{n}")
 }
+/// The name of the shadow's `n`th index, built after the copy. Never the
+/// table's own index name: the shadows of tables in different schemas share
+/// the schema `migrate`, and their indexes must not collide there. The swap
+/// pairs indexes by definition, not by name.
+pub fn shadow_index(oid: u32, n: usize) -> String {
+    format!("halo_index_{oid}_{n}")
+}
 pub fn log_table(oid: u32) -> QualifiedName {
     QualifiedName::new("migrate", format!("log_{oid}"))
 }
