@@ -27,3 +27,58 @@
 -- transient twin that start() makes of a table named "migrations" (with its
 -- migrations_pkey) would otherwise collide with it.
 ALTER INDEX migrate.migrations_pkey RENAME TO migrations_halo_pkey;
+
+-- wait() took a worker that had just started and registered itself for one
+-- that was gone ("interrupted"): it now also reads the live workers after
+-- the migration's row.
+CREATE OR REPLACE PROCEDURE migrate.wait(tbl regclass, timeout interval DEFAULT NULL)
+-- No SET search_path: a procedure with one cannot COMMIT. Everything is
+-- schema-qualified instead.
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    m migrate.migrations;
+    live integer[];
+    deadline timestamptz := pg_catalog.clock_timestamp() + timeout;
+BEGIN
+    IF tbl IS NULL THEN
+        RAISE EXCEPTION 'tbl must not be NULL' USING ERRCODE = '22004';
+    END IF;
+    IF timeout IS NOT NULL AND timeout <= interval '0' THEN
+        RAISE EXCEPTION 'invalid value for timeout' USING ERRCODE = '22023', DETAIL = 'It must be a positive interval.',
+            HINT = 'Give e.g. ''10 minutes'', or NULL to wait as long as it takes.';
+    END IF;
+    LOOP
+        -- Before the row: see migrate.live_workers().
+        live := migrate.live_workers();
+        SELECT * INTO m FROM migrate.migrations mm WHERE mm.relid = tbl
+         ORDER BY mm.phase IN ('done', 'failed', 'aborted'), mm.id DESC LIMIT 1;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'table % has no migration', tbl USING ERRCODE = '55000',
+                HINT = pg_catalog.format('Start one with SELECT migrate.start(%L, ''<subcommands>'').', tbl::text);
+        END IF;
+        EXIT WHEN m.phase IN ('done', 'ready');
+        IF m.phase = 'failed' THEN
+            RAISE EXCEPTION 'migration % of % failed: %', m.id, m.table_name, m.error
+                USING ERRCODE = coalesce(m.error_sqlstate, 'XX000'), DETAIL = coalesce(m.error_detail, ''),
+                      HINT = coalesce(m.error_hint, 'The table is as it was before the migration (see migrate.status()).');
+        ELSIF m.phase = 'aborted' THEN
+            RAISE EXCEPTION 'migration % of % was aborted', m.id, m.table_name USING ERRCODE = '55000',
+                HINT = 'Start it again with migrate.start().';
+        -- Gone only if it is in neither list: read before the row (a worker
+        -- that ends its migration and exits after it) and after the row (a
+        -- worker that started and registered itself in between).
+        ELSIF m.worker_pid IS NOT NULL AND NOT m.worker_pid = ANY (live)
+              AND NOT m.worker_pid = ANY (migrate.live_workers()) THEN
+            RAISE EXCEPTION 'migration % of % is interrupted: its worker is gone', m.id, m.table_name
+                USING ERRCODE = '55000',
+                      HINT = pg_catalog.format('SELECT migrate.resume(%L) continues it from its last checkpoint.', m.table_name);
+        ELSIF pg_catalog.clock_timestamp() > deadline THEN
+            RAISE EXCEPTION 'migrate.wait() timed out; migration % of % is still %', m.id, m.table_name, m.phase
+                USING ERRCODE = '57014', DETAIL = 'The migration goes on.';
+        END IF;
+        COMMIT;
+        PERFORM pg_catalog.pg_sleep(0.2);
+    END LOOP;
+    RAISE NOTICE 'migration % of % is %', m.id, m.table_name, m.phase;
+END
+$fn$;

@@ -353,7 +353,11 @@ BEGIN
         ELSIF m.phase = 'aborted' THEN
             RAISE EXCEPTION 'migration % of % was aborted', m.id, m.table_name USING ERRCODE = '55000',
                 HINT = 'Start it again with migrate.start().';
-        ELSIF m.worker_pid IS NOT NULL AND NOT m.worker_pid = ANY (live) THEN
+        -- Gone only if it is in neither list: read before the row (a worker
+        -- that ends its migration and exits after it) and after the row (a
+        -- worker that started and registered itself in between).
+        ELSIF m.worker_pid IS NOT NULL AND NOT m.worker_pid = ANY (live)
+              AND NOT m.worker_pid = ANY (migrate.live_workers()) THEN
             RAISE EXCEPTION 'migration % of % is interrupted: its worker is gone', m.id, m.table_name
                 USING ERRCODE = '55000',
                       HINT = pg_catalog.format('SELECT migrate.resume(%L) continues it from its last checkpoint.', m.table_name);
