@@ -14,6 +14,7 @@ mod names;
 mod operations;
 mod plan;
 mod promise;
+mod replication;
 mod revert;
 mod safety;
 mod verify;
