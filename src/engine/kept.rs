@@ -138,14 +138,16 @@ pub fn constraints_of(relid: Oid) -> Result<Vec<KeptConstraint>> {
 /// every index of either side must have its pair.
 pub fn kept_index_pairs(relid: Oid, kept: Oid) -> Result<Vec<(Oid, Oid)>> {
     let rows = spi::query(
-        "WITH t AS (SELECT i.indexrelid, c.relname::text AS name FROM pg_catalog.pg_index i
-                      JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid WHERE i.indrelid = $1),
-              k AS (SELECT i.indexrelid,
-                           substr(pg_catalog.obj_description(i.indexrelid, 'pg_class'), length($3) + 1) AS name
-                      FROM pg_catalog.pg_index i WHERE i.indrelid = $2)
-         SELECT coalesce(t.name, k.name, '?'), t.indexrelid, k.indexrelid
-           FROM t FULL JOIN k ON k.name = t.name",
-        &[relid.into(), kept.into(), KEPT_PREFIX.into()],
+        &format!(
+            "WITH i AS (SELECT x.indrelid, x.indexrelid, {} AS name FROM pg_catalog.pg_index x
+                          JOIN pg_catalog.pg_class c ON c.oid = x.indexrelid
+                         WHERE x.indrelid IN ($1, $2))
+             SELECT coalesce(t.name, k.name), t.indexrelid, k.indexrelid
+               FROM (SELECT * FROM i WHERE indrelid = $1) t
+               FULL JOIN (SELECT * FROM i WHERE indrelid = $2) k ON k.name = t.name",
+            stands_for_sql("c")
+        ),
+        &[relid.into(), kept.into()],
         |r| Ok((get::<String>(r, 1)?, r.get::<Oid>(2)?, r.get::<Oid>(3)?)),
     )?;
     rows.into_iter()

@@ -409,3 +409,64 @@ pub fn assert_same_rows(c: &mut Client, table: &str) {
         "{table} differs from its control ({total} rows): {extra} extra, {missing} missing"
     );
 }
+
+/// A publisher (`wal_level = logical`) with `t` and `t_control` of `rows`
+/// rows, a `FOR ALL TABLES` publication, and a subscriber that has the two
+/// tables, empty, and has synced them.
+pub fn publisher_and_subscriber(columns: &str, rows: i64) -> (Cluster, Cluster) {
+    let publisher = Cluster::start_with(&["wal_level = logical", "max_replication_slots = 10"]);
+    let subscriber = Cluster::start();
+    let mut p = publisher.client();
+    let mut s = subscriber.client();
+    create_with_control(&mut p, "t", columns, rows);
+    p.batch_execute("CREATE PUBLICATION everything FOR ALL TABLES")
+        .unwrap();
+    // The subscriber has the application's tables, empty, and (like every
+    // database of a FOR ALL TABLES setup) halo_migrate itself.
+    s.batch_execute(&format!(
+        "CREATE TABLE t ({columns}); CREATE TABLE t_control ({columns});"
+    ))
+    .unwrap();
+    // On its own: CREATE SUBSCRIPTION cannot run in a transaction block.
+    s.batch_execute(&format!(
+        "CREATE SUBSCRIPTION everything
+             CONNECTION 'host=127.0.0.1 port={} user=postgres dbname=postgres'
+             PUBLICATION everything",
+        publisher.port
+    ))
+    .unwrap();
+    wait_until("the initial sync", || {
+        s.query_one(
+            "SELECT count(*) FILTER (WHERE srsubstate <> 'r') = 0 AND count(*) > 0 FROM pg_subscription_rel",
+            &[],
+        )
+        .unwrap()
+        .get(0)
+    });
+    (publisher, subscriber)
+}
+
+/// Rows and a digest of `table`'s (id, v, payload), `v` read as bigint, so
+/// that a publisher and a subscriber whose `v` types differ compare.
+pub fn digest(c: &mut Client, table: &str) -> (i64, String) {
+    let r = c
+        .query_one(
+            &format!(
+                "SELECT count(*), coalesce(md5(string_agg(x::text, ',' ORDER BY id)), '')
+                   FROM (SELECT id, v::bigint, payload FROM {table}) x"
+            ),
+            &[],
+        )
+        .unwrap();
+    (r.get(0), r.get(1))
+}
+
+/// Apply and sync errors the subscriber's subscriptions have hit.
+pub fn subscription_errors(s: &mut Client) -> i64 {
+    s.query_one(
+        "SELECT coalesce(sum(apply_error_count + sync_error_count), 0)::bigint FROM pg_stat_subscription_stats",
+        &[],
+    )
+    .unwrap()
+    .get(0)
+}

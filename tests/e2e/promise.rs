@@ -183,36 +183,9 @@ fn inheritance_trees_are_refused_for_a_rewrite_and_left_alone() {
 #[test]
 fn a_for_all_tables_subscriber_keeps_working_and_ends_equal() {
     const ROWS: i64 = 20_000;
-    let publisher = Cluster::start_with(&["wal_level = logical", "max_replication_slots = 10"]);
-    let subscriber = Cluster::start();
+    let (publisher, subscriber) = publisher_and_subscriber(COLUMNS, ROWS);
     let mut p = publisher.client();
     let mut s = subscriber.client();
-    create_with_control(&mut p, "t", COLUMNS, ROWS);
-    p.batch_execute("CREATE PUBLICATION everything FOR ALL TABLES")
-        .unwrap();
-    // The subscriber has the application's tables, empty, and (like every
-    // database of a FOR ALL TABLES setup) halo_migrate itself.
-    s.batch_execute(&format!(
-        "CREATE TABLE t ({COLUMNS}); CREATE TABLE t_control ({COLUMNS});"
-    ))
-    .unwrap();
-    // On its own: CREATE SUBSCRIPTION cannot run in a transaction block.
-    s.batch_execute(&format!(
-        "CREATE SUBSCRIPTION everything
-             CONNECTION 'host=127.0.0.1 port={} user=postgres dbname=postgres'
-             PUBLICATION everything",
-        publisher.port
-    ))
-    .unwrap();
-    let synced = |s: &mut Client| -> bool {
-        s.query_one(
-            "SELECT count(*) FILTER (WHERE srsubstate <> 'r') = 0 AND count(*) > 0 FROM pg_subscription_rel",
-            &[],
-        )
-        .unwrap()
-        .get(0)
-    };
-    wait_until("the initial sync", || synced(&mut s));
 
     let writers = Writers::start(&publisher, "t", 2, ROWS);
     p.batch_execute(
@@ -246,28 +219,13 @@ fn a_for_all_tables_subscriber_keeps_working_and_ends_equal() {
     assert_matches_control(&mut p, "t", "ALTER COLUMN v TYPE bigint");
     assert_eq!(leftovers(&mut p), 0);
 
-    let digest = |c: &mut Client, table: &str| -> (i64, String) {
-        let r = c
-            .query_one(
-                &format!(
-                    "SELECT count(*), coalesce(md5(string_agg(x::text, ',' ORDER BY id)), '')
-                       FROM (SELECT id, v::bigint, payload FROM {table}) x"
-                ),
-                &[],
-            )
-            .unwrap();
-        (r.get(0), r.get(1))
-    };
     let want = digest(&mut p, "t");
     wait_until("the subscriber to catch up", || digest(&mut s, "t") == want);
-    let errors: i64 = s
-        .query_one(
-            "SELECT coalesce(sum(apply_error_count + sync_error_count), 0)::bigint FROM pg_stat_subscription_stats",
-            &[],
-        )
-        .unwrap()
-        .get(0);
-    assert_eq!(errors, 0, "the subscription hit errors");
+    assert_eq!(
+        subscription_errors(&mut s),
+        0,
+        "the subscription hit errors"
+    );
     let shadows: i64 = s
         .query_one("SELECT count(*) FROM migrate.migrations", &[])
         .unwrap()

@@ -4,54 +4,16 @@
 //! stash must never be sent.
 
 use crate::harness::*;
-use postgres::Client;
 use std::time::Duration;
 
 const COLUMNS: &str = "id int PRIMARY KEY, v int, payload text";
 
-/// Rows and a digest of `table`, `v` read as bigint on either side.
-fn digest(c: &mut Client, table: &str) -> (i64, String) {
-    let r = c
-        .query_one(
-            &format!(
-                "SELECT count(*), coalesce(md5(string_agg(x::text, ',' ORDER BY id)), '')
-                   FROM (SELECT id, v::bigint, payload FROM {table}) x"
-            ),
-            &[],
-        )
-        .unwrap();
-    (r.get(0), r.get(1))
-}
-
 #[test]
 fn a_for_all_tables_subscriber_follows_a_migration_and_its_revert() {
     const ROWS: i64 = 20_000;
-    let publisher = Cluster::start_with(&["wal_level = logical", "max_replication_slots = 10"]);
-    let subscriber = Cluster::start();
+    let (publisher, subscriber) = publisher_and_subscriber(COLUMNS, ROWS);
     let mut p = publisher.client();
     let mut s = subscriber.client();
-    create_with_control(&mut p, "t", COLUMNS, ROWS);
-    p.batch_execute("CREATE PUBLICATION everything FOR ALL TABLES")
-        .unwrap();
-    s.batch_execute(&format!(
-        "CREATE TABLE t ({COLUMNS}); CREATE TABLE t_control ({COLUMNS});"
-    ))
-    .unwrap();
-    s.batch_execute(&format!(
-        "CREATE SUBSCRIPTION everything
-             CONNECTION 'host=127.0.0.1 port={} user=postgres dbname=postgres'
-             PUBLICATION everything",
-        publisher.port
-    ))
-    .unwrap();
-    wait_until("the initial sync", || {
-        s.query_one(
-            "SELECT count(*) FILTER (WHERE srsubstate <> 'r') = 0 AND count(*) > 0 FROM pg_subscription_rel",
-            &[],
-        )
-        .unwrap()
-        .get(0)
-    });
 
     // Forward and back, with writers on the publisher throughout.
     let writers = Writers::start(&publisher, "t", 2, ROWS);
@@ -85,12 +47,9 @@ fn a_for_all_tables_subscriber_follows_a_migration_and_its_revert() {
 
     let want = digest(&mut p, "t");
     wait_until("the subscriber to catch up", || digest(&mut s, "t") == want);
-    let errors: i64 = s
-        .query_one(
-            "SELECT coalesce(sum(apply_error_count + sync_error_count), 0)::bigint FROM pg_stat_subscription_stats",
-            &[],
-        )
-        .unwrap()
-        .get(0);
-    assert_eq!(errors, 0, "the subscription hit errors");
+    assert_eq!(
+        subscription_errors(&mut s),
+        0,
+        "the subscription hit errors"
+    );
 }
