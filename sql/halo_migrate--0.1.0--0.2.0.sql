@@ -82,3 +82,35 @@ BEGIN
     RAISE NOTICE 'migration % of % is %', m.id, m.table_name, m.phase;
 END
 $fn$;
+
+-- Partitioned tables: DDL on a partition (ALTER TABLE, CREATE INDEX on it,
+-- CREATE TABLE … PARTITION OF) is refused while a migration of a
+-- partitioned table above it is under way.
+CREATE OR REPLACE FUNCTION migrate.migrating(rel oid) RETURNS text
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $fn$
+BEGIN
+    IF migrate.internal_ddl() THEN
+        RETURN NULL;
+    END IF;
+    -- a partition's DDL guards the partitioned tables above it
+    RETURN (SELECT m.table_name FROM migrate.migrations m
+             WHERE (m.relid = rel
+                    OR m.relid IN (SELECT a.relid FROM pg_partition_ancestors(rel) a))
+               AND (m.phase IN ('copying', 'indexing', 'replaying', 'verifying', 'ready', 'swapping')
+                    -- a two-phase plan validates in steps
+                    OR (m.phase = 'validating' AND m.strategy = 'two-phase')
+                    -- a revert window: the kept table must keep matching
+                    OR m.revertible_until IS NOT NULL)
+             LIMIT 1);
+END
+$fn$;
+COMMENT ON FUNCTION migrate.migrating(oid) IS
+    'halo_migrate: the name of this table if a migration guards it from DDL now (before its swap, and unless the DDL is the migration''s own)';
+
+COMMENT ON FUNCTION migrate.refuse_ddl_during_migration() IS
+    'halo_migrate: refuses ALTER TABLE / CREATE INDEX on a table (or a new partition of it) while it is being migrated';
+
+DROP EVENT TRIGGER halo_migrate_refuse_ddl;
+CREATE EVENT TRIGGER halo_migrate_refuse_ddl ON ddl_command_end
+    WHEN TAG IN ('ALTER TABLE', 'CREATE INDEX', 'ALTER INDEX', 'CREATE TABLE')
+    EXECUTE FUNCTION migrate.refuse_ddl_during_migration();

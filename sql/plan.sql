@@ -39,6 +39,19 @@ SELECT * FROM show_plan('accounts', 'ADD CONSTRAINT accounts_email_uniq UNIQUE (
 SELECT * FROM show_plan('accounts', 'ALTER COLUMN id TYPE bigint');
 SELECT * FROM show_plan('accounts', 'ALTER COLUMN balance TYPE numeric(12,2) USING balance / 100.0, ADD COLUMN r float8 DEFAULT random()');
 
+-- partitioned: per-partition builds and validations, attached by the parent
+CREATE TABLE events (id int NOT NULL, ts int NOT NULL, email varchar(50)) PARTITION BY RANGE (ts);
+CREATE TABLE events_1 PARTITION OF events FOR VALUES FROM (0) TO (100);
+CREATE TABLE events_2 PARTITION OF events FOR VALUES FROM (100) TO (200) PARTITION BY HASH (id);
+CREATE TABLE events_2a PARTITION OF events_2 FOR VALUES WITH (MODULUS 2, REMAINDER 0);
+CREATE TABLE events_2b PARTITION OF events_2 FOR VALUES WITH (MODULUS 2, REMAINDER 1);
+SELECT * FROM show_plan('events', 'ADD PRIMARY KEY (id, ts), ADD FOREIGN KEY (email) REFERENCES owners (email), ADD COLUMN note text');
+SELECT * FROM show_plan('events', 'ALTER COLUMN email SET NOT NULL');
+SELECT * FROM migrate.plan('events', 'ADD PRIMARY KEY (id)');
+SELECT * FROM migrate.plan('events', 'ADD COLUMN r float8 DEFAULT random()');
+SELECT * FROM migrate.plan('events', 'ALTER COLUMN id TYPE bigint');
+SELECT * FROM migrate.plan('events_1', 'ALTER COLUMN id TYPE bigint');
+
 -- plan() changed nothing
 SELECT count(*) AS accounts_rows FROM accounts;
 SELECT count(*) AS extension_objects FROM pg_class WHERE relnamespace = 'migrate'::regnamespace AND relname NOT LIKE 'migrations%';
@@ -87,7 +100,7 @@ SELECT q, sqlstate_of(q) FROM (VALUES
     ($$SELECT * FROM migrate.plan('accounts', 'ATTACH PARTITION p DEFAULT')$$),
     ($$SELECT * FROM migrate.plan('accounts_view', 'ADD COLUMN a int')$$),
     ($$SELECT * FROM migrate.plan('scratch', 'ADD COLUMN b int')$$),
-    ($$SELECT * FROM migrate.plan('parted', 'ADD COLUMN b int')$$),
+    ($$SELECT * FROM migrate.plan('parted', 'ALTER COLUMN a TYPE bigint')$$),
     ($$SELECT * FROM migrate.plan('pg_class', 'ADD COLUMN b int')$$),
     ($$SELECT * FROM migrate.plan('accounts_id_seq', 'ADD COLUMN b int')$$)
 ) AS cases(q);

@@ -132,8 +132,10 @@ BEGIN
     IF migrate.internal_ddl() THEN
         RETURN NULL;
     END IF;
+    -- a partition's DDL guards the partitioned tables above it
     RETURN (SELECT m.table_name FROM migrate.migrations m
-             WHERE m.relid = rel
+             WHERE (m.relid = rel
+                    OR m.relid IN (SELECT a.relid FROM pg_partition_ancestors(rel) a))
                AND (m.phase IN ('copying', 'indexing', 'replaying', 'verifying', 'ready', 'swapping')
                     -- a two-phase plan validates in steps
                     OR (m.phase = 'validating' AND m.strategy = 'two-phase')
@@ -167,7 +169,7 @@ BEGIN
 END
 $fn$;
 COMMENT ON FUNCTION migrate.refuse_ddl_during_migration() IS
-    'halo_migrate: refuses ALTER TABLE / CREATE INDEX on a table while it is being migrated';
+    'halo_migrate: refuses ALTER TABLE / CREATE INDEX on a table (or a new partition of it) while it is being migrated';
 
 CREATE FUNCTION migrate.refuse_drop_during_migration() RETURNS event_trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
@@ -191,7 +193,7 @@ COMMENT ON FUNCTION migrate.refuse_drop_during_migration() IS
     'halo_migrate: refuses DROP TABLE of a table while it is being migrated';
 
 CREATE EVENT TRIGGER halo_migrate_refuse_ddl ON ddl_command_end
-    WHEN TAG IN ('ALTER TABLE', 'CREATE INDEX', 'ALTER INDEX')
+    WHEN TAG IN ('ALTER TABLE', 'CREATE INDEX', 'ALTER INDEX', 'CREATE TABLE')
     EXECUTE FUNCTION migrate.refuse_ddl_during_migration();
 CREATE EVENT TRIGGER halo_migrate_refuse_drop ON sql_drop
     WHEN TAG IN ('DROP TABLE')

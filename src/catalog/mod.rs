@@ -11,14 +11,14 @@ pub mod probe;
 
 use crate::error::{MigrateError, Result};
 use crate::pg::spi::{self, get};
-use crate::plan::model::{Column, TableFacts};
+use crate::plan::model::{Column, Leaf, TableFacts};
 use pgrx::pg_sys::Oid;
 
 /// The table's facts, after checking it is an ordinary table the caller owns.
 pub fn load_table(oid: Oid) -> Result<TableFacts> {
     let rows = spi::select(
         "SELECT n.nspname::text, c.relname::text, c.relkind::text, c.relpersistence::text,
-                pg_has_role(c.relowner, 'USAGE'), n.oid
+                pg_has_role(c.relowner, 'USAGE'), n.oid, c.relispartition
            FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
           WHERE c.oid = $1",
         &[oid.into()],
@@ -30,10 +30,13 @@ pub fn load_table(oid: Oid) -> Result<TableFacts> {
                 get::<String>(r, 4)?,
                 get::<bool>(r, 5)?,
                 get::<Oid>(r, 6)?,
+                get::<bool>(r, 7)?,
             ))
         },
     )?;
-    let Some((schema, name, relkind, persistence, owner, nsp)) = rows.into_iter().next() else {
+    let Some((schema, name, relkind, persistence, owner, nsp, is_partition)) =
+        rows.into_iter().next()
+    else {
         return Err(MigrateError::TableGone { oid: oid.to_u32() });
     };
     let qualified = crate::pg::ident::QualifiedName::new(&schema, &name).to_string();
@@ -48,14 +51,7 @@ pub fn load_table(oid: Oid) -> Result<TableFacts> {
         ));
     }
     match relkind.as_str() {
-        "r" => {}
-        "p" => {
-            return Err(MigrateError::not_supported(
-                "migrating a partitioned table",
-                format!("{qualified} is partitioned."),
-                "Migrate its partitions one by one, or run the ALTER directly.",
-            ))
-        }
+        "r" | "p" => {}
         other => {
             let kind = match other {
                 "v" => "a view",
@@ -134,9 +130,53 @@ pub fn load_table(oid: Oid) -> Result<TableFacts> {
         rules: names("SELECT rulename::text FROM pg_catalog.pg_rewrite WHERE ev_class = $1", oid)?,
         parent,
         children,
+        is_partition,
         row_security_applies,
         schema_create,
+        leaves: if relkind == "p" {
+            Some(leaves(oid, &qualified)?)
+        } else {
+            None
+        },
     })
+}
+
+/// The partitions of a partitioned table that hold rows, in a fixed order
+/// (depth, then OID). A foreign-table partition is refused: PostgreSQL can
+/// neither build its indexes nor validate its constraints.
+fn leaves(oid: Oid, qualified: &str) -> Result<Vec<Leaf>> {
+    let rows = spi::select(
+        "SELECT c.oid, c.relnamespace, n.nspname::text, c.relname::text, c.relkind::text
+           FROM pg_catalog.pg_partition_tree($1) t
+           JOIN pg_catalog.pg_class c ON c.oid = t.relid
+           JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+          WHERE t.isleaf
+          ORDER BY t.level, c.oid",
+        &[oid.into()],
+        |r| {
+            Ok((
+                Leaf {
+                    oid: get::<Oid>(r, 1)?.to_u32(),
+                    namespace: get::<Oid>(r, 2)?.to_u32(),
+                    schema: get(r, 3)?,
+                    name: get(r, 4)?,
+                },
+                get::<String>(r, 5)?,
+            ))
+        },
+    )?;
+    if let Some((leaf, _)) = rows.iter().find(|(_, kind)| kind == "f") {
+        return Err(MigrateError::not_supported(
+            "migrating a partitioned table with a foreign-table partition",
+            format!(
+                "{qualified} has partition {}, a foreign table: its rows live on another server, where \
+                 halo_migrate can neither build an index nor check a constraint.",
+                crate::pg::ident::QualifiedName::new(&leaf.schema, &leaf.name)
+            ),
+            "Detach the foreign partition first, or run the ALTER directly.",
+        ));
+    }
+    Ok(rows.into_iter().map(|(leaf, _)| leaf).collect())
 }
 
 fn names(sql: &str, oid: Oid) -> Result<Vec<String>> {
@@ -161,6 +201,16 @@ fn replay_key(oid: Oid) -> Result<Option<Vec<String>>> {
         |r| get::<Vec<String>>(r, 1),
     )?;
     Ok(keys.into_iter().next())
+}
+
+/// Is this relation a partitioned table?
+pub fn is_partitioned(oid: Oid) -> Result<bool> {
+    let found = spi::select(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class WHERE oid = $1 AND relkind = 'p')",
+        &[oid.into()],
+        |r| get::<bool>(r, 1),
+    )?;
+    Ok(found.first().copied().unwrap_or(false))
 }
 
 /// Is a constraint of this name already in the namespace?

@@ -18,6 +18,10 @@
 //! PostgreSQL refuses gets PostgreSQL's own first error, including those it
 //! raises only for a combination (a column's type changed twice).
 //!
+//! A partitioned table's subcommands are tried together on a clone
+//! partitioned by the same key (without partitions), then one at a time on
+//! an ordinary clone, which is what each partition is.
+//!
 //! Invariants: the real table is only ever read-locked (ACCESS SHARE, by
 //! LIKE), with lock_timeout, and nothing survives the probe.
 
@@ -70,6 +74,16 @@ pub fn probe(
             "CREATE TEMP TABLE",
         )
     };
+    // A partitioned table's clone is first made partitioned the same way,
+    // so that the subcommands tried together meet PostgreSQL's own rules
+    // for partitioned tables (a unique key must hold the partition key).
+    let partition_by = match facts.leaves {
+        Some(_) => spi::text(
+            "SELECT pg_catalog.pg_get_partkeydef($1)",
+            &[Oid::from(facts.oid).into()],
+        )?,
+        None => None,
+    };
     let current = Cell::new(None::<usize>);
     let together = Cell::new(false);
 
@@ -84,7 +98,13 @@ pub fn probe(
                 &[],
             )
         };
-        make_clone()?;
+        match &partition_by {
+            Some(key) => spi::exec(
+                &format!("{create} {clone} (LIKE {original} INCLUDING ALL) PARTITION BY {key}"),
+                &[],
+            )?,
+            None => make_clone()?,
+        }
         // First all of them in one ALTER, as PostgreSQL would run it: an
         // ALTER it refuses gets its own first error (some are refused only
         // in company, such as a column's type changed twice, or a default
@@ -92,7 +112,7 @@ pub fn probe(
         // on a fresh clone, to see what each does.
         let tried: Vec<&str> = statements.iter().flatten().map(String::as_str).collect();
         let in_company = tried.len() > 1;
-        if in_company || !guarded.is_empty() {
+        if in_company || !guarded.is_empty() || partition_by.is_some() {
             for (n, (column, _)) in guarded.iter().enumerate() {
                 spi::exec(
                     &format!(

@@ -24,7 +24,8 @@ use crate::engine::state::Migration;
 use crate::error::{MigrateError, Result};
 use crate::pg::ident::QualifiedName;
 use crate::pg::spi::{self, get};
-use crate::plan::sqlgen;
+use crate::plan::model::LockMode;
+use crate::plan::{parse, sqlgen};
 use pgrx::PgSqlErrorCode;
 
 /// Must this statement run as a top-level command (outside any function)?
@@ -36,12 +37,34 @@ pub fn needs_top_level(sql: &str) -> bool {
 /// migration's lock timeout with retries.
 pub fn run_statement(m: &Migration, i: usize) -> Result<()> {
     let sql = m.index_sql.get(i).map(String::as_str).unwrap_or_default();
+    bounded(m, "run the ALTER", sql).map_err(|e| as_set_not_null_error(m, i, e))
+}
+
+/// `sql` under the migration's lock timeout, retried with back-off. An
+/// ALTER of a partitioned table first locks its whole tree within one lock
+/// timeout ([`locks::lock_tree`]).
+fn bounded(m: &Migration, what: &str, sql: &str) -> Result<()> {
+    let tree = tree_lock(m, sql)?;
     spi::with_search_path(&m.search_path, || {
-        locks::retry("run the ALTER", m.lock_timeout_ms, 100, || {
+        locks::retry(what, m.lock_timeout_ms, 100, || {
+            if let Some(mode) = tree {
+                locks::lock_tree(m.relid, mode, m.lock_timeout_ms)?;
+            }
             spi::exec(sql, &[])
         })
     })
-    .map_err(|e| as_set_not_null_error(m, i, e))
+}
+
+/// The lock to take on the whole tree before `sql`, if it alters the
+/// migration's table and that table is partitioned.
+fn tree_lock(m: &Migration, sql: &str) -> Result<Option<LockMode>> {
+    if !catalog::is_partitioned(m.relid)? {
+        return Ok(None);
+    }
+    match catalog::qualified_name(m.relid)? {
+        Some(table) if sqlgen::alters(&table, sql) => Ok(Some(parse::lock_of_statement(sql)?)),
+        _ => Ok(None),
+    }
 }
 
 /// SET NOT NULL runs as a helper CHECK validated first: when the validation
@@ -115,35 +138,33 @@ pub fn undo(m: &Migration) -> Result<()> {
     let _pass = crate::pg::ddl_pass::Pass::for_this_transaction();
     let done = (m.indexes_built.max(0) as usize).min(m.undo_sql.len());
     for sql in m.undo_sql[..done].iter().rev().filter(|s| !s.is_empty()) {
-        spi::with_search_path(&m.search_path, || {
-            locks::retry("take a statement back", m.lock_timeout_ms, 100, || {
-                spi::exec(sql, &[])
-            })
-        })?;
+        bounded(m, "take a statement back", sql)?;
     }
     cleanup(m)
 }
 
-/// Drop the indexes this plan created that back no constraint.
+/// Drop the indexes this plan created that back no constraint: on the
+/// table, or on one of its partitions when it is partitioned.
 pub fn cleanup(m: &Migration) -> Result<()> {
-    let Some(table) = catalog::qualified_name(m.relid)? else {
+    if catalog::qualified_name(m.relid)?.is_none() {
         return Ok(());
-    };
+    }
     for name in &m.concurrent_indexes {
-        let orphan = spi::query(
-            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_index i
-                              JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid
-                             WHERE i.indrelid = $1 AND c.relname = $2
-                               AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint k
-                                                WHERE k.conindid = c.oid))",
+        let orphans = spi::query(
+            "SELECT n.nspname::text
+               FROM pg_catalog.pg_index i
+               JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid
+               JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+              WHERE c.relname = $2
+                AND (i.indrelid = $1
+                     OR i.indrelid IN (SELECT t.relid FROM pg_catalog.pg_partition_tree($1) t))
+                AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint k
+                                 WHERE k.conindid = c.oid)",
             &[m.relid.into(), name.clone().into()],
-            |r| get::<bool>(r, 1),
+            |r| get::<String>(r, 1),
         )?;
-        if orphan.first().copied().unwrap_or(false) {
-            let index = QualifiedName {
-                schema: table.schema.clone(),
-                name: crate::pg::ident::Ident::new(name),
-            };
+        for schema in orphans {
+            let index = QualifiedName::new(&schema, name);
             locks::retry("drop the unfinished index", m.lock_timeout_ms, 100, || {
                 spi::exec(&format!("DROP INDEX IF EXISTS {index}"), &[])
             })?;

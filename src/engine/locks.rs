@@ -7,8 +7,10 @@
 //! us; `lock_timeout` is what bounds their wait.
 
 use crate::error::{MigrateError, Result};
+use crate::pg::ident::QualifiedName;
 use crate::pg::spi;
 use crate::pg::subxact;
+use crate::plan::model::LockMode;
 use pgrx::PgSqlErrorCode;
 
 /// Advisory lock keys: (HALO, migration id) is held by `finish()` while it
@@ -58,6 +60,44 @@ pub fn retry<R>(
             r => return r,
         }
     }
+}
+
+/// Lock the partitioned table `relid` and every partition under it in
+/// `mode`: the parent first, then by depth and OID, each `LOCK TABLE ONLY`
+/// waiting only for what is left of `timeout_ms`. PostgreSQL's own
+/// recursion would give every partition a full `lock_timeout`, so a tree of
+/// many partitions, each briefly busy, could hold the parent (and queue
+/// every writer behind it) for many timeouts. Call it inside an attempt
+/// ([`once`]): the locks are then held by the statement that follows and
+/// released when the attempt fails. `lock_timeout` is put back afterwards,
+/// for the other tables the statement locks (a referenced table).
+pub fn lock_tree(relid: pgrx::pg_sys::Oid, mode: LockMode, timeout_ms: i32) -> Result<()> {
+    let members = spi::select(
+        "SELECT n.nspname::text, c.relname::text
+           FROM pg_catalog.pg_partition_tree($1) t
+           JOIN pg_catalog.pg_class c ON c.oid = t.relid
+           JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+          ORDER BY t.level, t.relid",
+        &[relid.into()],
+        |r| {
+            Ok(QualifiedName::new(
+                &spi::get::<String>(r, 1)?,
+                &spi::get::<String>(r, 2)?,
+            ))
+        },
+    )?;
+    let began = std::time::Instant::now();
+    let restore =
+        spi::text("SELECT pg_catalog.current_setting('lock_timeout')", &[])?.unwrap_or_default();
+    for member in members {
+        let left = (i64::from(timeout_ms) - began.elapsed().as_millis() as i64).max(1);
+        spi::set_local("lock_timeout", &format!("{left}ms"))?;
+        spi::exec(
+            &format!("LOCK TABLE ONLY {member} IN {} MODE", mode.sql_name()),
+            &[],
+        )?;
+    }
+    spi::set_local("lock_timeout", &restore)
 }
 
 /// Sleep, interruptibly (query cancel and termination work).

@@ -78,6 +78,7 @@ pub fn plan(oid: pgrx::pg_sys::Oid, alter: &str, revertible: bool) -> Result<Pla
     let oracle = Oracle {
         constraint_taken: &constraint_taken,
         relation_taken: &relation_taken,
+        relation_taken_in: &catalog::relation_name_taken,
         lock_of: &parse::lock_of_statement,
     };
     let kept_bytes = if revertible {
@@ -164,7 +165,15 @@ fn run_direct(
     // default), which one statement per subcommand would not.
     let texts: Vec<&str> = planned.cmds.iter().map(|c| c.text.as_str()).collect();
     let sql = crate::plan::sqlgen::alter(table, &texts.join(", "));
+    let tree = match planned.facts.leaves {
+        Some(_) => Some(crate::plan::parse::lock_of_statement(&sql)?),
+        None => None,
+    };
+    let relid = pgrx::pg_sys::Oid::from(planned.facts.oid);
     locks::retry("run the ALTER", opts.lock_timeout_ms, 50, || {
+        if let Some(mode) = tree {
+            locks::lock_tree(relid, mode, opts.lock_timeout_ms)?;
+        }
         views::drop_saved(table, &saved)?;
         spi::exec(&sql, &[])?;
         views::recreate(table, &saved)

@@ -15,13 +15,16 @@
 pub mod inverse;
 pub mod model;
 pub mod parse;
+mod refuse;
 pub mod split;
 pub mod sqlgen;
+pub mod tree;
 pub mod verify;
 
 use crate::error::{MigrateError, Result};
 use crate::pg::ident::QualifiedName;
 use model::*;
+use refuse::{refuse_type_change_on_parent, refuse_unsafe_rewrite};
 use std::cell::RefCell;
 use std::collections::HashSet;
 
@@ -31,6 +34,9 @@ pub struct Oracle<'a> {
     pub constraint_taken: &'a dyn Fn(&str) -> Result<bool>,
     /// Is a relation (index, table, …) of this name already in the table's schema?
     pub relation_taken: &'a dyn Fn(&str) -> Result<bool>,
+    /// Is a relation of this name already in the schema of this OID (a
+    /// partition's, which may differ from the table's)?
+    pub relation_taken_in: &'a dyn Fn(u32, &str) -> Result<bool>,
     /// The lock an ALTER TABLE statement takes, as PostgreSQL computes it.
     pub lock_of: &'a dyn Fn(&str) -> Result<LockMode>,
 }
@@ -147,6 +153,17 @@ pub fn build_plan(
         .iter()
         .any(|d| matches!(d, Decision::Rewrite { .. }))
     {
+        if facts.leaves.is_some() {
+            let (cmd, reason) = cmds
+                .iter()
+                .zip(&decisions)
+                .find_map(|(c, d)| match d {
+                    Decision::Rewrite { reason, .. } => Some((c, reason)),
+                    _ => None,
+                })
+                .expect("a rewrite decision");
+            return Err(tree::refuse_rewrite(&table, cmd, reason));
+        }
         let mut steps = rewrite_plan(facts, &table, cmds, &decisions, &choose, oracle)?;
         if let Some(bytes) = revertible {
             steps.push(inverse::keep_step(facts.oid, bytes));
@@ -197,9 +214,14 @@ pub fn build_plan(
                     unreachable!()
                 };
                 let name = constraint_name(spec, &choose)?;
-                steps.extend(not_valid_then_validate(
-                    &table, cmd, spec, &name, "", oracle,
-                )?);
+                match &facts.leaves {
+                    Some(leaves) if spec.contype == ConstraintType::ForeignKey => steps.extend(
+                        tree::constraint_steps(leaves, &table, cmd, spec, &name, oracle)?,
+                    ),
+                    _ => steps.extend(not_valid_then_validate(
+                        &table, cmd, spec, &name, "", oracle,
+                    )?),
+                }
             }
             Decision::TwoPhaseNotNull => {
                 let CmdKind::SetNotNull { column } = &cmd.kind else {
@@ -220,6 +242,12 @@ pub fn build_plan(
                     }
                 }
                 let name = constraint_name(spec, &choose)?;
+                if let Some(leaves) = &facts.leaves {
+                    steps.extend(tree::constraint_steps(
+                        leaves, &table, cmd, spec, &name, oracle,
+                    )?);
+                    continue;
+                }
                 let mut build = step(
                     Strategy::Concurrent,
                     sqlgen::create_unique_index_concurrently(&table, spec, &name),
@@ -440,7 +468,6 @@ fn not_null_steps(
         .collect()
 }
 
-/// One online rewrite for the whole ALTER: capture, shadow, copy, swap.
 /// An index-backed constraint needs CREATE on the table's schema, checked
 /// by PostgreSQL before anything else about it.
 pub fn check_privileges(facts: &TableFacts, cmds: &[Subcommand]) -> Result<()> {
@@ -457,68 +484,7 @@ pub fn check_privileges(facts: &TableFacts, cmds: &[Subcommand]) -> Result<()> {
     Ok(())
 }
 
-/// The probe's empty clone has the parent's indexes but not the children's:
-/// a type change it finds catalog-only could still rebuild an index that
-/// only a child has, under ACCESS EXCLUSIVE on the whole tree.
-fn refuse_type_change_on_parent(
-    facts: &TableFacts,
-    table: &QualifiedName,
-    cmds: &[Subcommand],
-) -> Result<()> {
-    let typed = cmds.iter().find_map(|c| match &c.kind {
-        CmdKind::AlterColumnType { column, .. } => Some(column),
-        _ => None,
-    });
-    match typed {
-        Some(column) if facts.children > 0 => Err(MigrateError::not_supported(
-            "changing a column's type on a table that other tables inherit from",
-            format!(
-                "{table} has {} child table(s) (INHERITS). PostgreSQL changes \"{column}\" in every child \
-                 too, rewriting them or rebuilding their indexes under ACCESS EXCLUSIVE on the whole tree, \
-                 which halo_migrate cannot bound.",
-                facts.children
-            ),
-            "halo_migrate does not migrate legacy inheritance trees online. Run the ALTER directly in a \
-             maintenance window, or move the tree to declarative partitioning.",
-        )),
-        _ => Ok(()),
-    }
-}
-
-/// A rewrite is online only if the copy sees every row and the swap's own
-/// ALTER touches no data: refuse tables where either would not hold.
-fn refuse_unsafe_rewrite(facts: &TableFacts, table: &QualifiedName) -> Result<()> {
-    if facts.children > 0 {
-        return Err(MigrateError::not_supported(
-            "rewriting a table that other tables inherit from",
-            format!(
-                "{table} has {} child table(s) (INHERITS). PostgreSQL applies the ALTER to every child \
-                 too, so at the swap it would rewrite the children under ACCESS EXCLUSIVE, blocking \
-                 writes to the whole tree for as long as that takes.",
-                facts.children
-            ),
-            "halo_migrate does not migrate legacy inheritance trees online. Run the ALTER directly in a \
-             maintenance window, or move the tree to declarative partitioning.",
-        ));
-    }
-    if let Some(parent) = &facts.parent {
-        return Err(MigrateError::not_supported(
-            "rewriting a table that inherits from another",
-            format!(
-                "{table} inherits from {parent} (INHERITS or PARTITION OF): its columns are tied to \
-                 the parent's, which a shadow table cannot keep."
-            ),
-            "Run the ALTER on the parent table directly, or detach the table first.",
-        ));
-    }
-    if facts.row_security_applies {
-        return Err(MigrateError::RowSecurity {
-            table: table.to_string(),
-        });
-    }
-    Ok(())
-}
-
+/// One online rewrite for the whole ALTER: capture, shadow, copy, swap.
 fn rewrite_plan(
     facts: &TableFacts,
     table: &QualifiedName,
@@ -527,12 +493,12 @@ fn rewrite_plan(
     choose: &Chooser,
     oracle: &Oracle,
 ) -> Result<Vec<Step>> {
+    refuse_unsafe_rewrite(facts, table)?;
     if facts.replay_key.is_none() {
         return Err(MigrateError::NoKey {
             table: table.to_string(),
         });
     }
-    refuse_unsafe_rewrite(facts, table)?;
     if let Some(c) = cmds
         .iter()
         .find(|c| matches!(c.kind, CmdKind::Rename { .. } | CmdKind::SetSchema { .. }))

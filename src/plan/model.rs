@@ -48,6 +48,20 @@ impl LockMode {
         }
     }
 
+    /// The mode as `LOCK TABLE … IN <mode> MODE` spells it.
+    pub fn sql_name(self) -> &'static str {
+        match self {
+            LockMode::AccessShare => "ACCESS SHARE",
+            LockMode::RowShare => "ROW SHARE",
+            LockMode::RowExclusive => "ROW EXCLUSIVE",
+            LockMode::ShareUpdateExclusive => "SHARE UPDATE EXCLUSIVE",
+            LockMode::Share => "SHARE",
+            LockMode::ShareRowExclusive => "SHARE ROW EXCLUSIVE",
+            LockMode::Exclusive => "EXCLUSIVE",
+            LockMode::AccessExclusive => "ACCESS EXCLUSIVE",
+        }
+    }
+
     /// Whether holding this lock stops INSERT/UPDATE/DELETE (which take RowExclusiveLock).
     pub fn blocks_writes(self) -> bool {
         self >= LockMode::Share
@@ -234,6 +248,8 @@ pub struct TableFacts {
     /// inherits from, if any, and how many tables inherit from it.
     pub parent: Option<String>,
     pub children: i64,
+    /// The parent link is declarative partitioning (`PARTITION OF`).
+    pub is_partition: bool,
     /// Row-level security would filter this table's rows for the current
     /// role (`row_security_active()`: enabled, and FORCEd or not the owner,
     /// and no BYPASSRLS).
@@ -241,6 +257,20 @@ pub struct TableFacts {
     /// The current role may create objects in the table's schema, which
     /// PostgreSQL requires of whoever creates an index there.
     pub schema_create: bool,
+    /// A partitioned table: the partitions that hold its rows (the leaves
+    /// of the tree, sub-partitions included; not the partitioned tables in
+    /// between). `None` for an ordinary table.
+    pub leaves: Option<Vec<Leaf>>,
+}
+
+/// A partition that holds rows: what per-partition statements need.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Leaf {
+    pub oid: u32,
+    /// OID of the partition's schema.
+    pub namespace: u32,
+    pub schema: String,
+    pub name: String,
 }
 
 impl TableFacts {

@@ -128,6 +128,11 @@ pub fn alter(table: &QualifiedName, subcommand: &str) -> String {
     format!("ALTER TABLE {table} {subcommand}")
 }
 
+/// Is `sql` an ALTER TABLE of `table` (as [`alter`] writes one)?
+pub fn alters(table: &QualifiedName, sql: &str) -> bool {
+    sql.starts_with(&alter(table, ""))
+}
+
 /// The user's `ADD [CONSTRAINT name] CHECK/FOREIGN KEY …` made NOT VALID and
 /// given a name (the one PostgreSQL would choose) so it can be validated later.
 pub fn add_not_valid(
@@ -266,6 +271,17 @@ pub fn literal(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn alters_recognises_statements_on_the_table_only() {
+        let t = QualifiedName::new("public", "ev");
+        assert!(alters(&t, "ALTER TABLE public.ev ADD COLUMN a int"));
+        assert!(!alters(&t, "ALTER TABLE public.ev_1 ADD COLUMN a int"));
+        assert!(!alters(
+            &t,
+            "CREATE UNIQUE INDEX CONCURRENTLY k ON public.ev (a)"
+        ));
+    }
+
     use super::*;
     use crate::plan::model::ConstraintType;
 

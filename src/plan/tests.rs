@@ -3,7 +3,7 @@
 
 use super::*;
 
-fn facts() -> TableFacts {
+pub(super) fn facts() -> TableFacts {
     TableFacts {
         oid: 16384,
         namespace: 2200,
@@ -27,12 +27,14 @@ fn facts() -> TableFacts {
         rules: vec![],
         parent: None,
         children: 0,
+        is_partition: false,
         row_security_applies: false,
         schema_create: true,
+        leaves: None,
     }
 }
 
-fn cmd(text: &str, kind: CmdKind, lock: LockMode) -> Subcommand {
+pub(super) fn cmd(text: &str, kind: CmdKind, lock: LockMode) -> Subcommand {
     Subcommand {
         text: text.into(),
         kind,
@@ -40,7 +42,11 @@ fn cmd(text: &str, kind: CmdKind, lock: LockMode) -> Subcommand {
     }
 }
 
-fn spec(contype: ConstraintType, columns: &[&str], clause_offset: usize) -> ConstraintSpec {
+pub(super) fn spec(
+    contype: ConstraintType,
+    columns: &[&str],
+    clause_offset: usize,
+) -> ConstraintSpec {
     ConstraintSpec::new(
         contype,
         columns.iter().map(|c| c.to_string()).collect(),
@@ -59,7 +65,7 @@ fn lock_of(sql: &str) -> Result<LockMode> {
     })
 }
 
-fn plan(
+pub(super) fn plan(
     facts: &TableFacts,
     cmds: &[Subcommand],
     probes: &[Option<ProbeOutcome>],
@@ -68,12 +74,13 @@ fn plan(
     let oracle = Oracle {
         constraint_taken: &taken,
         relation_taken: &taken,
+        relation_taken_in: &|_, n| taken(n),
         lock_of: &lock_of,
     };
     build_plan(facts, cmds, probes, &oracle, None)
 }
 
-fn catalog_only() -> Option<ProbeOutcome> {
+pub(super) fn catalog_only() -> Option<ProbeOutcome> {
     Some(ProbeOutcome::default())
 }
 

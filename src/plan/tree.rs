@@ -1,0 +1,221 @@
+//! Planning for a partitioned table: the whole tree, as `ALTER TABLE` on the
+//! parent would change it, without a statement that reads a partition under
+//! a lock that blocks writes.
+//!
+//! PostgreSQL 15 recurses most subcommands from the parent to every
+//! partition, and for those the plain plan holds: a catalog-only change or a
+//! CHECK added NOT VALID and validated (validation recurses, partition by
+//! partition, under SHARE UPDATE EXCLUSIVE). Two things it cannot do on the
+//! parent, so they are done partition by partition first:
+//! - a UNIQUE or PRIMARY KEY constraint: no `CREATE INDEX CONCURRENTLY` on a
+//!   partitioned table. Each leaf gets its index built concurrently and
+//!   attached as its own constraint; the parent's ADD then finds them and
+//!   attaches them instead of building (`DefineIndex`), in one short lock.
+//! - a FOREIGN KEY: no `NOT VALID` foreign key on a partitioned table. Each
+//!   leaf gets it NOT VALID, then validated; the parent's ADD then attaches
+//!   the validated ones without checking a row.
+//!
+//! Invariants: a leaf's index is attached right after it is built (the worker
+//! drops an index of the plan that backs no constraint before each build);
+//! the parent's statement comes last, so undoing it first takes every leaf's
+//! constraint with it. A rewrite of a tree is refused (not yet built).
+
+use super::model::*;
+use super::{sqlgen, Oracle};
+use crate::error::{MigrateError, Result};
+use crate::pg::ident::QualifiedName;
+use std::collections::HashSet;
+
+/// A tree cannot be rewritten yet: say why PostgreSQL would rewrite it.
+pub fn refuse_rewrite(table: &QualifiedName, cmd: &Subcommand, reason: &str) -> MigrateError {
+    MigrateError::not_supported(
+        "rewriting a partitioned table",
+        format!(
+            "{table} is partitioned, and \"{}\" needs a rewrite: {reason}. halo_migrate migrates \
+             partitioned tables online only for changes that need no rewrite so far: catalog-only \
+             changes, CHECK, NOT NULL, FOREIGN KEY, UNIQUE and PRIMARY KEY constraints.",
+            cmd.text
+        ),
+        "Run the ALTER directly in a maintenance window (PostgreSQL rewrites every partition under \
+         ACCESS EXCLUSIVE on the whole tree).",
+    )
+}
+
+/// A type change on a tree: leaves may have indexes of their own on the
+/// column, which the empty-clone probe does not see and PostgreSQL could
+/// rebuild under ACCESS EXCLUSIVE.
+pub fn refuse_type_change(table: &QualifiedName, column: &str) -> MigrateError {
+    MigrateError::not_supported(
+        "changing a column's type on a partitioned table",
+        format!(
+            "{table} is partitioned. PostgreSQL changes \"{column}\" in every partition, rewriting \
+             them or rebuilding their indexes under ACCESS EXCLUSIVE on the whole tree."
+        ),
+        "Run the ALTER directly in a maintenance window.",
+    )
+}
+
+fn leaf_table(leaf: &Leaf) -> QualifiedName {
+    QualifiedName::new(&leaf.schema, &leaf.name)
+}
+
+fn step(cmd: &Subcommand, strategy: Strategy, sql: String, lock: LockMode, reason: String) -> Step {
+    Step {
+        stage: Stage::Direct,
+        undo: Undo::Nothing,
+        subcommand: Some(cmd.text.clone()),
+        strategy,
+        sql,
+        lock: Some(lock),
+        rewrites: false,
+        reason,
+    }
+}
+
+/// The steps adding a FOREIGN KEY, UNIQUE or PRIMARY KEY constraint named
+/// `name` (the user's, or PostgreSQL's choice) to the partitioned `table`.
+pub fn constraint_steps(
+    leaves: &[Leaf],
+    table: &QualifiedName,
+    cmd: &Subcommand,
+    spec: &ConstraintSpec,
+    name: &str,
+    oracle: &Oracle,
+) -> Result<Vec<Step>> {
+    let c = TreeConstraint {
+        leaves,
+        table,
+        cmd,
+        spec,
+        name,
+    };
+    match spec.contype {
+        ConstraintType::ForeignKey => foreign_key_steps(&c, oracle),
+        ConstraintType::PrimaryKey | ConstraintType::Unique => unique_steps(&c, oracle),
+        other => Err(MigrateError::Internal(format!(
+            "no per-partition plan for a {other:?} constraint"
+        ))),
+    }
+}
+
+/// A constraint the user's subcommand adds to a partitioned table.
+struct TreeConstraint<'a> {
+    leaves: &'a [Leaf],
+    table: &'a QualifiedName,
+    cmd: &'a Subcommand,
+    spec: &'a ConstraintSpec,
+    name: &'a str,
+}
+
+impl TreeConstraint<'_> {
+    /// The last step: the user's subcommand on the parent, named.
+    fn on_parent(&self, strategy: Strategy, reason: &str, oracle: &Oracle) -> Result<Step> {
+        let add = sqlgen::alter(
+            self.table,
+            &sqlgen::name_constraint(&self.cmd.text, self.spec, self.name),
+        );
+        let lock = (oracle.lock_of)(&add)?;
+        Ok(Step {
+            undo: Undo::Sql(sqlgen::drop_constraint_if_exists(self.table, self.name)),
+            ..step(self.cmd, strategy, add, lock, reason.into())
+        })
+    }
+}
+
+/// FOREIGN KEY on a tree: NOT VALID and validated on each leaf (under the
+/// parent's constraint name, as PostgreSQL names the partitions' copies),
+/// then added to the parent, which attaches them.
+fn foreign_key_steps(c: &TreeConstraint, oracle: &Oracle) -> Result<Vec<Step>> {
+    let (cmd, spec, name) = (c.cmd, c.spec, c.name);
+    let mut steps = Vec::new();
+    for leaf in c.leaves {
+        let t = leaf_table(leaf);
+        let add = sqlgen::add_not_valid(&t, &cmd.text, spec, name);
+        let lock = (oracle.lock_of)(&add)?;
+        steps.push(Step {
+            undo: Undo::Sql(sqlgen::drop_constraint_if_exists(&t, name)),
+            ..step(
+                cmd,
+                Strategy::TwoPhase,
+                add,
+                lock,
+                format!("partition {t}: added NOT VALID, no scan (a partitioned table cannot take a NOT VALID foreign key itself)"),
+            )
+        });
+        let validate = sqlgen::validate(&t, name);
+        let lock = (oracle.lock_of)(&validate)?;
+        steps.push(step(
+            cmd,
+            Strategy::TwoPhase,
+            validate,
+            lock,
+            format!("partition {t}: {}", super::VALIDATE_REASON),
+        ));
+    }
+    steps.push(c.on_parent(
+        Strategy::TwoPhase,
+        "the parent's key attaches every partition's validated one: no scan",
+        oracle,
+    )?);
+    Ok(steps)
+}
+
+/// UNIQUE or PRIMARY KEY on a tree: per leaf, the index built CONCURRENTLY
+/// and attached as the leaf's constraint; then the parent's constraint,
+/// which attaches them (and creates the partitioned indexes in between).
+fn unique_steps(c: &TreeConstraint, oracle: &Oracle) -> Result<Vec<Step>> {
+    let (cmd, spec) = (c.cmd, c.spec);
+    let primary = spec.contype == ConstraintType::PrimaryKey;
+    let mut chosen: HashSet<(u32, String)> = HashSet::new();
+    let mut steps = Vec::new();
+    for leaf in c.leaves {
+        let t = leaf_table(leaf);
+        let index = {
+            let taken = |n: &str| -> Result<bool> {
+                Ok(chosen.contains(&(leaf.namespace, n.to_string()))
+                    || (oracle.relation_taken_in)(leaf.namespace, n)?)
+            };
+            let addition = sqlgen::columns_addition(&spec.columns);
+            if primary {
+                sqlgen::choose_name(&leaf.name, None, "pkey", &taken)?
+            } else {
+                sqlgen::choose_name(&leaf.name, Some(&addition), "key", &taken)?
+            }
+        };
+        chosen.insert((leaf.namespace, index.clone()));
+        let mut build = step(
+            cmd,
+            Strategy::Concurrent,
+            sqlgen::create_unique_index_concurrently(&t, spec, &index),
+            LockMode::ShareUpdateExclusive,
+            format!("partition {t}: the index is built CONCURRENTLY, reads and writes continue"),
+        );
+        build.stage = Stage::BuildIndex(index.clone());
+        build.undo = Undo::Sql(sqlgen::drop_index_if_exists(&t, &index));
+        steps.push(build);
+        let attach = sqlgen::add_constraint_using_index(&t, spec, &index, primary);
+        let lock = (oracle.lock_of)(&attach)?;
+        steps.push(Step {
+            undo: Undo::Sql(sqlgen::drop_constraint_if_exists(&t, &index)),
+            ..step(
+                cmd,
+                Strategy::Concurrent,
+                attach,
+                lock,
+                format!(
+                    "partition {t}: attaching the ready index as its constraint is catalog-only"
+                ),
+            )
+        });
+    }
+    steps.push(c.on_parent(
+        Strategy::Concurrent,
+        "the parent's constraint attaches every partition's: no index is built",
+        oracle,
+    )?);
+    Ok(steps)
+}
+
+#[cfg(test)]
+#[path = "tree_tests.rs"]
+mod tests;

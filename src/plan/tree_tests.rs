@@ -1,0 +1,200 @@
+//! Planning for partitioned tables, without a server.
+
+use crate::plan::model::*;
+use crate::plan::tests::{catalog_only, cmd, facts, plan, spec};
+
+/// `accounts`, partitioned: a leaf in its own schema and one elsewhere.
+fn tree() -> TableFacts {
+    TableFacts {
+        leaves: Some(vec![
+            Leaf {
+                oid: 20001,
+                namespace: 2200,
+                schema: "public".into(),
+                name: "accounts_1".into(),
+            },
+            Leaf {
+                oid: 20002,
+                namespace: 30000,
+                schema: "archive".into(),
+                name: "accounts_old".into(),
+            },
+        ]),
+        children: 2,
+        ..facts()
+    }
+}
+
+#[test]
+fn a_unique_key_is_built_per_partition_then_attached_by_the_parent() {
+    let c = cmd(
+        "ADD UNIQUE (email)",
+        CmdKind::AddConstraint(spec(ConstraintType::Unique, &["email"], 4)),
+        LockMode::AccessExclusive,
+    );
+    let steps = plan(&tree(), &[c], &[catalog_only()]).unwrap();
+    let sql: Vec<&str> = steps.iter().map(|s| s.sql.as_str()).collect();
+    assert_eq!(
+        sql,
+        [
+            "CREATE UNIQUE INDEX CONCURRENTLY accounts_1_email_key ON public.accounts_1 (email)",
+            "ALTER TABLE public.accounts_1 ADD CONSTRAINT accounts_1_email_key UNIQUE USING INDEX accounts_1_email_key",
+            "CREATE UNIQUE INDEX CONCURRENTLY accounts_old_email_key ON archive.accounts_old (email)",
+            "ALTER TABLE archive.accounts_old ADD CONSTRAINT accounts_old_email_key UNIQUE USING INDEX accounts_old_email_key",
+            // accounts_email_key is taken: the parent gets PostgreSQL's next name.
+            "ALTER TABLE public.accounts ADD CONSTRAINT accounts_email_key1 UNIQUE (email)",
+        ]
+    );
+    assert_eq!(
+        steps[0].stage,
+        Stage::BuildIndex("accounts_1_email_key".into())
+    );
+    assert_eq!(
+        steps[2].undo,
+        Undo::Sql("DROP INDEX IF EXISTS archive.accounts_old_email_key".into())
+    );
+    assert_eq!(
+        steps[4].undo,
+        Undo::Sql(
+            "ALTER TABLE public.accounts DROP CONSTRAINT IF EXISTS accounts_email_key1".into()
+        )
+    );
+    assert!(steps.iter().all(|s| !s.rewrites));
+}
+
+#[test]
+fn a_partition_index_name_that_is_taken_in_its_schema_gets_the_next_one() {
+    let c = cmd(
+        "ADD PRIMARY KEY (id)",
+        CmdKind::AddConstraint(spec(ConstraintType::PrimaryKey, &["id"], 4)),
+        LockMode::AccessExclusive,
+    );
+    let mut f = tree();
+    f.constraints.retain(|c| c != "accounts_pkey");
+    let taken = |ns: u32, n: &str| Ok(ns == 30000 && n == "accounts_old_pkey");
+    let oracle = crate::plan::Oracle {
+        constraint_taken: &|_| Ok(false),
+        relation_taken: &|_| Ok(false),
+        relation_taken_in: &taken,
+        lock_of: &|_| Ok(LockMode::AccessExclusive),
+    };
+    let steps = crate::plan::build_plan(&f, &[c], &[catalog_only()], &oracle, None).unwrap();
+    assert!(steps[0]
+        .sql
+        .starts_with("CREATE UNIQUE INDEX CONCURRENTLY accounts_1_pkey ON public.accounts_1"));
+    assert!(steps[2].sql.starts_with(
+        "CREATE UNIQUE INDEX CONCURRENTLY accounts_old_pkey1 ON archive.accounts_old"
+    ));
+    assert!(steps[3]
+        .sql
+        .ends_with("PRIMARY KEY USING INDEX accounts_old_pkey1"));
+    assert_eq!(
+        steps[4].sql,
+        "ALTER TABLE public.accounts ADD CONSTRAINT accounts_pkey PRIMARY KEY (id)"
+    );
+}
+
+#[test]
+fn a_foreign_key_is_validated_per_partition_then_attached_by_the_parent() {
+    let c = cmd(
+        "ADD FOREIGN KEY (email) REFERENCES people (email)",
+        CmdKind::AddConstraint(spec(ConstraintType::ForeignKey, &["email"], 4)),
+        LockMode::ShareRowExclusive,
+    );
+    let steps = plan(&tree(), &[c], &[None]).unwrap();
+    let sql: Vec<&str> = steps.iter().map(|s| s.sql.as_str()).collect();
+    assert_eq!(
+        sql,
+        [
+            "ALTER TABLE public.accounts_1 ADD CONSTRAINT accounts_email_fkey FOREIGN KEY (email) REFERENCES people (email) NOT VALID",
+            "ALTER TABLE public.accounts_1 VALIDATE CONSTRAINT accounts_email_fkey",
+            "ALTER TABLE archive.accounts_old ADD CONSTRAINT accounts_email_fkey FOREIGN KEY (email) REFERENCES people (email) NOT VALID",
+            "ALTER TABLE archive.accounts_old VALIDATE CONSTRAINT accounts_email_fkey",
+            "ALTER TABLE public.accounts ADD CONSTRAINT accounts_email_fkey FOREIGN KEY (email) REFERENCES people (email)",
+        ]
+    );
+    assert_eq!(steps[1].lock, Some(LockMode::ShareUpdateExclusive));
+    assert!(steps.iter().all(|s| s.strategy == Strategy::TwoPhase));
+}
+
+#[test]
+fn a_check_and_not_null_recurse_from_the_parent() {
+    let c = cmd(
+        "ALTER COLUMN email SET NOT NULL",
+        CmdKind::SetNotNull {
+            column: "email".into(),
+        },
+        LockMode::AccessExclusive,
+    );
+    let steps = plan(&tree(), &[c], &[None]).unwrap();
+    assert_eq!(steps.len(), 4);
+    assert!(steps
+        .iter()
+        .all(|s| s.sql.starts_with("ALTER TABLE public.accounts ")));
+}
+
+#[test]
+fn a_rewrite_or_type_change_of_a_tree_is_refused() {
+    let retype = cmd(
+        "ALTER COLUMN email TYPE varchar(100)",
+        CmdKind::AlterColumnType {
+            column: "email".into(),
+            using: None,
+            using_columns: vec![],
+        },
+        LockMode::AccessExclusive,
+    );
+    let e = plan(&tree(), &[retype], &[catalog_only()]).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "changing a column's type on a partitioned table is not supported"
+    );
+    let add = cmd(
+        "ADD COLUMN n float DEFAULT random()",
+        CmdKind::AddColumn {
+            column: "n".into(),
+            inline_foreign_key: false,
+        },
+        LockMode::AccessExclusive,
+    );
+    let rewrote = Some(ProbeOutcome {
+        rewrote_table: true,
+        ..ProbeOutcome::default()
+    });
+    let e = plan(&tree(), &[add], &[rewrote]).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "rewriting a partitioned table is not supported"
+    );
+    assert!(e
+        .detail()
+        .unwrap()
+        .contains("ADD COLUMN n float DEFAULT random()"));
+}
+
+#[test]
+fn a_partition_is_not_rewritten_on_its_own() {
+    let f = TableFacts {
+        parent: Some("accounts".into()),
+        is_partition: true,
+        ..facts()
+    };
+    let retype = cmd(
+        "ALTER COLUMN id TYPE bigint",
+        CmdKind::AlterColumnType {
+            column: "id".into(),
+            using: None,
+            using_columns: vec![],
+        },
+        LockMode::AccessExclusive,
+    );
+    let rewrote = Some(ProbeOutcome {
+        rewrote_table: true,
+        ..ProbeOutcome::default()
+    });
+    let e = plan(&f, &[retype], &[rewrote]).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "rewriting one partition of a partitioned table is not supported"
+    );
+}
