@@ -114,3 +114,116 @@ DROP EVENT TRIGGER halo_migrate_refuse_ddl;
 CREATE EVENT TRIGGER halo_migrate_refuse_ddl ON ddl_command_end
     WHEN TAG IN ('ALTER TABLE', 'CREATE INDEX', 'ALTER INDEX', 'CREATE TABLE')
     EXECUTE FUNCTION migrate.refuse_ddl_during_migration();
+
+-- Progress through the index builds: the time the phase began (stamped by a
+-- trigger), how far PostgreSQL reports the running build, and status()
+-- showing the index phase's own percent and ETA.
+ALTER TABLE migrate.migrations ADD COLUMN phase_since timestamptz;
+UPDATE migrate.migrations SET phase_since = updated_at;
+ALTER TABLE migrate.migrations
+    ALTER COLUMN phase_since SET DEFAULT pg_catalog.clock_timestamp(),
+    ALTER COLUMN phase_since SET NOT NULL;
+CREATE FUNCTION migrate.stamp_phase() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
+BEGIN
+    IF NEW.phase IS DISTINCT FROM OLD.phase THEN
+        NEW.phase_since := pg_catalog.clock_timestamp();
+    END IF;
+    RETURN NEW;
+END
+$fn$;
+COMMENT ON FUNCTION migrate.stamp_phase() IS
+    'halo_migrate: keeps migrate.migrations.phase_since, the time the current phase began';
+CREATE TRIGGER migrations_stamp_phase BEFORE UPDATE OF phase ON migrate.migrations
+    FOR EACH ROW EXECUTE FUNCTION migrate.stamp_phase();
+
+CREATE FUNCTION migrate.index_build_progress(pid integer) RETURNS numeric
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $fn$
+    SELECT CASE
+             WHEN p.phase = 'building index: scanning table' AND p.blocks_total > 0
+               THEN 0.5 * least(p.blocks_done::numeric / p.blocks_total, 1)
+             WHEN p.phase LIKE 'building index: sorting%' THEN 0.5
+             WHEN p.phase = 'building index: loading tuples in tree'
+               THEN 0.5 + 0.5 * least(coalesce(p.tuples_done::numeric / nullif(p.tuples_total, 0), 0), 1)
+             WHEN p.phase LIKE 'index validation%' OR p.phase = 'waiting for old snapshots'
+               OR p.phase LIKE 'waiting for%validation' THEN 0.99
+             ELSE 0 END
+      FROM pg_stat_progress_create_index p
+     WHERE p.pid = index_build_progress.pid
+$fn$;
+COMMENT ON FUNCTION migrate.index_build_progress(integer) IS
+    'halo_migrate: how far (0 to 1) the index build running in this backend is, from pg_stat_progress_create_index';
+
+CREATE OR REPLACE FUNCTION migrate.status(tbl regclass DEFAULT NULL)
+RETURNS TABLE (id bigint, table_name text, alter_sql text, strategy text, phase text,
+               rows_copied bigint, rows_total bigint, percent numeric, backlog bigint,
+               rate_rows_s numeric, eta interval, worker_pid integer,
+               started_at timestamptz, updated_at timestamptz, error text, waiting_for text,
+               verify_rows bigint, verify_chunks bigint, verify_differences bigint,
+               verified_at timestamptz, revertible_until timestamptz, kept_bytes bigint,
+               reverts bigint)
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $fn$
+#variable_conflict use_column
+DECLARE
+    -- The live workers are read both before and after the rows: a worker
+    -- that ends its migration and exits between the reads is in the first,
+    -- one that registers itself between them is in the second. Either way
+    -- a running migration never shows as interrupted by accident.
+    live integer[] := migrate.live_workers();
+BEGIN
+    RETURN QUERY
+    SELECT m.id, m.table_name, m.alter_sql, m.strategy,
+           CASE WHEN m.phase IN ('done', 'failed', 'aborted') THEN m.phase
+                WHEN m.paused THEN 'paused'
+                -- a worker was running it and is gone (terminated, crashed, server restarted)
+                WHEN m.worker_pid IS NOT NULL AND NOT w.alive THEN 'interrupted'
+                ELSE m.phase END,
+           m.rows_copied, m.rows_total,
+           -- the current phase's progress: statements (of a plan of
+           -- statements) or indexes done, counting the one being built by
+           -- how far PostgreSQL reports it; rows copied
+           CASE WHEN m.phase = 'done' THEN 100.0
+                WHEN m.strategy IN ('concurrent', 'two-phase') OR m.phase = 'indexing'
+                THEN round(100.0 * least(i.done / greatest(cardinality(m.index_sql), 1), 1), 1)
+                WHEN m.rows_total > 0 THEN round(100.0 * least(m.rows_copied, m.rows_total) / m.rows_total, 1)
+                WHEN m.phase <> 'copying' THEN 100.0 END,
+           m.backlog,
+           r.rate,
+           -- no ETA while paused: nothing moves until resume()
+           CASE WHEN m.paused THEN NULL
+                -- index builds: the time they have taken, extrapolated
+                WHEN m.phase = 'indexing' AND m.strategy = 'rewrite' AND i.done > 0
+                THEN make_interval(secs => round(extract(epoch FROM pg_catalog.clock_timestamp() - m.phase_since)
+                                                  * (greatest(cardinality(m.index_sql), 1) - i.done) / i.done, 1)::float8)
+                -- before the first build has moved: not known yet
+                WHEN m.phase = 'indexing' AND m.strategy = 'rewrite' THEN NULL
+                WHEN m.phase IN ('copying', 'indexing', 'replaying') AND r.rate > 0
+                THEN make_interval(secs => round((greatest(m.rows_total - m.rows_copied, 0) + m.backlog) / r.rate, 1)::float8)
+                WHEN m.phase IN ('ready', 'done') THEN interval '0' END,
+           CASE WHEN w.alive THEN m.worker_pid END,
+           m.started_at, m.updated_at, m.error,
+           CASE WHEN m.phase IN ('replaying', 'ready', 'swapping') THEN m.waiting_for END,
+           -- verification (start(verify => true)): the current or the clean pass
+           CASE WHEN m.verify THEN m.verify_rows END,
+           CASE WHEN m.verify THEN m.verify_chunks END,
+           CASE WHEN m.verify THEN m.verify_differences END,
+           m.verified_at,
+           -- revertible cut-over: the window and the disk the kept table holds
+           m.revertible_until,
+           CASE WHEN m.revertible_until IS NOT NULL
+                THEN pg_catalog.pg_total_relation_size(pg_catalog.to_regclass('migrate.shadow_' || m.relid))
+                   + coalesce(pg_catalog.pg_total_relation_size(pg_catalog.to_regclass('migrate.log_' || m.relid)), 0) END,
+           m.reverts
+      FROM migrate.migrations m
+      CROSS JOIN LATERAL (SELECT round(m.rows_copied / nullif(extract(epoch FROM m.updated_at - m.started_at), 0), 0) AS rate) r
+      CROSS JOIN (SELECT migrate.live_workers() AS pids OFFSET 0) after
+      CROSS JOIN LATERAL (SELECT coalesce(m.worker_pid = ANY (live) OR m.worker_pid = ANY (after.pids), false) AS alive) w
+      CROSS JOIN LATERAL (SELECT m.indexes_built
+                                 + CASE WHEN w.alive THEN coalesce(migrate.index_build_progress(m.worker_pid), 0) ELSE 0 END
+                                 AS done) i
+     WHERE tbl IS NULL OR m.relid = tbl
+     ORDER BY m.id DESC;
+END
+$fn$;
+COMMENT ON FUNCTION migrate.status(regclass) IS
+    'halo_migrate: every migration (of one table, if given), newest first: phase, progress, backlog, rate, ETA, worker, error, what the swap waits for, verification, revert window';

@@ -98,11 +98,28 @@ CREATE TABLE migrate.migrations (
     error_sqlstate  text,
     error_detail    text,
     error_hint      text,                           -- the failure's own hint, if it has one
+    phase_since     timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(), -- when the phase began
     CONSTRAINT migrations_phase_check CHECK (phase IN
         ('copying', 'indexing', 'replaying', 'verifying', 'ready', 'swapping', 'validating', 'done', 'failed', 'aborted'))
 );
 COMMENT ON TABLE migrate.migrations IS
     'halo_migrate: one row per migration; read it through migrate.status()';
+
+-- When the phase began (status() estimates the index builds' end from it):
+-- stamped here, so that every state change that moves the phase keeps it.
+CREATE FUNCTION migrate.stamp_phase() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
+BEGIN
+    IF NEW.phase IS DISTINCT FROM OLD.phase THEN
+        NEW.phase_since := pg_catalog.clock_timestamp();
+    END IF;
+    RETURN NEW;
+END
+$fn$;
+COMMENT ON FUNCTION migrate.stamp_phase() IS
+    'halo_migrate: keeps migrate.migrations.phase_since, the time the current phase began';
+CREATE TRIGGER migrations_stamp_phase BEFORE UPDATE OF phase ON migrate.migrations
+    FOR EACH ROW EXECUTE FUNCTION migrate.stamp_phase();
 
 -- One live migration per table.
 CREATE UNIQUE INDEX migrations_one_live_per_table ON migrate.migrations (relid)
@@ -256,6 +273,31 @@ $fn$;
 COMMENT ON FUNCTION migrate.snapshot_holders(oid, timestamptz, integer) IS
     'halo_migrate: sessions whose snapshots predate a swap of this table (pid, state, transaction age, statement if visible)';
 
+-- How far the index build running in backend `pid` is, from 0 to 1, as
+-- PostgreSQL reports it (pg_stat_progress_create_index); NULL if none runs.
+-- Reading the table counts as the first half, loading the sorted tuples as
+-- the second: the two take comparable time for a btree. A CONCURRENTLY
+-- build's later passes (waiting for old snapshots, validating) count as
+-- done with the build's second half. Between the end of a build and the
+-- commit that counts it, no build is reported: the share of that index
+-- shows as 0 for that moment.
+CREATE FUNCTION migrate.index_build_progress(pid integer) RETURNS numeric
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $fn$
+    SELECT CASE
+             WHEN p.phase = 'building index: scanning table' AND p.blocks_total > 0
+               THEN 0.5 * least(p.blocks_done::numeric / p.blocks_total, 1)
+             WHEN p.phase LIKE 'building index: sorting%' THEN 0.5
+             WHEN p.phase = 'building index: loading tuples in tree'
+               THEN 0.5 + 0.5 * least(coalesce(p.tuples_done::numeric / nullif(p.tuples_total, 0), 0), 1)
+             WHEN p.phase LIKE 'index validation%' OR p.phase = 'waiting for old snapshots'
+               OR p.phase LIKE 'waiting for%validation' THEN 0.99
+             ELSE 0 END
+      FROM pg_stat_progress_create_index p
+     WHERE p.pid = index_build_progress.pid
+$fn$;
+COMMENT ON FUNCTION migrate.index_build_progress(integer) IS
+    'halo_migrate: how far (0 to 1) the index build running in this backend is, from pg_stat_progress_create_index';
+
 CREATE FUNCTION migrate.status(tbl regclass DEFAULT NULL)
 RETURNS TABLE (id bigint, table_name text, alter_sql text, strategy text, phase text,
                rows_copied bigint, rows_total bigint, percent numeric, backlog bigint,
@@ -281,15 +323,24 @@ BEGIN
                 WHEN m.worker_pid IS NOT NULL AND NOT w.alive THEN 'interrupted'
                 ELSE m.phase END,
            m.rows_copied, m.rows_total,
+           -- the current phase's progress: statements (of a plan of
+           -- statements) or indexes done, counting the one being built by
+           -- how far PostgreSQL reports it; rows copied
            CASE WHEN m.phase = 'done' THEN 100.0
-                WHEN m.strategy IN ('concurrent', 'two-phase')
-                THEN round(100.0 * m.indexes_built / greatest(cardinality(m.index_sql), 1), 1)
+                WHEN m.strategy IN ('concurrent', 'two-phase') OR m.phase = 'indexing'
+                THEN round(100.0 * least(i.done / greatest(cardinality(m.index_sql), 1), 1), 1)
                 WHEN m.rows_total > 0 THEN round(100.0 * least(m.rows_copied, m.rows_total) / m.rows_total, 1)
                 WHEN m.phase <> 'copying' THEN 100.0 END,
            m.backlog,
            r.rate,
            -- no ETA while paused: nothing moves until resume()
            CASE WHEN m.paused THEN NULL
+                -- index builds: the time they have taken, extrapolated
+                WHEN m.phase = 'indexing' AND m.strategy = 'rewrite' AND i.done > 0
+                THEN make_interval(secs => round(extract(epoch FROM pg_catalog.clock_timestamp() - m.phase_since)
+                                                  * (greatest(cardinality(m.index_sql), 1) - i.done) / i.done, 1)::float8)
+                -- before the first build has moved: not known yet
+                WHEN m.phase = 'indexing' AND m.strategy = 'rewrite' THEN NULL
                 WHEN m.phase IN ('copying', 'indexing', 'replaying') AND r.rate > 0
                 THEN make_interval(secs => round((greatest(m.rows_total - m.rows_copied, 0) + m.backlog) / r.rate, 1)::float8)
                 WHEN m.phase IN ('ready', 'done') THEN interval '0' END,
@@ -311,6 +362,9 @@ BEGIN
       CROSS JOIN LATERAL (SELECT round(m.rows_copied / nullif(extract(epoch FROM m.updated_at - m.started_at), 0), 0) AS rate) r
       CROSS JOIN (SELECT migrate.live_workers() AS pids OFFSET 0) after
       CROSS JOIN LATERAL (SELECT coalesce(m.worker_pid = ANY (live) OR m.worker_pid = ANY (after.pids), false) AS alive) w
+      CROSS JOIN LATERAL (SELECT m.indexes_built
+                                 + CASE WHEN w.alive THEN coalesce(migrate.index_build_progress(m.worker_pid), 0) ELSE 0 END
+                                 AS done) i
      WHERE tbl IS NULL OR m.relid = tbl
      ORDER BY m.id DESC;
 END

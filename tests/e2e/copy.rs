@@ -138,3 +138,59 @@ fn bulk_copy_raises_the_errors_insert_raises() {
         assert_eq!(messages[0], messages[1], "{alter}: the error differs");
     }
 }
+
+/// While the worker builds the shadow's indexes, status() shows how far the
+/// index phase is (the running build as PostgreSQL reports it) and an ETA,
+/// rather than the copy's 100 % and no time left.
+#[test]
+fn status_follows_the_index_builds() {
+    let cluster = Cluster::start();
+    let mut c = cluster.client();
+    c.batch_execute(
+        "CREATE TABLE big (id int PRIMARY KEY, a text, b text);
+         INSERT INTO big SELECT g, md5(g::text), md5((g * 7)::text) FROM generate_series(1, 600000) g;
+         CREATE INDEX big_a ON big (a);
+         CREATE INDEX big_b ON big (b);
+         CREATE INDEX big_ab ON big (a, b);",
+    )
+    .unwrap();
+    let id: i64 = c
+        .query_one(
+            "SELECT migrate.start('big', 'ALTER COLUMN id TYPE bigint', batch_rows => 50000)",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    let mut seen: Vec<(f64, Option<String>)> = Vec::new();
+    wait_until("the migration to be ready", || {
+        let r = c
+            .query_one(
+                "SELECT phase, percent::float8, eta::text FROM migrate.status() WHERE id = $1",
+                &[&id],
+            )
+            .unwrap();
+        let phase: String = r.get(0);
+        if phase == "indexing" {
+            seen.push((r.get::<_, Option<f64>>(1).unwrap_or(-1.0), r.get(2)));
+        }
+        assert_ne!(phase, "failed");
+        phase == "ready"
+    });
+    c.batch_execute("SELECT migrate.finish('big')").unwrap();
+    // Four indexes: the shares of each build show as percents other than
+    // the multiples of 25 that counting finished builds alone would give.
+    let between: Vec<f64> = seen
+        .iter()
+        .map(|s| s.0)
+        .filter(|p| *p > 0.0 && *p < 100.0 && p % 25.0 != 0.0)
+        .collect();
+    assert!(
+        !between.is_empty(),
+        "no partial index progress among {} samples: {seen:?}",
+        seen.len()
+    );
+    assert!(
+        seen.iter().any(|s| s.1.is_some()),
+        "no ETA during the index builds: {seen:?}"
+    );
+}
