@@ -112,7 +112,7 @@ COMMENT ON FUNCTION migrate.refuse_ddl_during_migration() IS
 
 DROP EVENT TRIGGER halo_migrate_refuse_ddl;
 CREATE EVENT TRIGGER halo_migrate_refuse_ddl ON ddl_command_end
-    WHEN TAG IN ('ALTER TABLE', 'CREATE INDEX', 'ALTER INDEX', 'CREATE TABLE')
+    WHEN TAG IN ('ALTER TABLE', 'CREATE INDEX', 'ALTER INDEX', 'CREATE TABLE', 'CREATE FOREIGN TABLE')
     EXECUTE FUNCTION migrate.refuse_ddl_during_migration();
 
 -- Progress through the index builds: the time the phase began (stamped by a

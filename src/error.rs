@@ -79,6 +79,24 @@ pub enum MigrateError {
         phase: &'static str,
     },
 
+    #[error("unique constraint on partitioned table must include all partitioning columns")]
+    UniqueWithoutPartitionKey { detail: String },
+
+    #[error("multiple primary keys for table \"{partition}\" are not allowed")]
+    PartitionPrimaryKey {
+        partition: String,
+        existing: String,
+        columns: String,
+    },
+
+    #[error("{other}, in the same partition tree as {table}, is being migrated (migration {id}, {phase})")]
+    TreeBusy {
+        table: String,
+        other: String,
+        id: i64,
+        phase: String,
+    },
+
     #[error("the swap was not committed: {holders}")]
     SnapshotsHeld { holders: String, pids: Vec<i32> },
 
@@ -256,7 +274,11 @@ impl MigrateError {
             MigrateError::NoKey { .. } => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             MigrateError::NullArgument { .. } => ERRCODE_NULL_VALUE_NOT_ALLOWED,
             MigrateError::InvalidParameter { .. } => ERRCODE_INVALID_PARAMETER_VALUE,
-            MigrateError::Busy { .. } | MigrateError::SnapshotsHeld { .. } => ERRCODE_OBJECT_IN_USE,
+            MigrateError::PartitionPrimaryKey { .. } => ERRCODE_INVALID_TABLE_DEFINITION,
+            MigrateError::UniqueWithoutPartitionKey { .. } => ERRCODE_FEATURE_NOT_SUPPORTED,
+            MigrateError::Busy { .. }
+            | MigrateError::TreeBusy { .. }
+            | MigrateError::SnapshotsHeld { .. } => ERRCODE_OBJECT_IN_USE,
             MigrateError::DependentObjects { .. } => ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST,
             MigrateError::NoMigration { .. } => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             MigrateError::Postgres { code, .. } | MigrateError::Failed { code, .. } => *code,
@@ -288,10 +310,23 @@ impl MigrateError {
         match self {
             MigrateError::Syntax { detail, .. }
             | MigrateError::NotSupported { detail, .. }
-            | MigrateError::InvalidParameter { detail, .. } => Some(detail.clone()),
+            | MigrateError::InvalidParameter { detail, .. }
+            | MigrateError::UniqueWithoutPartitionKey { detail } => Some(detail.clone()),
+            MigrateError::PartitionPrimaryKey {
+                partition,
+                existing,
+                columns,
+            } => Some(format!(
+                "Partition {partition} has primary key \"{existing}\" on ({columns}), which the new one would not attach."
+            )),
             MigrateError::Busy { .. } => {
                 Some("A table has at most one migration at a time.".into())
             }
+            MigrateError::TreeBusy { .. } => Some(
+                "A partition tree has at most one migration at a time: a partitioned table's \
+                 changes its partitions too. Wait for it, or abort it first."
+                    .into(),
+            ),
             MigrateError::WrongObjectType { kind, .. } => Some(format!(
                 "It is {kind}; halo_migrate alters ordinary tables."
             )),

@@ -210,7 +210,7 @@ COMMENT ON FUNCTION migrate.refuse_drop_during_migration() IS
     'halo_migrate: refuses DROP TABLE of a table while it is being migrated';
 
 CREATE EVENT TRIGGER halo_migrate_refuse_ddl ON ddl_command_end
-    WHEN TAG IN ('ALTER TABLE', 'CREATE INDEX', 'ALTER INDEX', 'CREATE TABLE')
+    WHEN TAG IN ('ALTER TABLE', 'CREATE INDEX', 'ALTER INDEX', 'CREATE TABLE', 'CREATE FOREIGN TABLE')
     EXECUTE FUNCTION migrate.refuse_ddl_during_migration();
 CREATE EVENT TRIGGER halo_migrate_refuse_drop ON sql_drop
     WHEN TAG IN ('DROP TABLE')

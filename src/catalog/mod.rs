@@ -8,10 +8,11 @@
 
 pub mod keyops;
 pub mod probe;
+mod tree;
 
 use crate::error::{MigrateError, Result};
 use crate::pg::spi::{self, get};
-use crate::plan::model::{Column, Leaf, TableFacts};
+use crate::plan::model::{Column, TableFacts};
 use pgrx::pg_sys::Oid;
 
 /// The table's facts, after checking it is an ordinary table the caller owns.
@@ -134,49 +135,16 @@ pub fn load_table(oid: Oid) -> Result<TableFacts> {
         row_security_applies,
         schema_create,
         leaves: if relkind == "p" {
-            Some(leaves(oid, &qualified)?)
+            Some(tree::leaves(oid, &qualified)?)
         } else {
             None
         },
-    })
-}
-
-/// The partitions of a partitioned table that hold rows, in a fixed order
-/// (depth, then OID). A foreign-table partition is refused: PostgreSQL can
-/// neither build its indexes nor validate its constraints.
-fn leaves(oid: Oid, qualified: &str) -> Result<Vec<Leaf>> {
-    let rows = spi::select(
-        "SELECT c.oid, c.relnamespace, n.nspname::text, c.relname::text, c.relkind::text
-           FROM pg_catalog.pg_partition_tree($1) t
-           JOIN pg_catalog.pg_class c ON c.oid = t.relid
-           JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-          WHERE t.isleaf
-          ORDER BY t.level, c.oid",
-        &[oid.into()],
-        |r| {
-            Ok((
-                Leaf {
-                    oid: get::<Oid>(r, 1)?.to_u32(),
-                    namespace: get::<Oid>(r, 2)?.to_u32(),
-                    schema: get(r, 3)?,
-                    name: get(r, 4)?,
-                },
-                get::<String>(r, 5)?,
-            ))
+        partition_keys: if relkind == "p" {
+            tree::partition_keys(oid)?
+        } else {
+            vec![]
         },
-    )?;
-    if let Some((leaf, _)) = rows.iter().find(|(_, kind)| kind == "f") {
-        return Err(MigrateError::not_supported(
-            "migrating a partitioned table with a foreign-table partition",
-            format!(
-                "{qualified} has partition {}, a foreign table: its rows live on another server, where \
-                 halo_migrate can neither build an index nor check a constraint.",
-                crate::pg::ident::QualifiedName::new(&leaf.schema, &leaf.name)
-            ),
-            "Detach the foreign partition first, or run the ALTER directly.",
-        ));
-    }
-    Ok(rows.into_iter().map(|(leaf, _)| leaf).collect())
+    })
 }
 
 fn names(sql: &str, oid: Oid) -> Result<Vec<String>> {

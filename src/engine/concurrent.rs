@@ -24,7 +24,6 @@ use crate::engine::state::Migration;
 use crate::error::{MigrateError, Result};
 use crate::pg::ident::QualifiedName;
 use crate::pg::spi::{self, get};
-use crate::plan::model::LockMode;
 use crate::plan::{parse, sqlgen};
 use pgrx::PgSqlErrorCode;
 
@@ -47,8 +46,8 @@ fn bounded(m: &Migration, what: &str, sql: &str) -> Result<()> {
     let tree = tree_lock(m, sql)?;
     spi::with_search_path(&m.search_path, || {
         locks::retry(what, m.lock_timeout_ms, 100, || {
-            if let Some(mode) = tree {
-                locks::lock_tree(m.relid, mode, m.lock_timeout_ms)?;
+            if let Some(modes) = tree {
+                locks::lock_tree(m.relid, modes, m.lock_timeout_ms)?;
             }
             spi::exec(sql, &[])
         })
@@ -57,12 +56,15 @@ fn bounded(m: &Migration, what: &str, sql: &str) -> Result<()> {
 
 /// The lock to take on the whole tree before `sql`, if it alters the
 /// migration's table and that table is partitioned.
-fn tree_lock(m: &Migration, sql: &str) -> Result<Option<LockMode>> {
+fn tree_lock(m: &Migration, sql: &str) -> Result<Option<locks::TreeLock>> {
     if !catalog::is_partitioned(m.relid)? {
         return Ok(None);
     }
     match catalog::qualified_name(m.relid)? {
-        Some(table) if sqlgen::alters(&table, sql) => Ok(Some(parse::lock_of_statement(sql)?)),
+        Some(table) if sqlgen::alters(&table, sql) => {
+            let subcommands = parse::parse_alter(&sql[sqlgen::alter(&table, "").len()..])?;
+            Ok(Some(locks::TreeLock::of(sql, &subcommands)?))
+        }
         _ => Ok(None),
     }
 }
@@ -143,28 +145,40 @@ pub fn undo(m: &Migration) -> Result<()> {
     cleanup(m)
 }
 
-/// Drop the indexes this plan created that back no constraint: on the
-/// table, or on one of its partitions when it is partitioned.
+/// Drop the indexes this plan created that back no constraint. An index on
+/// the table itself is recorded by its bare name (in the table's schema);
+/// one on a partition by its schema-qualified name, so that an index of
+/// the same name on another partition, in another schema, is never taken
+/// for it.
 pub fn cleanup(m: &Migration) -> Result<()> {
-    if catalog::qualified_name(m.relid)?.is_none() {
+    if m.concurrent_indexes.is_empty() || catalog::qualified_name(m.relid)?.is_none() {
         return Ok(());
     }
-    for name in &m.concurrent_indexes {
-        let orphans = spi::query(
-            "SELECT n.nspname::text
-               FROM pg_catalog.pg_index i
-               JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid
-               JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-              WHERE c.relname = $2
-                AND (i.indrelid = $1
-                     OR i.indrelid IN (SELECT t.relid FROM pg_catalog.pg_partition_tree($1) t))
-                AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint k
-                                 WHERE k.conindid = c.oid)",
-            &[m.relid.into(), name.clone().into()],
-            |r| get::<String>(r, 1),
-        )?;
-        for schema in orphans {
-            let index = QualifiedName::new(&schema, name);
+    let candidates = spi::query(
+        "SELECT n.nspname::text, c.relname::text,
+                c.relnamespace = (SELECT t.relnamespace FROM pg_catalog.pg_class t WHERE t.oid = $1)
+           FROM pg_catalog.pg_index i
+           JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid
+           JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+          WHERE (i.indrelid = $1
+                 OR i.indrelid IN (SELECT t.relid FROM pg_catalog.pg_partition_tree($1) t))
+            AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint k WHERE k.conindid = c.oid)",
+        &[m.relid.into()],
+        |r| {
+            Ok((
+                get::<String>(r, 1)?,
+                get::<String>(r, 2)?,
+                get::<bool>(r, 3)?,
+            ))
+        },
+    )?;
+    for (schema, name, in_table_schema) in candidates {
+        let index = QualifiedName::new(&schema, &name);
+        let ours = m
+            .concurrent_indexes
+            .iter()
+            .any(|entry| (in_table_schema && *entry == name) || *entry == index.to_string());
+        if ours {
             locks::retry("drop the unfinished index", m.lock_timeout_ms, 100, || {
                 spi::exec(&format!("DROP INDEX IF EXISTS {index}"), &[])
             })?;

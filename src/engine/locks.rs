@@ -10,7 +10,7 @@ use crate::error::{MigrateError, Result};
 use crate::pg::ident::QualifiedName;
 use crate::pg::spi;
 use crate::pg::subxact;
-use crate::plan::model::LockMode;
+use crate::plan::model::{CmdKind, ConstraintType, LockMode, Subcommand};
 use pgrx::PgSqlErrorCode;
 
 /// Advisory lock keys: (HALO, migration id) is held by `finish()` while it
@@ -62,8 +62,40 @@ pub fn retry<R>(
     }
 }
 
+/// The locks a statement on a partitioned table takes: on the parent, and
+/// on every partition under it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TreeLock {
+    pub parent: LockMode,
+    pub partitions: LockMode,
+}
+
+impl TreeLock {
+    /// What PostgreSQL takes for `sql`, an ALTER TABLE of the parent made of
+    /// `subcommands`: the statement's lock on every member, except that
+    /// adding index-backed constraints takes only SHARE on the partitions
+    /// (`DefineIndex`).
+    pub fn of(sql: &str, subcommands: &[Subcommand]) -> Result<TreeLock> {
+        let parent = crate::plan::parse::lock_of_statement(sql)?;
+        let only_indexes = !subcommands.is_empty()
+            && subcommands.iter().all(|c| {
+                matches!(&c.kind, CmdKind::AddConstraint(s)
+                    if s.using_index.is_none()
+                        && matches!(s.contype, ConstraintType::PrimaryKey | ConstraintType::Unique))
+            });
+        Ok(TreeLock {
+            parent,
+            partitions: if only_indexes {
+                LockMode::Share
+            } else {
+                parent
+            },
+        })
+    }
+}
+
 /// Lock the partitioned table `relid` and every partition under it in
-/// `mode`: the parent first, then by depth and OID, each `LOCK TABLE ONLY`
+/// `modes`: the parent first, then by depth and OID, each `LOCK TABLE ONLY`
 /// waiting only for what is left of `timeout_ms`. PostgreSQL's own
 /// recursion would give every partition a full `lock_timeout`, so a tree of
 /// many partitions, each briefly busy, could hold the parent (and queue
@@ -71,7 +103,7 @@ pub fn retry<R>(
 /// ([`once`]): the locks are then held by the statement that follows and
 /// released when the attempt fails. `lock_timeout` is put back afterwards,
 /// for the other tables the statement locks (a referenced table).
-pub fn lock_tree(relid: pgrx::pg_sys::Oid, mode: LockMode, timeout_ms: i32) -> Result<()> {
+pub fn lock_tree(relid: pgrx::pg_sys::Oid, modes: TreeLock, timeout_ms: i32) -> Result<()> {
     let members = spi::select(
         "SELECT n.nspname::text, c.relname::text
            FROM pg_catalog.pg_partition_tree($1) t
@@ -86,6 +118,7 @@ pub fn lock_tree(relid: pgrx::pg_sys::Oid, mode: LockMode, timeout_ms: i32) -> R
             ))
         },
     )?;
+    let mut mode = modes.parent;
     let began = std::time::Instant::now();
     let restore =
         spi::text("SELECT pg_catalog.current_setting('lock_timeout')", &[])?.unwrap_or_default();
@@ -96,6 +129,7 @@ pub fn lock_tree(relid: pgrx::pg_sys::Oid, mode: LockMode, timeout_ms: i32) -> R
             &format!("LOCK TABLE ONLY {member} IN {} MODE", mode.sql_name()),
             &[],
         )?;
+        mode = modes.partitions;
     }
     spi::set_local("lock_timeout", &restore)
 }

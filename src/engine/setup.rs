@@ -79,6 +79,7 @@ pub fn plan(oid: pgrx::pg_sys::Oid, alter: &str, revertible: bool) -> Result<Pla
         constraint_taken: &constraint_taken,
         relation_taken: &relation_taken,
         relation_taken_in: &catalog::relation_name_taken,
+        constraint_taken_in: &catalog::constraint_name_taken,
         lock_of: &parse::lock_of_statement,
     };
     let kept_bytes = if revertible {
@@ -109,6 +110,16 @@ pub fn start(planned: &Planned, alter: &str, opts: &Options) -> Result<(i64, boo
                 phase: live.phase.as_str(),
             });
         }
+    }
+    if let Some((id, other, phase)) =
+        state::live_in_tree(pgrx::pg_sys::Oid::from(planned.facts.oid))?
+    {
+        return Err(MigrateError::TreeBusy {
+            table: table.to_string(),
+            other,
+            id,
+            phase,
+        });
     }
     let has = |k: Strategy| planned.steps.iter().any(|s| s.strategy == k);
     if opts.verify && !has(Strategy::Rewrite) {
@@ -166,13 +177,13 @@ fn run_direct(
     let texts: Vec<&str> = planned.cmds.iter().map(|c| c.text.as_str()).collect();
     let sql = crate::plan::sqlgen::alter(table, &texts.join(", "));
     let tree = match planned.facts.leaves {
-        Some(_) => Some(crate::plan::parse::lock_of_statement(&sql)?),
+        Some(_) => Some(locks::TreeLock::of(&sql, &planned.cmds)?),
         None => None,
     };
     let relid = pgrx::pg_sys::Oid::from(planned.facts.oid);
     locks::retry("run the ALTER", opts.lock_timeout_ms, 50, || {
-        if let Some(mode) = tree {
-            locks::lock_tree(relid, mode, opts.lock_timeout_ms)?;
+        if let Some(modes) = tree {
+            locks::lock_tree(relid, modes, opts.lock_timeout_ms)?;
         }
         views::drop_saved(table, &saved)?;
         spi::exec(&sql, &[])?;

@@ -37,6 +37,8 @@ pub struct Oracle<'a> {
     /// Is a relation of this name already in the schema of this OID (a
     /// partition's, which may differ from the table's)?
     pub relation_taken_in: &'a dyn Fn(u32, &str) -> Result<bool>,
+    /// Is a constraint of this name already in the schema of this OID?
+    pub constraint_taken_in: &'a dyn Fn(u32, &str) -> Result<bool>,
     /// The lock an ALTER TABLE statement takes, as PostgreSQL computes it.
     pub lock_of: &'a dyn Fn(&str) -> Result<LockMode>,
 }
@@ -215,8 +217,8 @@ pub fn build_plan(
                 };
                 let name = constraint_name(spec, &choose)?;
                 match &facts.leaves {
-                    Some(leaves) if spec.contype == ConstraintType::ForeignKey => steps.extend(
-                        tree::constraint_steps(leaves, &table, cmd, spec, &name, oracle)?,
+                    Some(_) if spec.contype == ConstraintType::ForeignKey => steps.extend(
+                        tree::constraint_steps(facts, &table, cmd, spec, &name, oracle)?,
                     ),
                     _ => steps.extend(not_valid_then_validate(
                         &table, cmd, spec, &name, "", oracle,
@@ -242,9 +244,9 @@ pub fn build_plan(
                     }
                 }
                 let name = constraint_name(spec, &choose)?;
-                if let Some(leaves) = &facts.leaves {
+                if facts.leaves.is_some() {
                     steps.extend(tree::constraint_steps(
-                        leaves, &table, cmd, spec, &name, oracle,
+                        facts, &table, cmd, spec, &name, oracle,
                     )?);
                     continue;
                 }
@@ -409,9 +411,7 @@ fn constraint_name(spec: &ConstraintSpec, choose: &Chooser) -> Result<String> {
             false,
         ),
         ConstraintType::PrimaryKey => choose(None, "pkey", true),
-        ConstraintType::Unique => {
-            choose(Some(&sqlgen::columns_addition(&spec.columns)), "key", true)
-        }
+        ConstraintType::Unique => choose(Some(&sqlgen::index_columns_addition(spec)), "key", true),
         ConstraintType::Exclusion => {
             choose(Some(&sqlgen::columns_addition(&spec.columns)), "excl", true)
         }

@@ -261,16 +261,52 @@ pub struct TableFacts {
     /// of the tree, sub-partitions included; not the partitioned tables in
     /// between). `None` for an ordinary table.
     pub leaves: Option<Vec<Leaf>>,
+    /// A partitioned table: the keys of every partitioned table in its
+    /// tree, itself first.
+    pub partition_keys: Vec<PartitionKey>,
 }
 
 /// A partition that holds rows: what per-partition statements need.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Leaf {
     pub oid: u32,
     /// OID of the partition's schema.
     pub namespace: u32,
     pub schema: String,
     pub name: String,
+    /// The names of its constraints.
+    pub constraints: Vec<String>,
+    /// Its PRIMARY KEY and UNIQUE constraints.
+    pub keys: Vec<LeafKey>,
+    /// Its foreign keys not attached to one of the parent's: name, columns.
+    pub foreign_keys: Vec<(String, Vec<String>)>,
+}
+
+/// A partition's PRIMARY KEY or UNIQUE constraint, as the parent's ADD of
+/// the same key would see it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LeafKey {
+    pub name: String,
+    pub primary: bool,
+    pub columns: Vec<String>,
+    pub including: Vec<String>,
+    pub nulls_not_distinct: bool,
+    pub deferrable: bool,
+    pub initially_deferred: bool,
+    /// Not attached to a parent's key; valid; plain columns with their
+    /// default operator classes and collations, no predicate: an ADD of the
+    /// same key on the parent attaches it rather than building an index.
+    pub attachable: bool,
+}
+
+/// The partition key of a partitioned table in the tree (the root or a
+/// sub-partitioned partition).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionKey {
+    pub table: String,
+    pub columns: Vec<String>,
+    /// The key has expressions.
+    pub expressions: bool,
 }
 
 impl TableFacts {
@@ -328,7 +364,8 @@ pub enum Stage {
     /// At once, on the table itself (instant, two-phase, concurrent steps).
     Direct,
     /// Concurrent: `CREATE INDEX CONCURRENTLY` of this index (its bare
-    /// name), run by the background worker as a top-level command.
+    /// name; schema-qualified on a partition), run by the background worker
+    /// as a top-level command.
     BuildIndex(String),
     /// Two-phase SET NOT NULL: the validation of the helper check on this
     /// column. If it finds a NULL, the error is SET NOT NULL's own (23502).

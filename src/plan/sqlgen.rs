@@ -108,6 +108,12 @@ pub fn choose_name<E>(
     }
 }
 
+/// The `name2` part of a unique index's name: its key and INCLUDE columns,
+/// as PostgreSQL's `ChooseIndexColumnNames` takes them.
+pub fn index_columns_addition(spec: &ConstraintSpec) -> String {
+    columns_addition(&[spec.columns.clone(), spec.including.clone()].concat())
+}
+
 /// The `name2` part PostgreSQL uses for index and foreign-key names: the
 /// column names joined by `_`, stopping once it is long enough.
 pub fn columns_addition(columns: &[String]) -> String {
@@ -172,6 +178,15 @@ pub fn drop_constraint_if_exists(table: &QualifiedName, constraint: &str) -> Str
 }
 
 /// `DROP INDEX IF EXISTS` of an index in the table's schema.
+/// [`drop_constraint_if_exists`] that also passes when the table itself is
+/// gone (a partition dropped while its migration was under way).
+pub fn drop_constraint_if_table_exists(table: &QualifiedName, constraint: &str) -> String {
+    format!(
+        "ALTER TABLE IF EXISTS {table} DROP CONSTRAINT IF EXISTS {}",
+        Ident::new(constraint)
+    )
+}
+
 pub fn drop_index_if_exists(table: &QualifiedName, index: &str) -> String {
     format!(
         "DROP INDEX IF EXISTS {}.{}",

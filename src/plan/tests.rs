@@ -31,6 +31,7 @@ pub(super) fn facts() -> TableFacts {
         row_security_applies: false,
         schema_create: true,
         leaves: None,
+        partition_keys: vec![],
     }
 }
 
@@ -75,6 +76,7 @@ pub(super) fn plan(
         constraint_taken: &taken,
         relation_taken: &taken,
         relation_taken_in: &|_, n| taken(n),
+        constraint_taken_in: &|_, n| taken(n),
         lock_of: &lock_of,
     };
     build_plan(facts, cmds, probes, &oracle, None)

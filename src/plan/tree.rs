@@ -75,7 +75,7 @@ fn step(cmd: &Subcommand, strategy: Strategy, sql: String, lock: LockMode, reaso
 /// The steps adding a FOREIGN KEY, UNIQUE or PRIMARY KEY constraint named
 /// `name` (the user's, or PostgreSQL's choice) to the partitioned `table`.
 pub fn constraint_steps(
-    leaves: &[Leaf],
+    facts: &TableFacts,
     table: &QualifiedName,
     cmd: &Subcommand,
     spec: &ConstraintSpec,
@@ -83,7 +83,8 @@ pub fn constraint_steps(
     oracle: &Oracle,
 ) -> Result<Vec<Step>> {
     let c = TreeConstraint {
-        leaves,
+        leaves: facts.leaves.as_deref().unwrap_or_default(),
+        partition_keys: &facts.partition_keys,
         table,
         cmd,
         spec,
@@ -98,9 +99,53 @@ pub fn constraint_steps(
     }
 }
 
+/// PostgreSQL's rule, at every level of the tree (the probe's clone only
+/// has the root's key): a unique key holds every partition key column, and
+/// no partition key has expressions.
+fn holds_partition_keys(keys: &[PartitionKey], spec: &ConstraintSpec) -> Result<()> {
+    let kind = match spec.contype {
+        ConstraintType::PrimaryKey => "PRIMARY KEY",
+        _ => "UNIQUE",
+    };
+    for key in keys {
+        if key.expressions {
+            return Err(MigrateError::UniqueWithoutPartitionKey {
+                detail: format!(
+                    "{kind} constraints cannot be used when partition keys include expressions \
+                     (table \"{}\").",
+                    key.table
+                ),
+            });
+        }
+        if let Some(column) = key.columns.iter().find(|c| !spec.columns.contains(c)) {
+            return Err(MigrateError::UniqueWithoutPartitionKey {
+                detail: format!(
+                    "{kind} constraint on table \"{}\" lacks column \"{column}\" which is part of the partition key.",
+                    key.table
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Would the parent's ADD of `spec` attach this existing partition key
+/// (rather than build an index on the partition)? PostgreSQL attaches an
+/// unattached constraint index of the same columns, INCLUDE columns and
+/// NULLS treatment, with default operator classes and collations.
+fn attaches(k: &LeafKey, spec: &ConstraintSpec) -> bool {
+    k.attachable
+        && k.columns == spec.columns
+        && k.including == spec.including
+        && k.nulls_not_distinct == spec.nulls_not_distinct
+        && k.deferrable == spec.deferrable
+        && k.initially_deferred == spec.initially_deferred
+}
+
 /// A constraint the user's subcommand adds to a partitioned table.
 struct TreeConstraint<'a> {
     leaves: &'a [Leaf],
+    partition_keys: &'a [PartitionKey],
     table: &'a QualifiedName,
     cmd: &'a Subcommand,
     spec: &'a ConstraintSpec,
@@ -126,14 +171,50 @@ impl TreeConstraint<'_> {
 /// parent's constraint name, as PostgreSQL names the partitions' copies),
 /// then added to the parent, which attaches them.
 fn foreign_key_steps(c: &TreeConstraint, oracle: &Oracle) -> Result<Vec<Step>> {
-    let (cmd, spec, name) = (c.cmd, c.spec, c.name);
+    let (cmd, spec) = (c.cmd, c.spec);
+    let mut chosen: HashSet<(u32, String)> = HashSet::new();
     let mut steps = Vec::new();
     for leaf in c.leaves {
         let t = leaf_table(leaf);
+        if let Some((existing, _)) = leaf
+            .foreign_keys
+            .iter()
+            .find(|(_, cols)| *cols == spec.columns)
+        {
+            return Err(MigrateError::not_supported(
+                "a foreign key on a partitioned table whose partition already has one on the same columns",
+                format!(
+                    "Partition {t} already has foreign key \"{existing}\" on ({}). PostgreSQL attaches \
+                     it if it is equivalent, and adds a second one otherwise; halo_migrate does not \
+                     judge which.",
+                    spec.columns.join(", ")
+                ),
+                "Drop that foreign key first, or run the ALTER directly.",
+            ));
+        }
+        // PostgreSQL gives the partition's copy the parent's name, unless
+        // the partition has a constraint of that name already.
+        let name = if leaf.constraints.iter().any(|n| n == c.name) {
+            let taken = |n: &str| -> Result<bool> {
+                Ok(chosen.contains(&(leaf.namespace, n.to_string()))
+                    || (oracle.constraint_taken_in)(leaf.namespace, n)?)
+            };
+            let chose = sqlgen::choose_name(
+                &leaf.name,
+                Some(&sqlgen::columns_addition(&spec.columns)),
+                "fkey",
+                &taken,
+            )?;
+            chosen.insert((leaf.namespace, chose.clone()));
+            chose
+        } else {
+            c.name.to_string()
+        };
+        let name = name.as_str();
         let add = sqlgen::add_not_valid(&t, &cmd.text, spec, name);
         let lock = (oracle.lock_of)(&add)?;
         steps.push(Step {
-            undo: Undo::Sql(sqlgen::drop_constraint_if_exists(&t, name)),
+            undo: Undo::Sql(sqlgen::drop_constraint_if_table_exists(&t, name)),
             ..step(
                 cmd,
                 Strategy::TwoPhase,
@@ -166,16 +247,28 @@ fn foreign_key_steps(c: &TreeConstraint, oracle: &Oracle) -> Result<Vec<Step>> {
 fn unique_steps(c: &TreeConstraint, oracle: &Oracle) -> Result<Vec<Step>> {
     let (cmd, spec) = (c.cmd, c.spec);
     let primary = spec.contype == ConstraintType::PrimaryKey;
+    holds_partition_keys(c.partition_keys, spec)?;
     let mut chosen: HashSet<(u32, String)> = HashSet::new();
     let mut steps = Vec::new();
     for leaf in c.leaves {
         let t = leaf_table(leaf);
+        if leaf.keys.iter().any(|k| attaches(k, spec)) {
+            // The parent's ADD attaches it, as it would in a plain ALTER.
+            continue;
+        }
+        if let Some(k) = leaf.keys.iter().find(|k| primary && k.primary) {
+            return Err(MigrateError::PartitionPrimaryKey {
+                partition: t.to_string(),
+                existing: k.name.clone(),
+                columns: k.columns.join(", "),
+            });
+        }
         let index = {
             let taken = |n: &str| -> Result<bool> {
                 Ok(chosen.contains(&(leaf.namespace, n.to_string()))
                     || (oracle.relation_taken_in)(leaf.namespace, n)?)
             };
-            let addition = sqlgen::columns_addition(&spec.columns);
+            let addition = sqlgen::index_columns_addition(spec);
             if primary {
                 sqlgen::choose_name(&leaf.name, None, "pkey", &taken)?
             } else {
@@ -190,13 +283,15 @@ fn unique_steps(c: &TreeConstraint, oracle: &Oracle) -> Result<Vec<Step>> {
             LockMode::ShareUpdateExclusive,
             format!("partition {t}: the index is built CONCURRENTLY, reads and writes continue"),
         );
-        build.stage = Stage::BuildIndex(index.clone());
+        // Qualified: cleanup() must not take an index of this name on
+        // another partition, in another schema, for it.
+        build.stage = Stage::BuildIndex(QualifiedName::new(&leaf.schema, &index).to_string());
         build.undo = Undo::Sql(sqlgen::drop_index_if_exists(&t, &index));
         steps.push(build);
         let attach = sqlgen::add_constraint_using_index(&t, spec, &index, primary);
         let lock = (oracle.lock_of)(&attach)?;
         steps.push(Step {
-            undo: Undo::Sql(sqlgen::drop_constraint_if_exists(&t, &index)),
+            undo: Undo::Sql(sqlgen::drop_constraint_if_table_exists(&t, &index)),
             ..step(
                 cmd,
                 Strategy::Concurrent,

@@ -12,12 +12,14 @@ fn tree() -> TableFacts {
                 namespace: 2200,
                 schema: "public".into(),
                 name: "accounts_1".into(),
+                ..Leaf::default()
             },
             Leaf {
                 oid: 20002,
                 namespace: 30000,
                 schema: "archive".into(),
                 name: "accounts_old".into(),
+                ..Leaf::default()
             },
         ]),
         children: 2,
@@ -47,7 +49,7 @@ fn a_unique_key_is_built_per_partition_then_attached_by_the_parent() {
     );
     assert_eq!(
         steps[0].stage,
-        Stage::BuildIndex("accounts_1_email_key".into())
+        Stage::BuildIndex("public.accounts_1_email_key".into())
     );
     assert_eq!(
         steps[2].undo,
@@ -76,6 +78,7 @@ fn a_partition_index_name_that_is_taken_in_its_schema_gets_the_next_one() {
         constraint_taken: &|_| Ok(false),
         relation_taken: &|_| Ok(false),
         relation_taken_in: &taken,
+        constraint_taken_in: &|_, _| Ok(false),
         lock_of: &|_| Ok(LockMode::AccessExclusive),
     };
     let steps = crate::plan::build_plan(&f, &[c], &[catalog_only()], &oracle, None).unwrap();
@@ -197,4 +200,127 @@ fn a_partition_is_not_rewritten_on_its_own() {
         e.to_string(),
         "rewriting one partition of a partitioned table is not supported"
     );
+}
+
+fn add_unique() -> Subcommand {
+    cmd(
+        "ADD UNIQUE (email)",
+        CmdKind::AddConstraint(spec(ConstraintType::Unique, &["email"], 4)),
+        LockMode::AccessExclusive,
+    )
+}
+
+fn key(name: &str, primary: bool, columns: &[&str], attachable: bool) -> LeafKey {
+    LeafKey {
+        name: name.into(),
+        primary,
+        columns: columns.iter().map(|c| c.to_string()).collect(),
+        attachable,
+        ..LeafKey::default()
+    }
+}
+
+#[test]
+fn a_partition_whose_key_the_parent_attaches_gets_no_build() {
+    let mut f = tree();
+    f.leaves.as_mut().unwrap()[1]
+        .keys
+        .push(key("old_email", false, &["email"], true));
+    let steps = plan(&f, &[add_unique()], &[catalog_only()]).unwrap();
+    assert_eq!(steps.len(), 3, "{steps:#?}");
+    assert!(steps.iter().all(|s| !s.sql.contains("accounts_old")));
+    // Not attachable (another operator class, say): built like the others.
+    let mut f = tree();
+    f.leaves.as_mut().unwrap()[1]
+        .keys
+        .push(key("old_email", false, &["email"], false));
+    assert_eq!(
+        plan(&f, &[add_unique()], &[catalog_only()]).unwrap().len(),
+        5
+    );
+}
+
+#[test]
+fn a_partition_with_another_primary_key_is_refused_before_any_build() {
+    let mut f = tree();
+    f.constraints.retain(|c| c != "accounts_pkey");
+    f.leaves.as_mut().unwrap()[1]
+        .keys
+        .push(key("accounts_old_pkey", true, &["id", "email"], true));
+    let c = cmd(
+        "ADD PRIMARY KEY (id)",
+        CmdKind::AddConstraint(spec(ConstraintType::PrimaryKey, &["id"], 4)),
+        LockMode::AccessExclusive,
+    );
+    let e = plan(&f, &[c], &[catalog_only()]).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "multiple primary keys for table \"archive.accounts_old\" are not allowed"
+    );
+    assert_eq!(
+        e.sqlstate(),
+        pgrx::PgSqlErrorCode::ERRCODE_INVALID_TABLE_DEFINITION
+    );
+}
+
+#[test]
+fn a_foreign_key_name_taken_on_a_partition_gets_the_next_free_one() {
+    let fk = || {
+        cmd(
+            "ADD FOREIGN KEY (email) REFERENCES people (email)",
+            CmdKind::AddConstraint(spec(ConstraintType::ForeignKey, &["email"], 4)),
+            LockMode::ShareRowExclusive,
+        )
+    };
+    let mut f = tree();
+    f.leaves.as_mut().unwrap()[0].constraints = vec!["accounts_email_fkey".into()];
+    let steps = plan(&f, &[fk()], &[None]).unwrap();
+    assert!(
+        steps[0]
+            .sql
+            .contains("ADD CONSTRAINT accounts_1_email_fkey FOREIGN KEY"),
+        "{}",
+        steps[0].sql
+    );
+    assert!(
+        steps[2]
+            .sql
+            .contains("ADD CONSTRAINT accounts_email_fkey FOREIGN KEY"),
+        "{}",
+        steps[2].sql
+    );
+    // One on the same columns already: refused, whatever it references.
+    let mut f = tree();
+    f.leaves.as_mut().unwrap()[1].foreign_keys = vec![("mine".into(), vec!["email".into()])];
+    let e = plan(&f, &[fk()], &[None]).unwrap_err();
+    assert!(e
+        .detail()
+        .unwrap()
+        .contains("archive.accounts_old already has foreign key \"mine\""));
+}
+
+#[test]
+fn a_unique_key_must_hold_every_level_of_partition_key() {
+    let mut f = tree();
+    f.partition_keys = vec![
+        PartitionKey {
+            table: "accounts".into(),
+            columns: vec!["email".into()],
+            expressions: false,
+        },
+        PartitionKey {
+            table: "accounts_2".into(),
+            columns: vec!["id".into()],
+            expressions: false,
+        },
+    ];
+    let e = plan(&f, &[add_unique()], &[catalog_only()]).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "unique constraint on partitioned table must include all partitioning columns"
+    );
+    assert!(e
+        .detail()
+        .unwrap()
+        .contains("table \"accounts_2\" lacks column \"id\""));
 }

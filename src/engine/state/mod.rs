@@ -271,6 +271,23 @@ pub fn latest_for_table(relid: Oid) -> Result<Option<Migration>> {
         .next())
 }
 
+/// A live migration of another member of `relid`'s partition tree (a
+/// partitioned table above it, or a partition below it): its id, table and
+/// phase.
+pub fn live_in_tree(relid: Oid) -> Result<Option<(i64, String, String)>> {
+    Ok(spi::query(
+        "SELECT id, table_name, phase FROM migrate.migrations
+          WHERE phase NOT IN ('done', 'failed', 'aborted') AND relid <> $1
+            AND (relid IN (SELECT a.relid FROM pg_catalog.pg_partition_ancestors($1) a)
+                 OR relid IN (SELECT t.relid FROM pg_catalog.pg_partition_tree($1) t))
+          ORDER BY id LIMIT 1",
+        &[relid.into()],
+        |r| Ok((get(r, 1)?, get(r, 2)?, get(r, 3)?)),
+    )?
+    .into_iter()
+    .next())
+}
+
 /// Run an UPDATE of this migration's row; `set` is the SET list, with the
 /// id as `$1` and further values from `$2`. Private: every change of a
 /// migration's row is one of the typed functions below.
