@@ -83,6 +83,7 @@ demo: install
 ## pgbench write load (bench/setup.sh fetches pg_tat and matplotlib).
 bench: install
 	bash bench/run.sh
+	bash bench/partitioned.sh
 
 clean:
 	cargo clean

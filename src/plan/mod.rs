@@ -425,7 +425,10 @@ fn not_null_steps(
     choose: &Chooser,
     oracle: &Oracle,
 ) -> Result<Vec<Step>> {
-    let check = choose(Some(column), "not_null", false)?;
+    // Not <table>_<column>_not_null: from PostgreSQL 18 on, that is the name
+    // SET NOT NULL gives its own constraint, which would then take the next
+    // one while the helper still exists.
+    let check = choose(Some(column), "not_null_check", false)?;
     let sqls = sqlgen::set_not_null_steps(table, column, &check);
     let reasons = [
         "a NOT VALID check that the column is not null: no scan",
