@@ -27,7 +27,8 @@ export PGOPTIONS="-c client_min_messages=warning"
 q() { psql -X -q -v ON_ERROR_STOP=1 -At "$@"; }
 now() { date +%s.%N; }
 
-# events: ts in [0, PARTS * 1000), one partition per 1000; no key yet.
+# events: ts in [0, PARTS * 1000), one partition per 1000; an index on id,
+# no key yet.
 span=$((PARTS * 1000))
 q -d postgres -c "DROP DATABASE IF EXISTS tpl" -c "CREATE DATABASE tpl"
 {
@@ -37,6 +38,9 @@ q -d postgres -c "DROP DATABASE IF EXISTS tpl" -c "CREATE DATABASE tpl"
         echo "CREATE TABLE events_$i PARTITION OF events FOR VALUES FROM ($((i * 1000))) TO ($(((i + 1) * 1000)));"
     done
     echo "INSERT INTO events SELECT g, g % $span, g % 10000, md5(g::text) FROM generate_series(1, $ROWS) g;"
+    # The writes find their rows by id through this (not unique) index, as
+    # an application on a table without a key yet would need one.
+    echo "CREATE INDEX events_id ON events (id);"
     echo "CREATE TABLE events_control (id bigint NOT NULL, ts int NOT NULL, account int NOT NULL, note text);"
     echo "INSERT INTO events_control SELECT * FROM events;"
     echo "CREATE INDEX ON events_control (id);"
@@ -91,7 +95,7 @@ for i in $(seq "$REPEAT"); do
         rm -f "$dir"/logs/* "$dir/stop_load"
         load "$m" &
         lp=$!
-        sleep 2
+        sleep "${SETTLE:-2}"
         t0=$(now)
         migrate "$m"
         t1=$(now)
