@@ -353,10 +353,8 @@ fn keys_partitions_already_have_are_attached_or_refused_as_alter_does() {
         !plan.iter().any(|s| s.contains("public.ev_1 ")),
         "ev_1's own key is attached, not built again: {plan:#?}"
     );
-    c.batch_execute(
-        "SELECT migrate.start('ev', 'ADD PRIMARY KEY (id, ts)')",
-    )
-    .unwrap();
+    c.batch_execute("SELECT migrate.start('ev', 'ADD PRIMARY KEY (id, ts)')")
+        .unwrap();
     c.batch_execute("CALL migrate.wait('ev')").unwrap();
     c.batch_execute("ALTER TABLE plain ADD PRIMARY KEY (id, ts)")
         .unwrap();
@@ -527,5 +525,94 @@ fn what_a_tree_cannot_take_online_is_refused_and_changes_nothing() {
         .unwrap()
         .get(0);
     assert_eq!(rows, 0, "no migration was recorded");
+    assert_eq!(leftovers(&mut c), 0);
+}
+
+/// Invalid indexes on the members of the tree `p` (a build under way, or
+/// left behind).
+fn invalid_indexes(c: &mut Client, p: &str) -> i64 {
+    c.query_one(
+        "SELECT count(*) FROM pg_index i JOIN pg_partition_tree($1::text::regclass) t
+             ON t.relid = i.indrelid
+          WHERE NOT i.indisvalid",
+        &[&p],
+    )
+    .unwrap()
+    .get(0)
+}
+
+/// A session whose snapshot a CREATE INDEX CONCURRENTLY must wait for.
+fn hold_snapshot(cluster: &Cluster) -> Client {
+    let mut old = cluster.client();
+    old.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM pg_class")
+        .unwrap();
+    old
+}
+
+#[test]
+fn a_tree_plan_is_aborted_or_resumed_in_the_middle_of_a_build() {
+    let cluster = Cluster::start();
+    let mut c = cluster.client();
+    make_tree(&mut c, "ev", 5_000);
+    make_tree(&mut c, "plain", 5_000);
+    let before = tree_facts(&mut c, "ev");
+    let building = |c: &mut Client| {
+        wait_until("a partition's index build to start", || {
+            invalid_indexes(c, "ev") > 0
+        })
+    };
+
+    // Abort while the first partition's build waits for an old snapshot.
+    let mut old = hold_snapshot(&cluster);
+    let id: i64 = c
+        .query_one(
+            "SELECT migrate.start('ev', 'ADD PRIMARY KEY (id, ts)')",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    building(&mut c);
+    c.batch_execute("SELECT migrate.abort('ev')").unwrap();
+    wait_until("the abort", || phase(&mut c, id) == "aborted");
+    old.batch_execute("COMMIT").unwrap();
+    assert_eq!(tree_facts(&mut c, "ev"), before, "the tree is as it was");
+    assert_eq!(invalid_indexes(&mut c, "ev"), 0);
+    assert_eq!(leftovers(&mut c), 0);
+
+    // The worker killed (kill -9, so the server restarts as after a crash)
+    // in the same place, then resumed: the invalid index the build left on
+    // the partition goes, the build starts again, and the tree ends as a
+    // plain ALTER leaves it. (SIGTERM would not do: CREATE INDEX
+    // CONCURRENTLY only stops between statements for it.)
+    let old = hold_snapshot(&cluster);
+    let id: i64 = c
+        .query_one(
+            "SELECT migrate.start('ev', 'ADD PRIMARY KEY (id, ts)')",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    building(&mut c);
+    let worker: i32 = c
+        .query_one(
+            "SELECT pid FROM pg_stat_activity WHERE backend_type = 'halo_migrate worker'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    // The crash ends the session holding the snapshot too.
+    let mut c = cluster.crash_by_killing(worker);
+    drop(old);
+    assert_eq!(phase(&mut c, id), "interrupted");
+    assert!(
+        invalid_indexes(&mut c, "ev") > 0,
+        "the crash left the build's index"
+    );
+    c.batch_execute("SELECT migrate.resume('ev')").unwrap();
+    c.batch_execute("CALL migrate.wait('ev')").unwrap();
+    c.batch_execute("ALTER TABLE plain ADD PRIMARY KEY (id, ts)")
+        .unwrap();
+    assert_eq!(tree_facts(&mut c, "ev"), tree_facts(&mut c, "plain"));
+    assert_eq!(invalid_indexes(&mut c, "ev"), 0);
     assert_eq!(leftovers(&mut c), 0);
 }
