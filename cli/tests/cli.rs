@@ -199,6 +199,46 @@ fn execute_a_two_phase_change() {
     ));
 }
 
+/// A partitioned table: the dry run lists each partition's statements, and
+/// --execute adds the key to the whole tree, each partition's index built
+/// concurrently and attached by the parent's.
+#[test]
+fn execute_a_key_on_a_partitioned_table() {
+    let cluster = Cluster::start();
+    let mut c = cluster.client();
+    c.batch_execute(
+        "CREATE TABLE ev (id int NOT NULL, ts int NOT NULL) PARTITION BY RANGE (ts);
+         CREATE TABLE ev_1 PARTITION OF ev FOR VALUES FROM (0) TO (100);
+         CREATE TABLE ev_2 PARTITION OF ev FOR VALUES FROM (100) TO (200);
+         INSERT INTO ev SELECT g, g % 200 FROM generate_series(1, 10000) g;",
+    )
+    .unwrap();
+    let (code, out, err) = run(&cluster, &["-t", "ev", "-a", "ADD PRIMARY KEY (id, ts)"]);
+    assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
+    for leaf in ["ev_1", "ev_2"] {
+        assert!(
+            out.contains(&format!(
+                "CREATE UNIQUE INDEX CONCURRENTLY {leaf}_pkey ON public.{leaf}"
+            )),
+            "{out}"
+        );
+    }
+    let (code, out, err) = run(
+        &cluster,
+        &["-t", "ev", "-a", "ADD PRIMARY KEY (id, ts)", "--execute"],
+    );
+    assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
+    assert!(out.contains("done (concurrent)"), "{out}");
+    let attached: i64 = one(
+        &mut c,
+        "SELECT count(*) FROM pg_constraint WHERE contype = 'p' AND conparentid <> 0",
+    );
+    assert_eq!(
+        attached, 2,
+        "both partitions' keys are attached to the parent's"
+    );
+}
+
 #[test]
 fn execute_a_verified_rewrite() {
     let cluster = Cluster::start();
