@@ -82,6 +82,9 @@ pub enum MigrateError {
     #[error("unique constraint on partitioned table must include all partitioning columns")]
     UniqueWithoutPartitionKey { detail: String },
 
+    #[error("unsupported {kind} constraint with partition key definition")]
+    UniqueOnPartitionExpression { kind: &'static str, table: String },
+
     #[error("multiple primary keys for table \"{partition}\" are not allowed")]
     PartitionPrimaryKey {
         partition: String,
@@ -275,7 +278,8 @@ impl MigrateError {
             MigrateError::NullArgument { .. } => ERRCODE_NULL_VALUE_NOT_ALLOWED,
             MigrateError::InvalidParameter { .. } => ERRCODE_INVALID_PARAMETER_VALUE,
             MigrateError::PartitionPrimaryKey { .. } => ERRCODE_INVALID_TABLE_DEFINITION,
-            MigrateError::UniqueWithoutPartitionKey { .. } => ERRCODE_FEATURE_NOT_SUPPORTED,
+            MigrateError::UniqueWithoutPartitionKey { .. }
+            | MigrateError::UniqueOnPartitionExpression { .. } => ERRCODE_FEATURE_NOT_SUPPORTED,
             MigrateError::Busy { .. }
             | MigrateError::TreeBusy { .. }
             | MigrateError::SnapshotsHeld { .. } => ERRCODE_OBJECT_IN_USE,
@@ -312,6 +316,10 @@ impl MigrateError {
             | MigrateError::NotSupported { detail, .. }
             | MigrateError::InvalidParameter { detail, .. }
             | MigrateError::UniqueWithoutPartitionKey { detail } => Some(detail.clone()),
+            MigrateError::UniqueOnPartitionExpression { kind, table } => Some(format!(
+                "{kind} constraints cannot be used when partition keys include expressions \
+                 (the key of table \"{table}\" does)."
+            )),
             MigrateError::PartitionPrimaryKey {
                 partition,
                 existing,

@@ -291,6 +291,9 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $fn$
                THEN 0.5 + 0.5 * least(coalesce(p.tuples_done::numeric / nullif(p.tuples_total, 0), 0), 1)
              WHEN p.phase LIKE 'index validation%' OR p.phase = 'waiting for old snapshots'
                OR p.phase LIKE 'waiting for%validation' THEN 0.99
+             -- other access methods report only the table scan
+             WHEN p.phase LIKE 'building index%' AND p.blocks_total > 0
+               THEN 0.9 * least(p.blocks_done::numeric / p.blocks_total, 1)
              ELSE 0 END
       FROM pg_stat_progress_create_index p
      WHERE p.pid = index_build_progress.pid
@@ -336,9 +339,12 @@ BEGIN
            -- no ETA while paused: nothing moves until resume()
            CASE WHEN m.paused THEN NULL
                 -- index builds: the time they have taken, extrapolated
-                WHEN m.phase = 'indexing' AND m.strategy = 'rewrite' AND i.done > 0
-                THEN make_interval(secs => round(extract(epoch FROM pg_catalog.clock_timestamp() - m.phase_since)
-                                                  * (greatest(cardinality(m.index_sql), 1) - i.done) / i.done, 1)::float8)
+                -- (from a twentieth of one build on, and at most a year: a
+                -- pause or an outage in the phase counts as time taken)
+                WHEN m.phase = 'indexing' AND m.strategy = 'rewrite' AND i.done >= 0.05
+                THEN make_interval(secs => least(round(extract(epoch FROM pg_catalog.clock_timestamp() - m.phase_since)
+                                                        * (greatest(cardinality(m.index_sql), 1) - i.done) / i.done, 1),
+                                                  31536000)::float8)
                 -- before the first build has moved: not known yet
                 WHEN m.phase = 'indexing' AND m.strategy = 'rewrite' THEN NULL
                 WHEN m.phase IN ('copying', 'indexing', 'replaying') AND r.rate > 0

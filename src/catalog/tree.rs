@@ -73,6 +73,8 @@ fn keys(relid: Oid) -> Result<Vec<LeafKey>> {
                        WHERE x.ord > i.indnkeyatts ORDER BY x.ord),
                 i.indnullsnotdistinct, k.condeferrable, k.condeferred,
                 i.indisvalid AND i.indexprs IS NULL AND i.indpred IS NULL AND k.conparentid = 0
+                AND (SELECT c.relam FROM pg_catalog.pg_class c WHERE c.oid = i.indexrelid)
+                    = (SELECT a.oid FROM pg_catalog.pg_am a WHERE a.amname = 'btree')
                 AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_inherits h WHERE h.inhrelid = i.indexrelid)
                 AND NOT EXISTS (SELECT 1 FROM unnest(i.indclass::oid[]) AS o(opc)
                                   JOIN pg_catalog.pg_opclass oc ON oc.oid = o.opc

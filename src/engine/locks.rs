@@ -17,6 +17,21 @@ use pgrx::PgSqlErrorCode;
 /// waits for the worker to swap.
 pub const CUTOVER_LOCK_KEY: i32 = 0x48414C4F;
 
+/// Advisory lock class of a partition tree's root, held by `start()`
+/// until its transaction ends.
+pub const TREE_LOCK_KEY: i32 = 0x48414C50;
+
+/// Hold, until the end of the transaction, the advisory lock of the
+/// partition tree `relid` belongs to (its root; itself if it is in none).
+pub fn lock_partition_root(relid: pgrx::pg_sys::Oid) -> Result<()> {
+    spi::exec(
+        "SELECT pg_catalog.pg_advisory_xact_lock(
+                ($1::pg_catalog.int8 << 32)
+                | coalesce(pg_catalog.pg_partition_root($2), $2)::pg_catalog.int8)",
+        &[TREE_LOCK_KEY.into(), relid.into()],
+    )
+}
+
 /// Is this error a lock timeout (55P03)?
 pub fn is_lock_timeout(e: &MigrateError) -> bool {
     e.sqlstate() == PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE

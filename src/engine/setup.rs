@@ -111,6 +111,9 @@ pub fn start(planned: &Planned, alter: &str, opts: &Options) -> Result<(i64, boo
             });
         }
     }
+    // Two start()s in one tree (the parent and a partition) wait for each
+    // other here, so that the second sees the first's migration.
+    locks::lock_partition_root(pgrx::pg_sys::Oid::from(planned.facts.oid))?;
     if let Some((id, other, phase)) =
         state::live_in_tree(pgrx::pg_sys::Oid::from(planned.facts.oid))?
     {

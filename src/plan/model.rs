@@ -293,7 +293,7 @@ pub struct LeafKey {
     pub nulls_not_distinct: bool,
     pub deferrable: bool,
     pub initially_deferred: bool,
-    /// Not attached to a parent's key; valid; plain columns with their
+    /// Not attached to a parent's key; valid; a btree on plain columns with their
     /// default operator classes and collations, no predicate: an ADD of the
     /// same key on the parent attaches it rather than building an index.
     pub attachable: bool,

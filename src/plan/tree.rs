@@ -109,12 +109,9 @@ fn holds_partition_keys(keys: &[PartitionKey], spec: &ConstraintSpec) -> Result<
     };
     for key in keys {
         if key.expressions {
-            return Err(MigrateError::UniqueWithoutPartitionKey {
-                detail: format!(
-                    "{kind} constraints cannot be used when partition keys include expressions \
-                     (table \"{}\").",
-                    key.table
-                ),
+            return Err(MigrateError::UniqueOnPartitionExpression {
+                kind,
+                table: key.table.clone(),
             });
         }
         if let Some(column) = key.columns.iter().find(|c| !spec.columns.contains(c)) {
@@ -134,12 +131,17 @@ fn holds_partition_keys(keys: &[PartitionKey], spec: &ConstraintSpec) -> Result<
 /// unattached constraint index of the same columns, INCLUDE columns and
 /// NULLS treatment, with default operator classes and collations.
 fn attaches(k: &LeafKey, spec: &ConstraintSpec) -> bool {
+    same_but_deferrability(k, spec)
+        && k.deferrable == spec.deferrable
+        && k.initially_deferred == spec.initially_deferred
+}
+
+/// An attachable key like `spec` in all that the index is.
+fn same_but_deferrability(k: &LeafKey, spec: &ConstraintSpec) -> bool {
     k.attachable
         && k.columns == spec.columns
         && k.including == spec.including
         && k.nulls_not_distinct == spec.nulls_not_distinct
-        && k.deferrable == spec.deferrable
-        && k.initially_deferred == spec.initially_deferred
 }
 
 /// A constraint the user's subcommand adds to a partitioned table.
@@ -255,6 +257,19 @@ fn unique_steps(c: &TreeConstraint, oracle: &Oracle) -> Result<Vec<Step>> {
         if leaf.keys.iter().any(|k| attaches(k, spec)) {
             // The parent's ADD attaches it, as it would in a plain ALTER.
             continue;
+        }
+        if let Some(k) = leaf.keys.iter().find(|k| same_but_deferrability(k, spec)) {
+            return Err(MigrateError::not_supported(
+                "adding a key to a partitioned table whose partition has one that differs only in deferrability",
+                format!(
+                    "Partition {t} has key \"{}\" on the same columns, {}deferrable. Whether \
+                     PostgreSQL attaches it to the new key is not settled here, and guessing wrong \
+                     would either leave a second key behind or build an index under lock.",
+                    k.name,
+                    if k.deferrable { "" } else { "not " }
+                ),
+                "Drop or change that key first, or run the ALTER directly.",
+            ));
         }
         if let Some(k) = leaf.keys.iter().find(|k| primary && k.primary) {
             return Err(MigrateError::PartitionPrimaryKey {

@@ -324,3 +324,32 @@ fn a_unique_key_must_hold_every_level_of_partition_key() {
         .unwrap()
         .contains("table \"accounts_2\" lacks column \"id\""));
 }
+
+#[test]
+fn a_partition_key_differing_only_in_deferrability_is_refused() {
+    let mut f = tree();
+    f.leaves.as_mut().unwrap()[1].keys.push(LeafKey {
+        deferrable: true,
+        ..key("old_email", false, &["email"], true)
+    });
+    let e = plan(&f, &[add_unique()], &[catalog_only()]).unwrap_err();
+    assert!(
+        e.to_string().contains("differs only in deferrability"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_partition_key_with_expressions_is_refused_with_postgres_words() {
+    let mut f = tree();
+    f.partition_keys = vec![PartitionKey {
+        table: "accounts".into(),
+        columns: vec![],
+        expressions: true,
+    }];
+    let e = plan(&f, &[add_unique()], &[catalog_only()]).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "unsupported UNIQUE constraint with partition key definition"
+    );
+}

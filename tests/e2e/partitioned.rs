@@ -27,8 +27,9 @@ fn make_tree(c: &mut Client, p: &str, rows: i64) {
 /// in names and definitions: per relation, its constraints (type, validated,
 /// parent), its indexes (definition, validity, parent) and NOT NULL columns.
 fn tree_facts(c: &mut Client, p: &str) -> Vec<String> {
-    c.query(
-        "WITH tree AS (SELECT relid FROM pg_partition_tree($1::text::regclass))
+    let mut facts = c
+        .query(
+            "WITH tree AS (SELECT relid FROM pg_partition_tree($1::text::regclass))
          SELECT 'constraint ' || k.conrelid::regclass || ' ' || k.conname || ' ' || k.contype::text
                 || ' valid=' || k.convalidated || ' parent=' || coalesce(pk.conname, '-')
                 || ' ' || pg_get_constraintdef(k.oid)
@@ -44,12 +45,16 @@ fn tree_facts(c: &mut Client, p: &str) -> Vec<String> {
            FROM pg_attribute a JOIN tree ON tree.relid = a.attrelid
           WHERE a.attnum > 0 AND a.attnotnull AND NOT a.attisdropped
          ORDER BY 1",
-        &[&p],
-    )
-    .unwrap()
-    .iter()
-    .map(|r| r.get::<_, String>(0).replace(p, "P"))
-    .collect()
+            &[&p],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get::<_, String>(0).replace(p, "P"))
+        .collect::<Vec<_>>();
+    // Sorted after the names are made alike: "ev" and "plain" sort
+    // differently against "other".
+    facts.sort();
+    facts
 }
 
 fn tree_oids(c: &mut Client, p: &str) -> Vec<(String, u32)> {
@@ -555,6 +560,18 @@ fn a_tree_plan_is_aborted_or_resumed_in_the_middle_of_a_build() {
     let mut c = cluster.client();
     make_tree(&mut c, "ev", 5_000);
     make_tree(&mut c, "plain", 5_000);
+    // A partition in another schema, with a plain index named as the key
+    // of public.ev_1 will be: cleaning up after the crash must not take
+    // it for the build's.
+    c.batch_execute("CREATE SCHEMA other").unwrap();
+    for p in ["ev", "plain"] {
+        c.batch_execute(&format!(
+            "CREATE TABLE other.{p}_3 PARTITION OF {p} FOR VALUES FROM (3000) TO (4000);
+             INSERT INTO {p} SELECT g, 3000 + g % 1000, 1, 'o' FROM generate_series(100001, 101000) g;
+             CREATE INDEX {p}_1_pkey ON other.{p}_3 (v);"
+        ))
+        .unwrap();
+    }
     let before = tree_facts(&mut c, "ev");
     let building = |c: &mut Client| {
         wait_until("a partition's index build to start", || {
@@ -615,4 +632,12 @@ fn a_tree_plan_is_aborted_or_resumed_in_the_middle_of_a_build() {
     assert_eq!(tree_facts(&mut c, "ev"), tree_facts(&mut c, "plain"));
     assert_eq!(invalid_indexes(&mut c, "ev"), 0);
     assert_eq!(leftovers(&mut c), 0);
+    let kept: i64 = c
+        .query_one(
+            "SELECT count(*) FROM pg_class WHERE oid = 'other.ev_1_pkey'::regclass",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(kept, 1, "the other schema's ev_1_pkey is still there");
 }
