@@ -8,7 +8,7 @@
 
 pub mod keyops;
 pub mod probe;
-mod tree;
+pub mod tree;
 
 use crate::error::{MigrateError, Result};
 use crate::pg::spi::{self, get};

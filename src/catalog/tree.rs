@@ -1,6 +1,6 @@
-//! What the catalogs say about a partitioned table's tree: the partitions
-//! that hold rows (with the keys and foreign keys they already have) and
-//! the partition key of every partitioned table in it.
+//! What the catalogs say about a partitioned table's tree: its members, the
+//! partitions that hold rows (with the keys and foreign keys they already
+//! have) and the partition key of every partitioned table in it.
 //!
 //! Catalog reads only, with the caller's snapshot: no lock on the tree.
 
@@ -9,6 +9,25 @@ use crate::pg::ident::QualifiedName;
 use crate::pg::spi::{self, get};
 use crate::plan::model::{Leaf, LeafKey, PartitionKey};
 use pgrx::pg_sys::Oid;
+
+/// Every member of the tree under `oid`, itself first, then by depth and
+/// OID: the order in which the tree is locked.
+pub fn members(oid: Oid) -> Result<Vec<QualifiedName>> {
+    spi::select(
+        "SELECT n.nspname::text, c.relname::text
+           FROM pg_catalog.pg_partition_tree($1) t
+           JOIN pg_catalog.pg_class c ON c.oid = t.relid
+           JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+          ORDER BY t.level, t.relid",
+        &[oid.into()],
+        |r| {
+            Ok(QualifiedName::new(
+                get::<String>(r, 1)?,
+                get::<String>(r, 2)?,
+            ))
+        },
+    )
+}
 
 /// The partitions of a partitioned table that hold rows, in a fixed order
 /// (depth, then OID). A foreign-table partition is refused: PostgreSQL can

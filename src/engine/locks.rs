@@ -7,7 +7,6 @@
 //! us; `lock_timeout` is what bounds their wait.
 
 use crate::error::{MigrateError, Result};
-use crate::pg::ident::QualifiedName;
 use crate::pg::spi;
 use crate::pg::subxact;
 use crate::plan::model::{CmdKind, ConstraintType, LockMode, Subcommand};
@@ -119,20 +118,7 @@ impl TreeLock {
 /// released when the attempt fails. `lock_timeout` is put back afterwards,
 /// for the other tables the statement locks (a referenced table).
 pub fn lock_tree(relid: pgrx::pg_sys::Oid, modes: TreeLock, timeout_ms: i32) -> Result<()> {
-    let members = spi::select(
-        "SELECT n.nspname::text, c.relname::text
-           FROM pg_catalog.pg_partition_tree($1) t
-           JOIN pg_catalog.pg_class c ON c.oid = t.relid
-           JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-          ORDER BY t.level, t.relid",
-        &[relid.into()],
-        |r| {
-            Ok(QualifiedName::new(
-                &spi::get::<String>(r, 1)?,
-                &spi::get::<String>(r, 2)?,
-            ))
-        },
-    )?;
+    let members = crate::catalog::tree::members(relid)?;
     let mut mode = modes.parent;
     let began = std::time::Instant::now();
     let restore =

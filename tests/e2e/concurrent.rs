@@ -22,14 +22,6 @@ fn wait_for_phase(c: &mut Client, id: i64, want: &str) {
     }
 }
 
-/// A session that holds a snapshot: CREATE INDEX CONCURRENTLY waits for it.
-fn hold_snapshot(cluster: &Cluster) -> Client {
-    let mut old = cluster.client();
-    old.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM pg_class")
-        .unwrap();
-    old
-}
-
 fn invalid_indexes(c: &mut Client, table: &str) -> i64 {
     c.query_one(
         "SELECT count(*) FROM pg_index WHERE indrelid = $1::text::regclass AND NOT indisvalid",

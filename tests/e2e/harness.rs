@@ -286,6 +286,14 @@ pub fn backends(c: &mut Client, backend_type: &str) -> i64 {
     .get(0)
 }
 
+/// A session that holds a snapshot: CREATE INDEX CONCURRENTLY waits for it.
+pub fn hold_snapshot(cluster: &Cluster) -> Client {
+    let mut old = cluster.client();
+    old.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM pg_class")
+        .unwrap();
+    old
+}
+
 /// The SQLSTATE of a failed statement.
 pub fn sqlstate(err: &postgres::Error) -> String {
     err.as_db_error()

@@ -546,14 +546,6 @@ fn invalid_indexes(c: &mut Client, p: &str) -> i64 {
     .get(0)
 }
 
-/// A session whose snapshot a CREATE INDEX CONCURRENTLY must wait for.
-fn hold_snapshot(cluster: &Cluster) -> Client {
-    let mut old = cluster.client();
-    old.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM pg_class")
-        .unwrap();
-    old
-}
-
 #[test]
 fn a_tree_plan_is_aborted_or_resumed_in_the_middle_of_a_build() {
     let cluster = Cluster::start();
