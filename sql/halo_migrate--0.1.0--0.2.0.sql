@@ -50,7 +50,7 @@ BEGIN
     LOOP
         -- Before the row: see migrate.live_workers().
         live := migrate.live_workers();
-        SELECT * INTO m FROM migrate.migrations mm WHERE mm.relid = tbl
+        SELECT * INTO m FROM migrate.migrations mm WHERE mm.relid = tbl AND mm.tree_id IS NULL
          ORDER BY mm.phase IN ('done', 'failed', 'aborted'), mm.id DESC LIMIT 1;
         IF NOT FOUND THEN
             RAISE EXCEPTION 'table % has no migration', tbl USING ERRCODE = '55000',
@@ -123,6 +123,11 @@ UPDATE migrate.migrations SET phase_since = updated_at;
 ALTER TABLE migrate.migrations
     ALTER COLUMN phase_since SET DEFAULT pg_catalog.clock_timestamp(),
     ALTER COLUMN phase_since SET NOT NULL;
+
+-- A partitioned table's rewrite: the tree's row and one row per partition.
+ALTER TABLE migrate.migrations
+    ADD COLUMN tree_id bigint REFERENCES migrate.migrations (id),
+    ADD COLUMN jobs integer;
 CREATE FUNCTION migrate.stamp_phase() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
 BEGIN
@@ -157,14 +162,17 @@ $fn$;
 COMMENT ON FUNCTION migrate.index_build_progress(integer) IS
     'halo_migrate: how far (0 to 1) the index build running in this backend is, from pg_stat_progress_create_index';
 
-CREATE OR REPLACE FUNCTION migrate.status(tbl regclass DEFAULT NULL)
+-- A partitioned table's rewrite shows its partitions' rows (part_of): a
+-- new column, so the function is dropped and created again.
+DROP FUNCTION migrate.status(regclass);
+CREATE FUNCTION migrate.status(tbl regclass DEFAULT NULL)
 RETURNS TABLE (id bigint, table_name text, alter_sql text, strategy text, phase text,
                rows_copied bigint, rows_total bigint, percent numeric, backlog bigint,
                rate_rows_s numeric, eta interval, worker_pid integer,
                started_at timestamptz, updated_at timestamptz, error text, waiting_for text,
                verify_rows bigint, verify_chunks bigint, verify_differences bigint,
                verified_at timestamptz, revertible_until timestamptz, kept_bytes bigint,
-               reverts bigint)
+               reverts bigint, part_of bigint)
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $fn$
 #variable_conflict use_column
 DECLARE
@@ -219,7 +227,8 @@ BEGIN
            CASE WHEN m.revertible_until IS NOT NULL
                 THEN pg_catalog.pg_total_relation_size(pg_catalog.to_regclass('migrate.shadow_' || m.relid))
                    + coalesce(pg_catalog.pg_total_relation_size(pg_catalog.to_regclass('migrate.log_' || m.relid)), 0) END,
-           m.reverts
+           m.reverts,
+           m.tree_id
       FROM migrate.migrations m
       CROSS JOIN LATERAL (SELECT round(m.rows_copied / nullif(extract(epoch FROM m.updated_at - m.started_at), 0), 0) AS rate) r
       CROSS JOIN (SELECT migrate.live_workers() AS pids OFFSET 0) after
@@ -227,8 +236,10 @@ BEGIN
       CROSS JOIN LATERAL (SELECT m.indexes_built
                                  + CASE WHEN w.alive THEN coalesce(migrate.index_build_progress(m.worker_pid), 0) ELSE 0 END
                                  AS done) i
+     -- a partitioned table's rewrite: the tree's row, then one per partition
      WHERE tbl IS NULL OR m.relid = tbl
-     ORDER BY m.id DESC;
+        OR m.tree_id IN (SELECT t.id FROM migrate.migrations t WHERE t.relid = tbl)
+     ORDER BY coalesce(m.tree_id, m.id) DESC, m.tree_id IS NOT NULL, m.id;
 END
 $fn$;
 COMMENT ON FUNCTION migrate.status(regclass) IS

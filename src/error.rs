@@ -92,6 +92,9 @@ pub enum MigrateError {
         columns: String,
     },
 
+    #[error("cannot alter column \"{column}\" because it is part of the partition key of relation \"{table}\"")]
+    PartitionKeyType { column: String, table: String },
+
     #[error("{other}, in the same partition tree as {table}, is being migrated (migration {id}, {phase})")]
     TreeBusy {
         table: String,
@@ -277,7 +280,9 @@ impl MigrateError {
             MigrateError::NoKey { .. } => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             MigrateError::NullArgument { .. } => ERRCODE_NULL_VALUE_NOT_ALLOWED,
             MigrateError::InvalidParameter { .. } => ERRCODE_INVALID_PARAMETER_VALUE,
-            MigrateError::PartitionPrimaryKey { .. } => ERRCODE_INVALID_TABLE_DEFINITION,
+            MigrateError::PartitionPrimaryKey { .. } | MigrateError::PartitionKeyType { .. } => {
+                ERRCODE_INVALID_TABLE_DEFINITION
+            }
             MigrateError::UniqueWithoutPartitionKey { .. }
             | MigrateError::UniqueOnPartitionExpression { .. } => ERRCODE_FEATURE_NOT_SUPPORTED,
             MigrateError::Busy { .. }

@@ -13,6 +13,7 @@ static SNAPSHOT_SAFE_SWAP: GucSetting<bool> = GucSetting::<bool>::new(true);
 static VERIFY: GucSetting<bool> = GucSetting::<bool>::new(false);
 static REVERTIBLE: GucSetting<bool> = GucSetting::<bool>::new(false);
 static REVERT_WINDOW_S: GucSetting<i32> = GucSetting::<i32>::new(86_400);
+static JOBS: GucSetting<i32> = GucSetting::<i32>::new(2);
 
 pub fn init() {
     GucRegistry::define_int_guc(
@@ -123,6 +124,17 @@ pub fn init() {
         GucContext::Userset,
         GucFlags::UNIT_S,
     );
+    GucRegistry::define_int_guc(
+        c"halo_migrate.jobs",
+        c"Background workers that copy a partitioned table's partitions at once.",
+        c"A rewrite of a partitioned table copies, indexes and replays its partitions in this many \
+          workers (the migration's own and jobs - 1 helpers), largest partition first. Read by start().",
+        &JOBS,
+        1,
+        64,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
     // No other halo_migrate.* name can be set: a typo is an error rather
     // than a silently ignored placeholder, and no session can invent an
     // internal switch.
@@ -184,4 +196,9 @@ pub fn auto_resume() -> bool {
 /// halo_migrate.bulk_copy.
 pub fn bulk_copy() -> bool {
     BULK_COPY.get()
+}
+
+/// halo_migrate.jobs.
+pub fn jobs() -> i32 {
+    JOBS.get()
 }

@@ -99,6 +99,10 @@ CREATE TABLE migrate.migrations (
     error_detail    text,
     error_hint      text,                           -- the failure's own hint, if it has one
     phase_since     timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(), -- when the phase began
+    -- a partitioned table's rewrite: one row for the tree, one per partition
+    -- that holds rows (its part), each with its own capture, shadow and copy
+    tree_id         bigint REFERENCES migrate.migrations (id), -- a part: the tree's migration
+    jobs            integer,                        -- the tree: workers copying partitions at once
     CONSTRAINT migrations_phase_check CHECK (phase IN
         ('copying', 'indexing', 'replaying', 'verifying', 'ready', 'swapping', 'validating', 'done', 'failed', 'aborted'))
 );
@@ -308,7 +312,7 @@ RETURNS TABLE (id bigint, table_name text, alter_sql text, strategy text, phase 
                started_at timestamptz, updated_at timestamptz, error text, waiting_for text,
                verify_rows bigint, verify_chunks bigint, verify_differences bigint,
                verified_at timestamptz, revertible_until timestamptz, kept_bytes bigint,
-               reverts bigint)
+               reverts bigint, part_of bigint)
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $fn$
 #variable_conflict use_column
 DECLARE
@@ -363,7 +367,8 @@ BEGIN
            CASE WHEN m.revertible_until IS NOT NULL
                 THEN pg_catalog.pg_total_relation_size(pg_catalog.to_regclass('migrate.shadow_' || m.relid))
                    + coalesce(pg_catalog.pg_total_relation_size(pg_catalog.to_regclass('migrate.log_' || m.relid)), 0) END,
-           m.reverts
+           m.reverts,
+           m.tree_id
       FROM migrate.migrations m
       CROSS JOIN LATERAL (SELECT round(m.rows_copied / nullif(extract(epoch FROM m.updated_at - m.started_at), 0), 0) AS rate) r
       CROSS JOIN (SELECT migrate.live_workers() AS pids OFFSET 0) after
@@ -371,8 +376,10 @@ BEGIN
       CROSS JOIN LATERAL (SELECT m.indexes_built
                                  + CASE WHEN w.alive THEN coalesce(migrate.index_build_progress(m.worker_pid), 0) ELSE 0 END
                                  AS done) i
+     -- a partitioned table's rewrite: the tree's row, then one per partition
      WHERE tbl IS NULL OR m.relid = tbl
-     ORDER BY m.id DESC;
+        OR m.tree_id IN (SELECT t.id FROM migrate.migrations t WHERE t.relid = tbl)
+     ORDER BY coalesce(m.tree_id, m.id) DESC, m.tree_id IS NOT NULL, m.id;
 END
 $fn$;
 COMMENT ON FUNCTION migrate.status(regclass) IS
@@ -401,7 +408,7 @@ BEGIN
     LOOP
         -- Before the row: see migrate.live_workers().
         live := migrate.live_workers();
-        SELECT * INTO m FROM migrate.migrations mm WHERE mm.relid = tbl
+        SELECT * INTO m FROM migrate.migrations mm WHERE mm.relid = tbl AND mm.tree_id IS NULL
          ORDER BY mm.phase IN ('done', 'failed', 'aborted'), mm.id DESC LIMIT 1;
         IF NOT FOUND THEN
             RAISE EXCEPTION 'table % has no migration', tbl USING ERRCODE = '55000',

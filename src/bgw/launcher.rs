@@ -239,6 +239,8 @@ fn resume_interrupted() -> Result<Resumed> {
         "SELECT m.id, m.role_oid
            FROM migrate.migrations m, (SELECT migrate.live_workers() AS pids OFFSET 0) w
           WHERE m.background
+            -- a partition's part is driven by its tree's workers
+            AND m.tree_id IS NULL
             AND (m.phase NOT IN ('done', 'failed', 'aborted')
                  -- a revert window: its worker closes it when its time is up
                  OR m.revertible_until IS NOT NULL)

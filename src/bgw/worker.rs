@@ -39,12 +39,24 @@ pub fn launch_after_commit(id: i64, role: pg_sys::Oid) -> Result<()> {
     // A worker is on its way: until it registers, finish() waits for it
     // rather than taking the old, dead pid as a sign that nobody drives.
     crate::engine::state::set_worker(id, None)?;
-    launch(id, role, xid)
+    launch(id, role, xid, false)?;
+    // A partitioned table's rewrite: helpers copy other partitions at once,
+    // as many as its jobs allow and it has partitions beyond the first.
+    if let Some(m) = crate::engine::state::load(id)? {
+        if let Some(jobs) = m.jobs.filter(|_| !m.phase.is_terminal()) {
+            let parts = crate::engine::state::tree::parts(id)?.len() as i32;
+            for _ in 1..jobs.min(parts) {
+                launch(id, role, xid, true)?;
+            }
+        }
+    }
+    Ok(())
 }
 
-/// Launch the worker for migration `id`. `start_xid` is the transaction
-/// that created the migration.
-fn launch(id: i64, role: pg_sys::Oid, start_xid: i64) -> Result<()> {
+/// Launch the worker for migration `id` (with `helper`, one of a
+/// partitioned table's helpers). `start_xid` is the transaction that
+/// created the migration.
+fn launch(id: i64, role: pg_sys::Oid, start_xid: i64, helper: bool) -> Result<()> {
     // SAFETY: reading backend-global identifiers of the current session.
     let db = unsafe { pg_sys::MyDatabaseId };
     BackgroundWorkerBuilder::new(&format!("halo_migrate migration {id}"))
@@ -52,7 +64,12 @@ fn launch(id: i64, role: pg_sys::Oid, start_xid: i64) -> Result<()> {
         .set_library("halo_migrate")
         .set_function("halo_migrate_worker_main")
         .set_argument(id.into_datum())
-        .set_extra(&format!("{} {} {start_xid}", db.to_u32(), role.to_u32()))
+        .set_extra(&format!(
+            "{} {} {start_xid} {}",
+            db.to_u32(),
+            role.to_u32(),
+            u8::from(helper)
+        ))
         .enable_spi_access()
         .load_dynamic()
         .map(|_| ())
@@ -68,7 +85,7 @@ pub extern "C-unwind" fn halo_migrate_worker_main(arg: pg_sys::Datum) {
         .split_whitespace()
         .filter_map(|s| s.parse().ok())
         .collect();
-    let [db, role, start_xid] = extra[..] else {
+    let [db, role, start_xid, helper] = extra[..] else {
         log!("halo_migrate worker: malformed start arguments");
         return;
     };
@@ -86,6 +103,9 @@ pub extern "C-unwind" fn halo_migrate_worker_main(arg: pg_sys::Datum) {
     if let Err(e) = transaction(crate::catalog::check_version) {
         log!("halo_migrate worker for migration {id}: {e}");
         return;
+    }
+    if helper == 1 {
+        return run_helper(id);
     }
     let registered = transaction(|| {
         spi::exec(
@@ -124,6 +144,37 @@ fn run_rewrite(id: i64) {
                 BackgroundWorker::wait_latch(Some(Duration::from_millis(500)));
             }
             Ok(Outcome::Finished(_)) => return linger(id),
+            Err(e) => return record_failure(id, &e),
+        }
+    }
+}
+
+/// A helper of a partitioned table's rewrite: works on the partitions the
+/// others do not, until none is left to copy, index or catch up. It
+/// registers nowhere (the tree's own worker does); a failure fails the tree.
+fn run_helper(id: i64) {
+    let named = transaction(|| {
+        spi::exec(
+            "SELECT pg_catalog.set_config('application_name', $1, false)",
+            &[crate::engine::state::tree::helper_name(id).into()],
+        )
+    });
+    if let Err(e) = named {
+        log!("halo_migrate helper for migration {id}: {e}");
+        return;
+    }
+    while !stop_requested() {
+        super::reload_if_asked();
+        match transaction(|| crate::engine::tree::helper_step(id)) {
+            Ok(Outcome::Progress(what)) => activity::report(true, &what),
+            Ok(Outcome::Idle { ms, note }) => {
+                activity::report(false, &note);
+                BackgroundWorker::wait_latch(Some(Duration::from_millis(ms)));
+            }
+            Ok(Outcome::Busy) => {
+                BackgroundWorker::wait_latch(Some(Duration::from_millis(500)));
+            }
+            Ok(Outcome::Finished(_)) => return,
             Err(e) => return record_failure(id, &e),
         }
     }

@@ -63,6 +63,14 @@ pub fn step(id: i64, cutover: Cutover) -> Result<Outcome> {
             note: "paused; migrate.resume() continues".into(),
         });
     }
+    if let Some(tree) = m.tree_id {
+        return Err(MigrateError::Internal(format!(
+            "migration {id} is a partition's part of migration {tree}, which drives it"
+        )));
+    }
+    if m.is_tree() {
+        return crate::engine::tree::step(&m, cutover);
+    }
     if m.runs_statements() {
         return crate::engine::concurrent::step(&m);
     }
@@ -72,7 +80,11 @@ pub fn step(id: i64, cutover: Cutover) -> Result<Outcome> {
     spi::with_search_path(&m.search_path.clone(), || step_phase(&m, &table, cutover))
 }
 
-fn step_phase(m: &Migration, table: &QualifiedName, cutover: Cutover) -> Result<Outcome> {
+pub(crate) fn step_phase(
+    m: &Migration,
+    table: &QualifiedName,
+    cutover: Cutover,
+) -> Result<Outcome> {
     match m.phase {
         Phase::Copying => {
             if let Some(note) = throttle::hold(m)? {
@@ -134,27 +146,30 @@ fn step_phase(m: &Migration, table: &QualifiedName, cutover: Cutover) -> Result<
                 _ => Outcome::Progress(note),
             })
         }
-        Phase::Validating => {
-            let i = m.post_swap_done as usize;
-            if let Some(sql) = m.post_swap_sql.get(i) {
-                // A revertible migration's window makes the DDL guard hold
-                // the table from its swap on: its own validations pass.
-                let _pass = crate::pg::ddl_pass::Pass::for_this_transaction();
-                crate::pg::activity::announce(&format!("validating: {sql}"));
-                locks::retry("validate a constraint", m.lock_timeout_ms, 600, || {
-                    spi::exec(sql, &[])
-                })?;
-            }
-            let done = i + 1 >= m.post_swap_sql.len();
-            let phase = if done { Phase::Done } else { Phase::Validating };
-            state::record_validated(m.id)?;
-            state::set_phase(m.id, phase)?;
-            Ok(Outcome::Progress(
-                m.post_swap_sql.get(i).cloned().unwrap_or_default(),
-            ))
-        }
+        Phase::Validating => validate_step(m),
         Phase::Done | Phase::Failed | Phase::Aborted => Ok(Outcome::Finished(m.phase)),
     }
+}
+
+/// One validation after the swap (VALIDATE CONSTRAINT), under bounded lock waits.
+pub(crate) fn validate_step(m: &Migration) -> Result<Outcome> {
+    let i = m.post_swap_done as usize;
+    if let Some(sql) = m.post_swap_sql.get(i) {
+        // A revertible migration's window makes the DDL guard hold
+        // the table from its swap on: its own validations pass.
+        let _pass = crate::pg::ddl_pass::Pass::for_this_transaction();
+        crate::pg::activity::announce(&format!("validating: {sql}"));
+        locks::retry("validate a constraint", m.lock_timeout_ms, 600, || {
+            spi::exec(sql, &[])
+        })?;
+    }
+    let done = i + 1 >= m.post_swap_sql.len();
+    let phase = if done { Phase::Done } else { Phase::Validating };
+    state::record_validated(m.id)?;
+    state::set_phase(m.id, phase)?;
+    Ok(Outcome::Progress(
+        m.post_swap_sql.get(i).cloned().unwrap_or_default(),
+    ))
 }
 
 fn replay_or_swap(m: &Migration, table: &QualifiedName, cutover: Cutover) -> Result<Outcome> {
@@ -195,6 +210,15 @@ fn replay_or_swap(m: &Migration, table: &QualifiedName, cutover: Cutover) -> Res
             }
         });
     }
+    try_swap(m, || swap::swap(m, table))
+}
+
+/// One attempt at the swap, after the snapshots older than it are gone
+/// (snapshot_safe): on a lock timeout the caller tries again later.
+pub(crate) fn try_swap(
+    m: &Migration,
+    swap: impl FnOnce() -> Result<Vec<String>>,
+) -> Result<Outcome> {
     if m.snapshot_safe {
         let old = snapshots::older_than(m.relid, m.lock_timeout_ms, CUTOVER_LOCK_KEY)?;
         if !old.is_empty() {
@@ -205,7 +229,7 @@ fn replay_or_swap(m: &Migration, table: &QualifiedName, cutover: Cutover) -> Res
             state::set_waiting_for(m.id, None, &[])?;
         }
     }
-    match locks::once("swap the table", m.lock_timeout_ms, || swap::swap(m, table)) {
+    match locks::once("swap the table", m.lock_timeout_ms, swap) {
         Ok(after) => {
             if m.waiting_for.is_some() {
                 state::set_waiting_for(m.id, None, &[])?;
@@ -243,7 +267,7 @@ fn replay_or_swap(m: &Migration, table: &QualifiedName, cutover: Cutover) -> Res
 
 /// The swap holds off for sessions whose snapshots predate it: say so in
 /// the migration's row (status()) and, when it changes, in a NOTICE.
-fn waiting_for_snapshots(m: &Migration, what: &str, pids: &[i32], ms: u64) -> Result<Outcome> {
+pub(crate) fn waiting_for_snapshots(m: &Migration, what: &str, pids: &[i32], ms: u64) -> Result<Outcome> {
     // Only when the sessions change: the row is not rewritten at every look.
     if m.snapshot_holders != pids {
         pgrx::notice!(
@@ -259,7 +283,7 @@ fn waiting_for_snapshots(m: &Migration, what: &str, pids: &[i32], ms: u64) -> Re
 }
 
 /// Is `finish()` waiting for this migration (holding the cut-over lock)?
-fn finish_is_waiting(id: i64) -> Result<bool> {
+pub(crate) fn finish_is_waiting(id: i64) -> Result<bool> {
     let free = spi::one(
         "SELECT pg_catalog.pg_try_advisory_xact_lock_shared($1, $2)",
         &[CUTOVER_LOCK_KEY.into(), (id as i32).into()],
@@ -274,6 +298,9 @@ pub const CLEANUP_INCOMPLETE: &str = "Cleanup is incomplete";
 /// Remove what a migration created before its swap: the triggers (under
 /// bounded lock waits), the shadow, the log, the function.
 pub fn cleanup(m: &Migration) -> Result<()> {
+    if m.is_tree() {
+        return crate::engine::tree::cleanup(m);
+    }
     if m.runs_statements() {
         return crate::engine::concurrent::undo(m);
     }

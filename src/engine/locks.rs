@@ -118,7 +118,16 @@ impl TreeLock {
 /// released when the attempt fails. `lock_timeout` is put back afterwards,
 /// for the other tables the statement locks (a referenced table).
 pub fn lock_tree(relid: pgrx::pg_sys::Oid, modes: TreeLock, timeout_ms: i32) -> Result<()> {
-    let members = crate::catalog::tree::members(relid)?;
+    lock_in_order(&crate::catalog::tree::members(relid)?, modes, timeout_ms)
+}
+
+/// Lock `members` in order, the first in `modes.parent`, the others in
+/// `modes.partitions`, all within `timeout_ms` (see [`lock_tree`]).
+pub fn lock_in_order(
+    members: &[crate::pg::ident::QualifiedName],
+    modes: TreeLock,
+    timeout_ms: i32,
+) -> Result<()> {
     let mut mode = modes.parent;
     let began = std::time::Instant::now();
     let restore =

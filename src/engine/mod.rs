@@ -10,7 +10,8 @@
 //! `concurrent` runs plans of statements (concurrent and two-phase). `state`
 //! owns the `migrate.migrations` rows; `locks` is the lock-timeout retry
 //! loop; `blockers` acts on sessions that keep the swap waiting; `throttle`
-//! decides pauses and batch sizes.
+//! decides pauses and batch sizes; `tree` rewrites a partitioned table
+//! partition by partition and cuts the whole tree over at once.
 //!
 //! Layer: called by `api` and `bgw`; uses `catalog`, `plan` and `pg`.
 
@@ -33,5 +34,6 @@ pub mod state;
 pub mod storage;
 pub mod swap;
 pub mod throttle;
+pub mod tree;
 pub mod verify;
 pub mod views;

@@ -145,7 +145,12 @@ pub fn start(planned: &Planned, alter: &str, opts: &Options) -> Result<(i64, boo
             "Take it back with the opposite ALTER (run through migrate.start() too), or start it without revertible.",
         ));
     }
-    if has(Strategy::Rewrite) {
+    if has(Strategy::Rewrite) && planned.facts.leaves.is_some() {
+        Ok((
+            crate::engine::tree::setup::start(planned, &table, alter, opts)?,
+            opts.background,
+        ))
+    } else if has(Strategy::Rewrite) {
         Ok((
             start_rewrite(planned, &table, alter, opts)?,
             opts.background,
@@ -272,7 +277,7 @@ fn start_statements(
     Ok(id)
 }
 
-fn insert(
+pub(crate) fn insert(
     planned: &Planned,
     table: &QualifiedName,
     alter: &str,
@@ -401,7 +406,7 @@ fn start_rewrite(
 }
 
 /// Columns the plan changes the type of, and columns it drops.
-fn changed_columns(planned: &Planned) -> (Vec<String>, Vec<String>) {
+pub(crate) fn changed_columns(planned: &Planned) -> (Vec<String>, Vec<String>) {
     use crate::plan::model::CmdKind;
     let (mut typed, mut dropped) = (Vec::new(), Vec::new());
     for c in &planned.cmds {

@@ -36,11 +36,11 @@ use crate::plan::sqlgen;
 use pgrx::pg_sys::Oid;
 
 /// A foreign key taken off for the swap.
-struct ForeignKey {
-    table: QualifiedName,
-    name: String,
-    definition: String,
-    validated: bool,
+pub(crate) struct ForeignKey {
+    pub table: QualifiedName,
+    pub name: String,
+    pub definition: String,
+    pub validated: bool,
 }
 
 /// Perform the swap. Returns the statements to run after it (VALIDATE).
@@ -175,7 +175,7 @@ pub fn swap(m: &Migration, table: &QualifiedName) -> Result<Vec<String>> {
 }
 
 /// Foreign keys from or to the table that involve a column whose type changes.
-fn foreign_keys_on(relid: Oid, altered: &[String]) -> Result<Vec<ForeignKey>> {
+pub(crate) fn foreign_keys_on(relid: Oid, altered: &[String]) -> Result<Vec<ForeignKey>> {
     if altered.is_empty() {
         return Ok(vec![]);
     }
@@ -186,6 +186,8 @@ fn foreign_keys_on(relid: Oid, altered: &[String]) -> Result<Vec<ForeignKey>> {
            JOIN pg_catalog.pg_class c ON c.oid = con.conrelid
            JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
           WHERE con.contype = 'f' AND con.conrelid <> con.confrelid
+            -- a partition's copy of a partitioned table's key goes with it
+            AND con.conparentid = 0
             AND ((con.confrelid = $1 AND EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
                       WHERE a.attrelid = $1 AND a.attnum = ANY (con.confkey) AND a.attname = ANY ($2)))
               OR (con.conrelid = $1 AND EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
@@ -205,7 +207,7 @@ fn foreign_keys_on(relid: Oid, altered: &[String]) -> Result<Vec<ForeignKey>> {
 
 /// The table (after the ALTER on its empty storage) and the shadow must have
 /// the same physical rows: same attributes in the same positions, same types.
-fn check_same_layout(relid: Oid, shadow: Oid) -> Result<()> {
+pub(crate) fn check_same_layout(relid: Oid, shadow: Oid) -> Result<()> {
     let diff = spi::query(
         "WITH a AS (
             SELECT attrelid, attnum, attisdropped,
@@ -237,7 +239,7 @@ fn check_same_layout(relid: Oid, shadow: Oid) -> Result<()> {
 /// indexes have names of their own (sqlgen::shadow_index), and indexes of
 /// one definition have interchangeable storage, so duplicates pair in any
 /// order.
-fn index_pairs(relid: Oid, shadow: Oid) -> Result<Vec<(Oid, Oid)>> {
+pub(crate) fn index_pairs(relid: Oid, shadow: Oid) -> Result<Vec<(Oid, Oid)>> {
     let rows = spi::query(
         "WITH i AS (
             SELECT x.indrelid, x.indexrelid, c.relname::text AS name, d.def,

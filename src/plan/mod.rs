@@ -121,6 +121,9 @@ pub fn build_plan(
         .zip(probes)
         .map(|(c, p)| decide(facts, c, p.as_ref()))
         .collect::<Result<_>>()?;
+    if facts.leaves.is_some() {
+        tree::rewrite_type_changes(facts, cmds, &mut decisions)?;
+    }
     if revertible.is_some() {
         // PostgreSQL only hides a dropped column, and an UPDATE then loses
         // its value; a revertible migration copies the table instead, so
@@ -155,17 +158,6 @@ pub fn build_plan(
         .iter()
         .any(|d| matches!(d, Decision::Rewrite { .. }))
     {
-        if facts.leaves.is_some() {
-            let (cmd, reason) = cmds
-                .iter()
-                .zip(&decisions)
-                .find_map(|(c, d)| match d {
-                    Decision::Rewrite { reason, .. } => Some((c, reason)),
-                    _ => None,
-                })
-                .expect("a rewrite decision");
-            return Err(tree::refuse_rewrite(&table, cmd, reason));
-        }
         let mut steps = rewrite_plan(facts, &table, cmds, &decisions, &choose, oracle)?;
         if let Some(bytes) = revertible {
             steps.push(inverse::keep_step(facts.oid, bytes));
@@ -497,7 +489,9 @@ fn rewrite_plan(
     oracle: &Oracle,
 ) -> Result<Vec<Step>> {
     refuse_unsafe_rewrite(facts, table)?;
-    if facts.replay_key.is_none() {
+    // A tree's partitions are copied and replayed each by its own key,
+    // which start() checks partition by partition.
+    if facts.replay_key.is_none() && facts.leaves.is_none() {
         return Err(MigrateError::NoKey {
             table: table.to_string(),
         });

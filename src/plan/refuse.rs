@@ -5,7 +5,6 @@
 //! Pure, like the rest of the planner.
 
 use super::model::*;
-use super::tree;
 use crate::error::{MigrateError, Result};
 use crate::pg::ident::QualifiedName;
 
@@ -22,8 +21,7 @@ pub(super) fn refuse_type_change_on_parent(
         _ => None,
     });
     match typed {
-        Some(column) if facts.leaves.is_some() => Err(tree::refuse_type_change(table, column)),
-        Some(column) if facts.children > 0 => Err(MigrateError::not_supported(
+        Some(column) if facts.children > 0 && facts.leaves.is_none() => Err(MigrateError::not_supported(
             "changing a column's type on a table that other tables inherit from",
             format!(
                 "{table} has {} child table(s) (INHERITS). PostgreSQL changes \"{column}\" in every child \
@@ -41,7 +39,8 @@ pub(super) fn refuse_type_change_on_parent(
 /// A rewrite is online only if the copy sees every row and the swap's own
 /// ALTER touches no data: refuse tables where either would not hold.
 pub(super) fn refuse_unsafe_rewrite(facts: &TableFacts, table: &QualifiedName) -> Result<()> {
-    if facts.children > 0 {
+    // A partitioned table's children are its partitions, rewritten each.
+    if facts.children > 0 && facts.leaves.is_none() {
         return Err(MigrateError::not_supported(
             "rewriting a table that other tables inherit from",
             format!(

@@ -18,7 +18,8 @@
 //! Invariants: a leaf's index is attached right after it is built (the worker
 //! drops an index of the plan that backs no constraint before each build);
 //! the parent's statement comes last, so undoing it first takes every leaf's
-//! constraint with it. A rewrite of a tree is refused (not yet built).
+//! constraint with it. A rewrite of a tree is planned as an ordinary
+//! table's (`rewrite_plan`), and carried out partition by partition.
 
 use super::model::*;
 use super::{sqlgen, Oracle};
@@ -26,33 +27,37 @@ use crate::error::{MigrateError, Result};
 use crate::pg::ident::QualifiedName;
 use std::collections::HashSet;
 
-/// A tree cannot be rewritten yet: say why PostgreSQL would rewrite it.
-pub fn refuse_rewrite(table: &QualifiedName, cmd: &Subcommand, reason: &str) -> MigrateError {
-    MigrateError::not_supported(
-        "rewriting a partitioned table",
-        format!(
-            "{table} is partitioned, and \"{}\" needs a rewrite: {reason}. halo_migrate migrates \
-             partitioned tables online only for changes that need no rewrite so far: catalog-only \
-             changes, CHECK, NOT NULL, FOREIGN KEY, UNIQUE and PRIMARY KEY constraints.",
-            cmd.text
-        ),
-        "Run the ALTER directly in a maintenance window (PostgreSQL rewrites every partition under \
-         ACCESS EXCLUSIVE on the whole tree).",
-    )
-}
-
-/// A type change on a tree: leaves may have indexes of their own on the
-/// column, which the empty-clone probe does not see and PostgreSQL could
-/// rebuild under ACCESS EXCLUSIVE.
-pub fn refuse_type_change(table: &QualifiedName, column: &str) -> MigrateError {
-    MigrateError::not_supported(
-        "changing a column's type on a partitioned table",
-        format!(
-            "{table} is partitioned. PostgreSQL changes \"{column}\" in every partition, rewriting \
-             them or rebuilding their indexes under ACCESS EXCLUSIVE on the whole tree."
-        ),
-        "Run the ALTER directly in a maintenance window.",
-    )
+/// A type change on a tree is always a rewrite: partitions may have indexes
+/// of their own on the column, which the empty-clone probe does not see and
+/// a plain ALTER could rebuild under ACCESS EXCLUSIVE on the whole tree.
+/// The rewrite builds every index on the partitions' shadows instead.
+/// PostgreSQL refuses a type change of a partition key column at any level
+/// (the empty clone carries only the root's key): refused the same way.
+pub(super) fn rewrite_type_changes(
+    facts: &TableFacts,
+    cmds: &[Subcommand],
+    decisions: &mut [super::Decision],
+) -> Result<()> {
+    for (c, d) in cmds.iter().zip(decisions.iter_mut()) {
+        if let CmdKind::AlterColumnType { column, .. } = &c.kind {
+            if let Some(k) = facts.partition_keys.iter().find(|k| k.columns.contains(column)) {
+                return Err(MigrateError::PartitionKeyType {
+                    column: column.clone(),
+                    table: k.table.clone(),
+                });
+            }
+            if !matches!(d, super::Decision::Rewrite { .. }) {
+                *d = super::Decision::Rewrite {
+                    rewrites: false,
+                    reason: format!(
+                        "\"{column}\" changes type in every partition, where indexes the probe cannot \
+                         see may be rebuilt: every partition is copied online instead"
+                    ),
+                };
+            }
+        }
+    }
+    Ok(())
 }
 
 fn leaf_table(leaf: &Leaf) -> QualifiedName {

@@ -137,21 +137,29 @@ fn a_check_and_not_null_recurse_from_the_parent() {
 }
 
 #[test]
-fn a_rewrite_or_type_change_of_a_tree_is_refused() {
-    let retype = cmd(
-        "ALTER COLUMN email TYPE varchar(100)",
-        CmdKind::AlterColumnType {
-            column: "email".into(),
-            using: None,
-            using_columns: vec![],
-        },
-        LockMode::AccessExclusive,
-    );
-    let e = plan(&tree(), &[retype], &[catalog_only()]).unwrap_err();
-    assert_eq!(
-        e.to_string(),
-        "changing a column's type on a partitioned table is not supported"
-    );
+fn a_type_change_or_rewrite_of_a_tree_is_a_rewrite_of_every_partition() {
+    let retype = || {
+        cmd(
+            "ALTER COLUMN email TYPE varchar(100)",
+            CmdKind::AlterColumnType {
+                column: "email".into(),
+                using: None,
+                using_columns: vec![],
+            },
+            LockMode::AccessExclusive,
+        )
+    };
+    // Catalog-only on the empty clone, yet copied: partitions may have
+    // indexes of their own on the column.
+    let steps = plan(&tree(), &[retype()], &[catalog_only()]).unwrap();
+    assert!(steps.iter().all(|s| s.strategy == Strategy::Rewrite));
+    assert!(steps.iter().any(|s| s.stage == Stage::Copy));
+    let shadow = steps
+        .iter()
+        .find(|s| matches!(s.stage, Stage::Shadow(_)))
+        .unwrap();
+    assert!(shadow.reason.contains("every partition"), "{}", shadow.reason);
+
     let add = cmd(
         "ADD COLUMN n float DEFAULT random()",
         CmdKind::AddColumn {
@@ -164,15 +172,22 @@ fn a_rewrite_or_type_change_of_a_tree_is_refused() {
         rewrote_table: true,
         ..ProbeOutcome::default()
     });
-    let e = plan(&tree(), &[add], &[rewrote]).unwrap_err();
+    let steps = plan(&tree(), &[add], &[rewrote]).unwrap();
+    assert!(steps.iter().any(|s| s.stage == Stage::Copy));
+
+    // A column of a partition key, at any level, keeps its type.
+    let mut f = tree();
+    f.partition_keys = vec![PartitionKey {
+        table: "accounts_1".into(),
+        columns: vec!["email".into()],
+        expressions: false,
+    }];
+    let e = plan(&f, &[retype()], &[catalog_only()]).unwrap_err();
     assert_eq!(
         e.to_string(),
-        "rewriting a partitioned table is not supported"
+        "cannot alter column \"email\" because it is part of the partition key of relation \"accounts_1\""
     );
-    assert!(e
-        .detail()
-        .unwrap()
-        .contains("ADD COLUMN n float DEFAULT random()"));
+    assert_eq!(e.sqlstate(), pgrx::PgSqlErrorCode::ERRCODE_INVALID_TABLE_DEFINITION);
 }
 
 #[test]

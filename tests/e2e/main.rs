@@ -12,6 +12,7 @@ mod faults;
 mod harness;
 mod names;
 mod operations;
+mod partition_rewrite;
 mod partitioned;
 mod plan;
 mod promise;

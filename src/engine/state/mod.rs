@@ -4,6 +4,7 @@
 //! copied batch, a replayed batch, the swap), so the row is always exactly as
 //! far as the committed work: a restarted worker continues from it.
 
+pub mod tree;
 pub mod verification;
 pub mod window;
 
@@ -127,9 +128,18 @@ pub struct Migration {
     pub verification: Verification,
     /// The revert window (`start(revertible => true)`), or what a revert reverts.
     pub window: Window,
+    /// A partition's part of a partitioned table's rewrite: the tree's migration.
+    pub tree_id: Option<i64>,
+    /// A partitioned table's rewrite: workers copying its partitions at once.
+    pub jobs: Option<i32>,
 }
 
 impl Migration {
+    /// A partitioned table's rewrite (the tree's row, not a part).
+    pub fn is_tree(&self) -> bool {
+        self.jobs.is_some()
+    }
+
     /// A concurrent or two-phase plan: its statements in `index_sql`, each
     /// in a transaction of its own, so that no validation runs under a lock
     /// an earlier statement of the same transaction took.
@@ -160,7 +170,12 @@ const MAIN_COLUMNS: &str = "id, relid, table_name, phase, backlog, batch_rows, l
 
 /// Every column a [`Migration`] is read from.
 fn columns() -> String {
-    format!("{MAIN_COLUMNS}{}{}", verification::COLUMNS, window::COLUMNS)
+    format!(
+        "{MAIN_COLUMNS}{}{}{}",
+        verification::COLUMNS,
+        window::COLUMNS,
+        tree::COLUMNS
+    )
 }
 
 fn from_row(r: &spi::Row) -> Result<Migration> {
@@ -218,6 +233,8 @@ fn from_row(r: &spi::Row) -> Result<Migration> {
         error_hint: r.get(47)?,
         verification: verification::from_row(r, 48)?,
         window: window::from_row(r, 57)?,
+        tree_id: r.get(69)?,
+        jobs: r.get(70)?,
     })
 }
 
@@ -262,7 +279,7 @@ pub fn load(id: i64) -> Result<Option<Migration>> {
 /// The table's live migration, else its most recent one.
 pub fn latest_for_table(relid: Oid) -> Result<Option<Migration>> {
     let sql = format!(
-        "SELECT {} FROM migrate.migrations WHERE relid = $1
+        "SELECT {} FROM migrate.migrations WHERE relid = $1 AND tree_id IS NULL
           ORDER BY phase IN ('done', 'failed', 'aborted'), id DESC LIMIT 1",
         columns()
     );
@@ -310,7 +327,12 @@ pub fn set_phase(id: i64, phase: Phase) -> Result<()> {
         id,
         &format!("phase = $2{finished}"),
         vec![phase.as_str().into()],
-    )
+    )?;
+    // A tree's parts end with it.
+    if phase.is_terminal() {
+        tree::end_parts(id, phase)?;
+    }
+    Ok(())
 }
 
 /// Record a failure: the phase, the error and when.
@@ -326,7 +348,8 @@ pub fn set_failed(id: i64, phase: Phase, e: &MigrateError) -> Result<()> {
             e.detail().into(),
             e.hint().into(),
         ],
-    )
+    )?;
+    tree::end_parts(id, phase)
 }
 
 /// A new migration, as `start()` records it.

@@ -1,0 +1,120 @@
+//! The rows of a partitioned table's rewrite: one for the tree, one per
+//! partition that holds rows (its *part*: capture, shadow, copy, replay of
+//! that partition, as an ordinary table's rewrite has them).
+//!
+//! Invariants: a part never swaps on its own; only the tree's driver does,
+//! for every part at once. A part's row is locked (SKIP LOCKED) by whoever
+//! works on it, so the tree's worker and its helpers never work on one part
+//! at a time. The tree's row holds the sums of its parts' progress, written
+//! only by the tree's own driver.
+
+use super::{columns, from_row, update, Migration, Phase};
+use crate::error::Result;
+use crate::pg::spi::{self, get};
+
+/// The columns `Migration::tree_id` and `Migration::jobs` are read from.
+pub(super) const COLUMNS: &str = ", tree_id, jobs";
+
+/// Make migration `id` a part of the tree's migration `tree_id`.
+pub fn make_part(id: i64, tree_id: i64) -> Result<()> {
+    update(id, "tree_id = $2", vec![tree_id.into()])
+}
+
+/// Make migration `id` a tree's, copied by `jobs` workers at once.
+pub fn make_tree(id: i64, jobs: i32) -> Result<()> {
+    update(id, "jobs = $2", vec![jobs.into()])
+}
+
+/// The tree's parts, as last committed, largest first.
+pub fn parts(tree_id: i64) -> Result<Vec<Migration>> {
+    let sql = format!(
+        "SELECT {} FROM migrate.migrations WHERE tree_id = $1 ORDER BY copy_end DESC, id",
+        columns()
+    );
+    spi::query(&sql, &[tree_id.into()], from_row)
+}
+
+/// The part that most needs work and nobody else works on, locked for the
+/// caller's transaction: one still copying, the most blocks left first (so
+/// the largest partitions start first and the copy ends evenly), then one
+/// indexing, verifying or replaying.
+pub fn lock_part_to_work(tree_id: i64) -> Result<Option<Migration>> {
+    let sql = format!(
+        "SELECT {} FROM migrate.migrations
+          WHERE tree_id = $1 AND phase IN ('copying', 'indexing', 'verifying', 'replaying')
+          ORDER BY phase = 'copying' DESC, coalesce(copy_end, 0) - copy_next DESC, id
+          LIMIT 1 FOR NO KEY UPDATE SKIP LOCKED",
+        columns()
+    );
+    Ok(spi::query(&sql, &[tree_id.into()], from_row)?
+        .into_iter()
+        .next())
+}
+
+/// Every part, locked for the caller's transaction (waiting for a helper
+/// to end its unit of work): before the tree's cut-over.
+pub fn lock_parts(tree_id: i64) -> Result<Vec<Migration>> {
+    let sql = format!(
+        "SELECT {} FROM migrate.migrations WHERE tree_id = $1 ORDER BY id FOR NO KEY UPDATE",
+        columns()
+    );
+    spi::query(&sql, &[tree_id.into()], from_row)
+}
+
+/// The phase the tree is in, from its parts: the earliest of theirs, and
+/// `ready` once every part has caught up.
+pub fn phase_of_parts(tree_id: i64) -> Result<Phase> {
+    let phase = spi::text(
+        "SELECT CASE WHEN bool_or(phase = 'copying') THEN 'copying'
+                     WHEN bool_or(phase = 'indexing') THEN 'indexing'
+                     WHEN bool_or(phase = 'verifying') THEN 'verifying'
+                     WHEN bool_or(phase = 'replaying') THEN 'replaying'
+                     ELSE 'ready' END
+           FROM migrate.migrations WHERE tree_id = $1",
+        &[tree_id.into()],
+    )?
+    .unwrap_or_else(|| "ready".into());
+    Phase::parse(&phase)
+}
+
+/// The tree's row takes the sums of its parts' progress, and `phase`.
+pub fn record_progress(tree_id: i64, phase: Phase) -> Result<()> {
+    update(
+        tree_id,
+        "(rows_copied, rows_total, rows_replayed, backlog, indexes_built) =
+             (SELECT coalesce(sum(p.rows_copied), 0), coalesce(sum(p.rows_total), 0),
+                     coalesce(sum(p.rows_replayed), 0), coalesce(sum(p.backlog), 0),
+                     coalesce(sum(p.indexes_built), 0)::integer
+                FROM migrate.migrations p WHERE p.tree_id = $1),
+         phase = $2",
+        vec![phase.as_str().into()],
+    )
+}
+
+/// Every part not yet ended takes the tree's end: `phase` (done, failed or
+/// aborted).
+pub fn end_parts(tree_id: i64, phase: Phase) -> Result<()> {
+    spi::exec(
+        "UPDATE migrate.migrations
+            SET phase = $2, updated_at = pg_catalog.clock_timestamp(),
+                finished_at = pg_catalog.clock_timestamp()
+          WHERE tree_id = $1 AND phase NOT IN ('done', 'failed', 'aborted')",
+        &[tree_id.into(), phase.as_str().into()],
+    )
+}
+
+/// The ids of the helpers' backends working for the tree (their
+/// application_name says so).
+pub fn helper_pids(tree_id: i64) -> Result<Vec<i32>> {
+    spi::query(
+        "SELECT a.pid FROM pg_catalog.pg_stat_activity a
+          WHERE a.backend_type = 'halo_migrate worker' AND a.application_name = $1",
+        &[helper_name(tree_id).into()],
+        |r| get::<i32>(r, 1),
+    )
+}
+
+/// The application_name of the tree's helpers.
+pub fn helper_name(tree_id: i64) -> String {
+    format!("halo_migrate migration {tree_id} helper")
+}

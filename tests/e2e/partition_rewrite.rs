@@ -1,0 +1,205 @@
+//! Rewrites of partitioned tables: every partition copied online (by the
+//! migration's worker and its helpers), one cut-over for the whole tree.
+//! The tree `ev` is range-partitioned by its key, with a hash-sub-partitioned
+//! partition and a default one, so that the writers' key updates move rows
+//! between partitions and their inserts land in the default partition; its
+//! control table `ev_control` is an ordinary table written in the same
+//! transactions.
+
+use crate::harness::*;
+use crate::partitioned::{tree_facts, tree_oids};
+use postgres::Client;
+use std::time::Duration;
+
+/// A type change (every partition rewritten) that keeps the values: the
+/// writers write the same values into the tree and its control, which is
+/// altered only at the end.
+const ALTER: &str = "ALTER COLUMN v TYPE numeric, ALTER COLUMN payload TYPE varchar(100000)";
+
+/// The tree `p` and, with `control`, `p_control` holding the same rows.
+fn make_tree(c: &mut Client, p: &str, rows: i64, control: bool) {
+    c.batch_execute(&format!(
+        "CREATE TABLE {p} (id int PRIMARY KEY, v bigint, payload text) PARTITION BY RANGE (id);
+         CREATE TABLE {p}_1 PARTITION OF {p} FOR VALUES FROM (MINVALUE) TO (3000);
+         CREATE TABLE {p}_2 PARTITION OF {p} FOR VALUES FROM (3000) TO (8000) PARTITION BY HASH (id);
+         CREATE TABLE {p}_2a PARTITION OF {p}_2 FOR VALUES WITH (MODULUS 2, REMAINDER 0);
+         CREATE TABLE {p}_2b PARTITION OF {p}_2 FOR VALUES WITH (MODULUS 2, REMAINDER 1);
+         CREATE TABLE {p}_d PARTITION OF {p} DEFAULT;
+         CREATE INDEX ON {p} (v);
+         CREATE INDEX {p}_1_payload ON {p}_1 (left(payload, 5));
+         INSERT INTO {p} (id, v, payload)
+         SELECT g, g, CASE WHEN g % 10 = 0 THEN NULL ELSE repeat(md5(g::text), 1 + g % 3) END
+           FROM generate_series(1, {rows}) g;
+         CREATE TABLE {p}_refs (id int PRIMARY KEY REFERENCES {p} (id));
+         INSERT INTO {p}_refs SELECT generate_series(1, 40) * 97;"
+    ))
+    .unwrap();
+    if control {
+        c.batch_execute(&format!(
+            "CREATE TABLE {p}_control (id int PRIMARY KEY, v bigint, payload text);
+             INSERT INTO {p}_control SELECT * FROM {p};"
+        ))
+        .unwrap();
+    }
+}
+
+fn start(c: &mut Client, options: &str) -> i64 {
+    c.query_one(
+        &format!("SELECT migrate.start('ev', $1{options})"),
+        &[&ALTER],
+    )
+    .unwrap()
+    .get(0)
+}
+
+fn finish(c: &mut Client) {
+    c.batch_execute("SELECT migrate.finish('ev', timeout => '2 minutes')")
+        .unwrap();
+}
+
+/// The foreign key into the tree is back and validated.
+fn assert_reference_valid(c: &mut Client) {
+    let valid: bool = c
+        .query_one(
+            "SELECT convalidated FROM pg_constraint WHERE conrelid = 'ev_refs'::regclass AND contype = 'f' AND conparentid = 0",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(valid, "the foreign key referencing the tree is validated");
+}
+
+#[test]
+fn a_tree_is_rewritten_under_writers_as_a_plain_alter_would_leave_it() {
+    let cluster = Cluster::start();
+    let mut c = cluster.client();
+    make_tree(&mut c, "ev", 12_000, true);
+    make_tree(&mut c, "plain", 12_000, false);
+    c.batch_execute(&format!("ALTER TABLE plain {ALTER}")).unwrap();
+    let oids = tree_oids(&mut c, "ev");
+
+    let writers = Writers::start(&cluster, "ev", 2, 12_000);
+    c.batch_execute("SET halo_migrate.jobs = 2").unwrap();
+    let id = start(&mut c, ", batch_rows => 500");
+    // The tree's row, then one per partition that holds rows.
+    let parts: i64 = c
+        .query_one(
+            "SELECT count(*) FROM migrate.status('ev') WHERE part_of = $1",
+            &[&id],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(parts, 4);
+    std::thread::sleep(Duration::from_millis(1500));
+    c.batch_execute("CALL migrate.wait('ev', '2 minutes')").unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    finish(&mut c);
+    let (worst, committed) = writers.stop();
+    assert!(committed > 100, "the writers went on ({committed} commits)");
+    assert!(
+        worst < Duration::from_secs(2),
+        "no writer waited long (worst {worst:?})"
+    );
+
+    assert_eq!(phase(&mut c, id), "done");
+    assert_matches_control(&mut c, "ev", ALTER);
+    assert_eq!(tree_oids(&mut c, "ev"), oids, "every relation keeps its OID");
+    assert_eq!(tree_facts(&mut c, "ev"), tree_facts(&mut c, "plain"));
+    assert_reference_valid(&mut c);
+    assert_eq!(leftovers(&mut c), 0);
+    let ended: Vec<String> = c
+        .query(
+            "SELECT DISTINCT phase FROM migrate.status('ev') WHERE part_of = $1",
+            &[&id],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(ended, vec!["done".to_string()]);
+}
+
+#[test]
+fn a_tree_rewrite_survives_a_crash_and_aborts_cleanly() {
+    let cluster = Cluster::start();
+    let mut c = cluster.client();
+    make_tree(&mut c, "ev", 30_000, true);
+    let before = tree_facts(&mut c, "ev");
+
+    // Abort mid-copy: everything goes, every partition as before.
+    let id = start(&mut c, ", batch_rows => 200");
+    c.batch_execute("SELECT migrate.throttle('ev', batch_pause => '50ms')")
+        .unwrap();
+    wait_until("the copy to begin", || {
+        c.query_one("SELECT rows_copied > 0 FROM migrate.status() WHERE id = $1", &[&id])
+            .unwrap()
+            .get(0)
+    });
+    c.batch_execute("SELECT migrate.abort('ev')").unwrap();
+    assert_eq!(phase(&mut c, id), "aborted");
+    assert_eq!(leftovers(&mut c), 0);
+    assert_eq!(tree_facts(&mut c, "ev"), before);
+    assert_eq!(backends(&mut c, "halo_migrate worker"), 0);
+
+    // A crash mid-copy under writers: the workers come back and finish.
+    let writers = Writers::start(&cluster, "ev", 2, 30_000);
+    let id = start(&mut c, ", batch_rows => 200");
+    c.batch_execute("SELECT migrate.throttle('ev', batch_pause => '20ms')")
+        .unwrap();
+    wait_until("the copy to be under way", || {
+        c.query_one(
+            "SELECT rows_copied > 2000 FROM migrate.status() WHERE id = $1",
+            &[&id],
+        )
+        .unwrap()
+        .get(0)
+    });
+    let pid: i32 = c
+        .query_one("SELECT worker_pid FROM migrate.status() WHERE id = $1", &[&id])
+        .unwrap()
+        .get(0);
+    writers.stop();
+    let mut c = cluster.crash_by_killing(pid);
+    c.batch_execute("SELECT migrate.resume('ev')").unwrap();
+    let writers = Writers::start(&cluster, "ev", 2, 30_000);
+    c.batch_execute("SELECT migrate.throttle('ev', batch_pause => '0')")
+        .unwrap();
+    c.batch_execute("CALL migrate.wait('ev', '3 minutes')").unwrap();
+    finish(&mut c);
+    writers.stop();
+    assert_eq!(phase(&mut c, id), "done");
+    assert_matches_control(&mut c, "ev", ALTER);
+    assert_reference_valid(&mut c);
+    assert_eq!(leftovers(&mut c), 0);
+}
+
+#[test]
+fn a_reader_of_one_partition_holds_the_cut_over_not_the_other_writers() {
+    let cluster = Cluster::start();
+    let mut c = cluster.client();
+    make_tree(&mut c, "ev", 5_000, true);
+    let id = start(&mut c, ", lock_timeout => '100ms'");
+    c.batch_execute("CALL migrate.wait('ev', '2 minutes')").unwrap();
+
+    // A long transaction has read one partition: the cut-over cannot lock it.
+    let mut reader = cluster.client();
+    reader
+        .batch_execute("BEGIN; SELECT count(*) FROM ev_2a")
+        .unwrap();
+    let writers = Writers::start(&cluster, "ev", 2, 5_000);
+    let mut f = cluster.client();
+    let e = f
+        .batch_execute("SELECT migrate.finish('ev', timeout => '3s')")
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "57014", "{e:?}");
+    assert_ne!(phase(&mut c, id), "done");
+    reader.batch_execute("COMMIT").unwrap();
+    finish(&mut c);
+    let (worst, _) = writers.stop();
+    assert!(
+        worst < Duration::from_millis(100 + 400),
+        "writers waited at most about one lock timeout at each attempt (worst {worst:?})"
+    );
+    assert_eq!(phase(&mut c, id), "done");
+    assert_matches_control(&mut c, "ev", ALTER);
+}
