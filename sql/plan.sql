@@ -48,7 +48,10 @@ CREATE TABLE events_2b PARTITION OF events_2 FOR VALUES WITH (MODULUS 2, REMAIND
 SELECT * FROM show_plan('events', 'ADD PRIMARY KEY (id, ts), ADD FOREIGN KEY (email) REFERENCES owners (email), ADD COLUMN note text');
 SELECT * FROM show_plan('events', 'ALTER COLUMN email SET NOT NULL');
 SELECT * FROM migrate.plan('events', 'ADD PRIMARY KEY (id)');
-SELECT * FROM migrate.plan('events', 'ADD COLUMN r float8 DEFAULT random()');
+-- a rewrite of the tree: partition by partition, one swap
+SELECT * FROM show_plan('events', 'ADD COLUMN r float8 DEFAULT random()');
+SELECT * FROM show_plan('events', 'ALTER COLUMN email TYPE varchar(100)');
+-- a sub-partition's key keeps its type, as PostgreSQL says
 SELECT * FROM migrate.plan('events', 'ALTER COLUMN id TYPE bigint');
 SELECT * FROM migrate.plan('events_1', 'ALTER COLUMN id TYPE bigint');
 

@@ -267,7 +267,12 @@ pub(crate) fn try_swap(
 
 /// The swap holds off for sessions whose snapshots predate it: say so in
 /// the migration's row (status()) and, when it changes, in a NOTICE.
-pub(crate) fn waiting_for_snapshots(m: &Migration, what: &str, pids: &[i32], ms: u64) -> Result<Outcome> {
+pub(crate) fn waiting_for_snapshots(
+    m: &Migration,
+    what: &str,
+    pids: &[i32],
+    ms: u64,
+) -> Result<Outcome> {
     // Only when the sessions change: the row is not rewritten at every look.
     if m.snapshot_holders != pids {
         pgrx::notice!(

@@ -159,6 +159,9 @@ pub fn build_plan(
         .any(|d| matches!(d, Decision::Rewrite { .. }))
     {
         let mut steps = rewrite_plan(facts, &table, cmds, &decisions, &choose, oracle)?;
+        if let Some(leaves) = &facts.leaves {
+            tree::describe_rewrite(&table, leaves, &mut steps);
+        }
         if let Some(bytes) = revertible {
             steps.push(inverse::keep_step(facts.oid, bytes));
         }

@@ -40,7 +40,11 @@ pub(super) fn rewrite_type_changes(
 ) -> Result<()> {
     for (c, d) in cmds.iter().zip(decisions.iter_mut()) {
         if let CmdKind::AlterColumnType { column, .. } = &c.kind {
-            if let Some(k) = facts.partition_keys.iter().find(|k| k.columns.contains(column)) {
+            if let Some(k) = facts
+                .partition_keys
+                .iter()
+                .find(|k| k.columns.contains(column))
+            {
                 return Err(MigrateError::PartitionKeyType {
                     column: column.clone(),
                     table: k.table.clone(),
@@ -58,6 +62,53 @@ pub(super) fn rewrite_type_changes(
         }
     }
     Ok(())
+}
+
+/// A tree's rewrite is carried out partition by partition: say so in the
+/// steps `rewrite_plan` wrote as for one table.
+pub(super) fn describe_rewrite(table: &QualifiedName, leaves: &[Leaf], steps: &mut [Step]) {
+    let n = leaves.len();
+    let names: Vec<String> = leaves.iter().map(|l| leaf_table(l).to_string()).collect();
+    for s in steps.iter_mut() {
+        match &s.stage {
+            Stage::Capture => {
+                s.sql = format!(
+                    "CREATE TRIGGER halo_capture_<oid> AFTER INSERT OR UPDATE OR DELETE ON each of {n} partitions ({}) FOR EACH ROW EXECUTE FUNCTION migrate.capture_<oid>()",
+                    names.join(", ")
+                );
+                s.reason =
+                    "capture: from now on the key of every row changed in a partition is logged \
+                    to migrate.log_<partition oid>; the triggers go onto all partitions within one \
+                    lock_timeout, retried"
+                        .into();
+            }
+            Stage::Shadow(text) => {
+                s.sql = format!(
+                    "ALTER TABLE migrate.shadow_<partition oid> {text} (each of {n} shadows)"
+                );
+            }
+            Stage::Copy => {
+                s.sql = format!(
+                    "INSERT INTO migrate.shadow_<partition oid> SELECT … FROM ONLY <partition> (each of {n}, \
+                     in batches, then replay migrate.log_<partition oid>)"
+                );
+                s.reason = "copy in short transactions, up to halo_migrate.jobs partitions at once, \
+                    largest first; each partition's indexes built after its copy; reads and writes continue"
+                    .into();
+            }
+            Stage::Swap => {
+                s.sql = format!(
+                    "LOCK TABLE {table} and its partitions IN ACCESS EXCLUSIVE MODE; replay the last changes; \
+                     ALTER TABLE {table} on empty partitions; put each shadow in its partition's place"
+                );
+                s.reason = "one swap for the whole tree: every member locked within one lock_timeout, \
+                    retried with back-off; OIDs, partitioned indexes and their attachments, constraints, \
+                    views, triggers, grants and other dependents are kept"
+                    .into();
+            }
+            _ => {}
+        }
+    }
 }
 
 fn leaf_table(leaf: &Leaf) -> QualifiedName {

@@ -158,7 +158,11 @@ fn a_type_change_or_rewrite_of_a_tree_is_a_rewrite_of_every_partition() {
         .iter()
         .find(|s| matches!(s.stage, Stage::Shadow(_)))
         .unwrap();
-    assert!(shadow.reason.contains("every partition"), "{}", shadow.reason);
+    assert!(
+        shadow.reason.contains("every partition"),
+        "{}",
+        shadow.reason
+    );
 
     let add = cmd(
         "ADD COLUMN n float DEFAULT random()",
@@ -187,7 +191,10 @@ fn a_type_change_or_rewrite_of_a_tree_is_a_rewrite_of_every_partition() {
         e.to_string(),
         "cannot alter column \"email\" because it is part of the partition key of relation \"accounts_1\""
     );
-    assert_eq!(e.sqlstate(), pgrx::PgSqlErrorCode::ERRCODE_INVALID_TABLE_DEFINITION);
+    assert_eq!(
+        e.sqlstate(),
+        pgrx::PgSqlErrorCode::ERRCODE_INVALID_TABLE_DEFINITION
+    );
 }
 
 #[test]

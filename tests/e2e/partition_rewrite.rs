@@ -75,7 +75,8 @@ fn a_tree_is_rewritten_under_writers_as_a_plain_alter_would_leave_it() {
     let mut c = cluster.client();
     make_tree(&mut c, "ev", 12_000, true);
     make_tree(&mut c, "plain", 12_000, false);
-    c.batch_execute(&format!("ALTER TABLE plain {ALTER}")).unwrap();
+    c.batch_execute(&format!("ALTER TABLE plain {ALTER}"))
+        .unwrap();
     let oids = tree_oids(&mut c, "ev");
 
     let writers = Writers::start(&cluster, "ev", 2, 12_000);
@@ -91,7 +92,8 @@ fn a_tree_is_rewritten_under_writers_as_a_plain_alter_would_leave_it() {
         .get(0);
     assert_eq!(parts, 4);
     std::thread::sleep(Duration::from_millis(1500));
-    c.batch_execute("CALL migrate.wait('ev', '2 minutes')").unwrap();
+    c.batch_execute("CALL migrate.wait('ev', '2 minutes')")
+        .unwrap();
     std::thread::sleep(Duration::from_millis(500));
     finish(&mut c);
     let (worst, committed) = writers.stop();
@@ -103,7 +105,11 @@ fn a_tree_is_rewritten_under_writers_as_a_plain_alter_would_leave_it() {
 
     assert_eq!(phase(&mut c, id), "done");
     assert_matches_control(&mut c, "ev", ALTER);
-    assert_eq!(tree_oids(&mut c, "ev"), oids, "every relation keeps its OID");
+    assert_eq!(
+        tree_oids(&mut c, "ev"),
+        oids,
+        "every relation keeps its OID"
+    );
     assert_eq!(tree_facts(&mut c, "ev"), tree_facts(&mut c, "plain"));
     assert_reference_valid(&mut c);
     assert_eq!(leftovers(&mut c), 0);
@@ -131,9 +137,12 @@ fn a_tree_rewrite_survives_a_crash_and_aborts_cleanly() {
     c.batch_execute("SELECT migrate.throttle('ev', batch_pause => '50ms')")
         .unwrap();
     wait_until("the copy to begin", || {
-        c.query_one("SELECT rows_copied > 0 FROM migrate.status() WHERE id = $1", &[&id])
-            .unwrap()
-            .get(0)
+        c.query_one(
+            "SELECT rows_copied > 0 FROM migrate.status() WHERE id = $1",
+            &[&id],
+        )
+        .unwrap()
+        .get(0)
     });
     c.batch_execute("SELECT migrate.abort('ev')").unwrap();
     assert_eq!(phase(&mut c, id), "aborted");
@@ -155,7 +164,10 @@ fn a_tree_rewrite_survives_a_crash_and_aborts_cleanly() {
         .get(0)
     });
     let pid: i32 = c
-        .query_one("SELECT worker_pid FROM migrate.status() WHERE id = $1", &[&id])
+        .query_one(
+            "SELECT worker_pid FROM migrate.status() WHERE id = $1",
+            &[&id],
+        )
         .unwrap()
         .get(0);
     writers.stop();
@@ -164,7 +176,8 @@ fn a_tree_rewrite_survives_a_crash_and_aborts_cleanly() {
     let writers = Writers::start(&cluster, "ev", 2, 30_000);
     c.batch_execute("SELECT migrate.throttle('ev', batch_pause => '0')")
         .unwrap();
-    c.batch_execute("CALL migrate.wait('ev', '3 minutes')").unwrap();
+    c.batch_execute("CALL migrate.wait('ev', '3 minutes')")
+        .unwrap();
     finish(&mut c);
     writers.stop();
     assert_eq!(phase(&mut c, id), "done");
@@ -179,7 +192,8 @@ fn a_reader_of_one_partition_holds_the_cut_over_not_the_other_writers() {
     let mut c = cluster.client();
     make_tree(&mut c, "ev", 5_000, true);
     let id = start(&mut c, ", lock_timeout => '100ms'");
-    c.batch_execute("CALL migrate.wait('ev', '2 minutes')").unwrap();
+    c.batch_execute("CALL migrate.wait('ev', '2 minutes')")
+        .unwrap();
 
     // A long transaction has read one partition: the cut-over cannot lock it.
     let mut reader = cluster.client();

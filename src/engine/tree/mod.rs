@@ -80,9 +80,7 @@ fn step_part(tree: &Migration, part: &Migration) -> Result<Outcome> {
         MigrateError::Internal(format!("partition {} no longer exists", part.table_name))
     })?;
     let path = part.search_path.clone();
-    spi::with_search_path(&path, || {
-        driver::step_phase(&part, &table, Cutover::Never)
-    })
+    spi::with_search_path(&path, || driver::step_phase(&part, &table, Cutover::Never))
 }
 
 /// Every part has caught up: replay each log, and swap once the backlog

@@ -59,7 +59,14 @@ pub fn start(planned: &Planned, table: &QualifiedName, alter: &str, opts: &Optio
     views::check(parent, &typed)?;
     refuse_foreign_keys(parent, table, &typed)?;
     let leaves = facts.leaves.as_deref().unwrap_or_default();
-    let id = insert(planned, table, alter, Strategy::Rewrite, Phase::Copying, opts)?;
+    let id = insert(
+        planned,
+        table,
+        alter,
+        Strategy::Rewrite,
+        Phase::Copying,
+        opts,
+    )?;
     state::tree::make_tree(id, crate::gucs::jobs())?;
     let mut parts = Vec::new();
     for leaf in leaves {

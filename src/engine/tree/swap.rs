@@ -40,7 +40,10 @@ pub fn swap(m: &Migration, table: &QualifiedName, leaves: &[Leaf]) -> Result<Vec
     locks::lock_tree(m.relid, all, m.lock_timeout_ms)?;
     for l in leaves {
         let shadow = sqlgen::shadow_table(l.part.relid.to_u32());
-        spi::exec(&format!("LOCK TABLE {shadow} IN ACCESS EXCLUSIVE MODE"), &[])?;
+        spi::exec(
+            &format!("LOCK TABLE {shadow} IN ACCESS EXCLUSIVE MODE"),
+            &[],
+        )?;
     }
     // Sessions whose transactions began before this point hold snapshots
     // that predate the swap (snapshots.rs).
@@ -72,7 +75,10 @@ pub fn swap(m: &Migration, table: &QualifiedName, leaves: &[Leaf]) -> Result<Vec
         for sql in capture::drop_trigger_sql(l.part.relid.to_u32(), &l.table) {
             spi::exec(&sql, &[])?;
         }
-        saved.push((l.table.clone(), views::save(l.part.relid, &m.altered_columns)?));
+        saved.push((
+            l.table.clone(),
+            views::save(l.part.relid, &m.altered_columns)?,
+        ));
     }
     for (t, s) in &saved {
         views::drop_saved(t, s)?;
