@@ -244,3 +244,25 @@ END
 $fn$;
 COMMENT ON FUNCTION migrate.status(regclass) IS
     'halo_migrate: every migration (of one table, if given), newest first: phase, progress, backlog, rate, ETA, worker, error, what the swap waits for, verification, revert window';
+
+-- start() takes jobs => (the workers of a partitioned table's rewrite): an
+-- argument appended, so the function is dropped and created again.
+DROP FUNCTION migrate.start(regclass, text, integer, interval, boolean, boolean, boolean,
+                            boolean, boolean, interval, jsonb);
+CREATE FUNCTION migrate."start"(
+	"tbl" regclass,
+	"alter" TEXT,
+	"batch_rows" INT DEFAULT NULL,
+	"lock_timeout" interval DEFAULT '100ms',
+	"auto_finish" bool DEFAULT false,
+	"background" bool DEFAULT true,
+	"snapshot_safe" bool DEFAULT NULL,
+	"verify" bool DEFAULT NULL,
+	"revertible" bool DEFAULT NULL,
+	"revert_window" interval DEFAULT NULL,
+	"down" jsonb DEFAULT NULL,
+	"jobs" INT DEFAULT NULL
+) RETURNS bigint
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'start_wrapper';

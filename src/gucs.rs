@@ -128,7 +128,8 @@ pub fn init() {
         c"halo_migrate.jobs",
         c"Background workers that copy a partitioned table's partitions at once.",
         c"A rewrite of a partitioned table copies, indexes and replays its partitions in this many \
-          workers (the migration's own and jobs - 1 helpers), largest partition first. Read by start().",
+          workers (the migration's own and jobs - 1 helpers), largest partition first. start(jobs => ...) \
+          overrides it.",
         &JOBS,
         1,
         64,

@@ -25,6 +25,7 @@ fn start(
     revertible: default!(Option<bool>, "NULL"),
     revert_window: default!(Option<Interval>, "NULL"),
     down: default!(Option<pgrx::JsonB>, "NULL"),
+    jobs: default!(Option<i32>, "NULL"),
 ) -> i64 {
     let opts = Requested {
         batch_rows,
@@ -36,6 +37,7 @@ fn start(
         revertible,
         revert_window,
         down,
+        jobs,
     };
     call(|| start_migration(tbl, alter, opts))
 }
@@ -51,6 +53,7 @@ struct Requested {
     revertible: Option<bool>,
     revert_window: Option<Interval>,
     down: Option<pgrx::JsonB>,
+    jobs: Option<i32>,
 }
 
 /// Milliseconds of a positive interval of at most a minute.
@@ -116,6 +119,17 @@ fn start_migration(tbl: Option<Regclass>, alter: Option<&str>, req: Requested) -
         verify: req.verify.unwrap_or_else(gucs::verify),
         revert_window_s: revert_window_s(&req)?,
         down: req.down.map(|j| j.0.to_string()),
+        jobs: match req.jobs {
+            None => gucs::jobs(),
+            Some(n) if (1..=64).contains(&n) => n,
+            Some(n) => {
+                return Err(MigrateError::InvalidParameter {
+                    name: "jobs",
+                    detail: format!("It is {n}."),
+                    hint: "Give between 1 and 64 workers, or NULL for halo_migrate.jobs.".into(),
+                })
+            }
+        },
     };
     let alter_text = required(alter, "alter")?;
     let planned = plan_steps(tbl, alter, opts.revert_window_s.is_some())?;

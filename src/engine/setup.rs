@@ -30,6 +30,9 @@ pub struct Options {
     pub revert_window_s: Option<i32>,
     /// `down` expressions for revert() (jsonb text: column => expression).
     pub down: Option<String>,
+    /// Workers rewriting a partitioned table's partitions at once
+    /// (halo_migrate.jobs); a tree's rewrite only.
+    pub jobs: i32,
 }
 
 /// A plan with what it was made from.

@@ -31,7 +31,7 @@ fn make_tree(c: &mut Client, p: &str, rows: i64, control: bool) {
          SELECT g, g, CASE WHEN g % 10 = 0 THEN NULL ELSE repeat(md5(g::text), 1 + g % 3) END
            FROM generate_series(1, {rows}) g;
          CREATE TABLE {p}_refs (id int PRIMARY KEY REFERENCES {p} (id));
-         INSERT INTO {p}_refs SELECT generate_series(1, 40) * 97;"
+         INSERT INTO {p}_refs SELECT g * 97 FROM generate_series(1, 40) g WHERE g * 97 <= {rows};"
     ))
     .unwrap();
     if control {
@@ -216,4 +216,144 @@ fn a_reader_of_one_partition_holds_the_cut_over_not_the_other_writers() {
     );
     assert_eq!(phase(&mut c, id), "done");
     assert_matches_control(&mut c, "ev", ALTER);
+}
+
+#[test]
+fn a_tree_driven_by_step_keeps_the_foreign_key_that_references_it() {
+    let cluster = Cluster::start();
+    let mut c = cluster.client();
+    // Partitioned by ts: id is not in the partition key, so its type can
+    // change; a table references the tree by (id, ts).
+    c.batch_execute(
+        "CREATE TABLE pt (id int, ts int, v text, PRIMARY KEY (id, ts)) PARTITION BY LIST (ts);
+         CREATE TABLE pt_a PARTITION OF pt FOR VALUES IN (1, 2);
+         CREATE TABLE pt_b PARTITION OF pt FOR VALUES IN (3);
+         CREATE TABLE pt_empty PARTITION OF pt FOR VALUES IN (4);
+         INSERT INTO pt SELECT g, 1 + g % 3, 'v' || g FROM generate_series(1, 3000) g;
+         CREATE TABLE pt_refs (rid int PRIMARY KEY, id int, ts int,
+                               FOREIGN KEY (id, ts) REFERENCES pt (id, ts));
+         INSERT INTO pt_refs SELECT g, g, 1 + g % 3 FROM generate_series(1, 500) g;
+         CREATE VIEW pt_view AS SELECT id, v FROM pt WHERE ts = 1;",
+    )
+    .unwrap();
+    let before: i64 = c
+        .query_one("SELECT sum(hashtext(id || v)) FROM pt", &[])
+        .unwrap()
+        .get(0);
+    let id: i64 = c
+        .query_one(
+            "SELECT migrate.start('pt', 'ALTER COLUMN id TYPE bigint', background => false, jobs => 1)",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    // Without a worker, step() drives every partition in turn.
+    for _ in 0..200 {
+        c.batch_execute("SELECT migrate.step('pt')").unwrap();
+        c.batch_execute("INSERT INTO pt VALUES (100000 + (random() * 1000)::int, 3, 'late') ON CONFLICT DO NOTHING")
+            .unwrap();
+        if phase(&mut c, id) == "ready" {
+            break;
+        }
+    }
+    assert_eq!(phase(&mut c, id), "ready");
+    c.batch_execute("SELECT migrate.finish('pt', timeout => '1 minute')")
+        .unwrap();
+    // The foreign key was put back NOT VALID; without a worker, step()
+    // validates it, in a transaction of its own.
+    assert_eq!(phase(&mut c, id), "validating");
+    c.batch_execute("SELECT migrate.step('pt')").unwrap();
+    assert_eq!(phase(&mut c, id), "done");
+    let (typ, valid, late, sum): (String, bool, i64, i64) = {
+        let r = c
+            .query_one(
+                "SELECT format_type(a.atttypid, a.atttypmod),
+                        (SELECT convalidated FROM pg_constraint WHERE conrelid = 'pt_refs'::regclass
+                            AND contype = 'f' AND conparentid = 0),
+                        (SELECT count(*) FROM pt WHERE v = 'late'),
+                        (SELECT sum(hashtext(id || v)) FROM pt WHERE v <> 'late')
+                   FROM pg_attribute a WHERE a.attrelid = 'pt_b'::regclass AND a.attname = 'id'",
+                &[],
+            )
+            .unwrap();
+        (r.get(0), r.get(1), r.get(2), r.get(3))
+    };
+    assert_eq!(typ, "bigint");
+    assert!(valid, "the foreign key into the tree is back and validated");
+    assert!(late > 0, "rows written during the copy are there");
+    assert_eq!(sum, before);
+    let view_rows: i64 = c
+        .query_one("SELECT count(*) FROM pt_view", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(view_rows, 1000);
+    assert_eq!(leftovers(&mut c), 0);
+}
+
+#[test]
+fn what_a_tree_rewrite_refuses_changes_nothing() {
+    let cluster = Cluster::start();
+    let mut c = cluster.client();
+    make_tree(&mut c, "ev", 1_000, false);
+    c.batch_execute(
+        "CREATE TABLE owners (id int PRIMARY KEY, n bigint UNIQUE);
+         INSERT INTO owners SELECT g, g FROM generate_series(1, 100) g;
+         ALTER TABLE ev ADD COLUMN owner int REFERENCES owners (id);",
+    )
+    .unwrap();
+    let before = tree_facts(&mut c, "ev");
+    for (alter, options, state, words) in [
+        (
+            "ALTER COLUMN v TYPE numeric",
+            ", verify => true",
+            "0A000",
+            "verify => true",
+        ),
+        (
+            "ALTER COLUMN v TYPE numeric",
+            ", revertible => true",
+            "0A000",
+            "revertible",
+        ),
+        (
+            "ALTER COLUMN v TYPE numeric",
+            ", jobs => 0",
+            "22023",
+            "invalid value for jobs",
+        ),
+        (
+            "ALTER COLUMN owner TYPE bigint",
+            "",
+            "0A000",
+            "partitioned table's foreign key",
+        ),
+        (
+            "ALTER COLUMN payload TYPE varchar(200), ADD FOREIGN KEY (v) REFERENCES owners (n)",
+            "",
+            "0A000",
+            "adding a foreign key together with a rewrite",
+        ),
+        (
+            "ADD COLUMN serial_no serial",
+            "",
+            "0A000",
+            "serial or identity column",
+        ),
+    ] {
+        let e = c
+            .query_one(
+                &format!("SELECT migrate.start('ev', $1{options})"),
+                &[&alter],
+            )
+            .unwrap_err();
+        assert_eq!(sqlstate(&e), state, "{alter}: {e:?}");
+        assert!(format!("{e:?}").contains(words), "{alter}: {e:?}");
+    }
+    assert_eq!(tree_facts(&mut c, "ev"), before);
+    assert_eq!(leftovers(&mut c), 0);
+    let recorded: i64 = c
+        .query_one("SELECT count(*) FROM migrate.migrations", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(recorded, 0);
 }

@@ -67,7 +67,7 @@ pub fn start(planned: &Planned, table: &QualifiedName, alter: &str, opts: &Optio
         Phase::Copying,
         opts,
     )?;
-    state::tree::make_tree(id, crate::gucs::jobs())?;
+    state::tree::make_tree(id, opts.jobs)?;
     let mut parts = Vec::new();
     for leaf in leaves {
         let oid = Oid::from(leaf.oid);
