@@ -84,6 +84,7 @@ demo: install
 bench: install
 	bash bench/run.sh
 	bash bench/partitioned.sh
+	KIND=rewrite bash bench/partitioned.sh
 
 clean:
 	cargo clean

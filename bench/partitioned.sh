@@ -1,24 +1,31 @@
 #!/usr/bin/env bash
-# The partitioned-table benchmark: ADD PRIMARY KEY on a range-partitioned
-# table of ROWS rows in PARTS partitions, under the benchmark's write load
-# (pgbench, rate-limited, every write mirrored into a control table in the
-# same transaction), made by plain ALTER TABLE and by halo_migrate (each
-# partition's index built CONCURRENTLY, then attached by the parent). Each
-# method gets a fresh file-level copy of the same database, in one cluster,
-# in one run, REPEAT times, the methods taking turns.
+# The partitioned-table benchmark, on a range-partitioned table of ROWS rows
+# in PARTS partitions, under the benchmark's write load (pgbench,
+# rate-limited, every write mirrored into a control table in the same
+# transaction). Two kinds of change (KIND):
+# - key: ADD PRIMARY KEY, by plain ALTER TABLE and by halo_migrate (each
+#   partition's index built CONCURRENTLY, then attached by the parent);
+# - rewrite: ALTER COLUMN account TYPE bigint on a table with a primary key,
+#   by plain ALTER TABLE, by halo_migrate with jobs = 1 and jobs = 2 (every
+#   partition copied online, one cut-over), and by pg_tat.
+# Each method gets a fresh file-level copy of the same database, in one
+# cluster, in one run, REPEAT times, the methods taking turns.
 #
 # Per run: wall time; worst, p99 and p99.9 write latency during the change;
 # seconds without a committed write; rows differing from the control.
 #
-# The online rewrite of a partitioned tree (a type change) is not built
-# yet, so it is not measured here (see doc/limitations.md).
-#
-# Usage: bench/partitioned.sh  (override ROWS, PARTS, RATE, REPEAT, METHODS)
+# Usage: bench/partitioned.sh  (override KIND, ROWS, PARTS, RATE, REPEAT, METHODS)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROWS=${ROWS:-4000000}; PARTS=${PARTS:-8}; RATE=${RATE:-200}; REPEAT=${REPEAT:-3}
-METHODS=${METHODS:-plain halo}
-ALTER="ADD PRIMARY KEY (id, ts)"
+KIND=${KIND:-key}
+if [ "$KIND" = rewrite ]; then
+    METHODS=${METHODS:-plain halo_j1 halo_j2 pg_tat}
+    ALTER="ALTER COLUMN account TYPE bigint"
+else
+    METHODS=${METHODS:-plain halo}
+    ALTER="ADD PRIMARY KEY (id, ts)"
+fi
 dir=$(mktemp -d /tmp/halo_pbench.XXXXXX); chmod 755 "$dir"; mkdir -p "$dir/logs" bench/out
 trap 'touch "$dir/stop_load"; scripts/pgcluster.sh stop "$dir/data" >/dev/null 2>&1; rm -rf "$dir"' EXIT
 port=$(scripts/pgcluster.sh start "$dir/data" "shared_buffers = 1GB" "max_wal_size = 8GB" "checkpoint_timeout = 30min" "fsync = on")
@@ -40,7 +47,11 @@ q -d postgres -c "DROP DATABASE IF EXISTS tpl" -c "CREATE DATABASE tpl"
     echo "INSERT INTO events SELECT g, g % $span, g % 10000, md5(g::text) FROM generate_series(1, $ROWS) g;"
     # The writes find their rows by id through this (not unique) index, as
     # an application on a table without a key yet would need one.
-    echo "CREATE INDEX events_id ON events (id);"
+    if [ "$KIND" = rewrite ]; then
+        echo "ALTER TABLE events ADD PRIMARY KEY (id, ts);"
+    else
+        echo "CREATE INDEX events_id ON events (id);"
+    fi
     echo "CREATE TABLE events_control (id bigint NOT NULL, ts int NOT NULL, account int NOT NULL, note text);"
     echo "INSERT INTO events_control SELECT * FROM events;"
     echo "CREATE INDEX ON events_control (id);"
@@ -84,11 +95,18 @@ migrate() {
     case $1 in
     plain) q -c "ALTER TABLE events $ALTER" ;;
     halo) q -c "SELECT migrate.start('events', '$ALTER')" >/dev/null && q -c "CALL migrate.wait('events')" ;;
+    halo_j1|halo_j2)
+        q -c "SELECT migrate.start('events', '$ALTER', jobs => ${1#halo_j})" -c "SELECT migrate.finish('events')" >/dev/null ;;
+    pg_tat)  # its smallest lock timeout (whole seconds); it wants the command in lower case
+        bench/.venv/bin/pg_tat -h "$PGHOST" -p "$PGPORT" -U postgres -d run \
+            -c "alter table events alter column account type bigint" \
+            --lock-timeout 1 --time-between-locks 1 >"$dir/pg_tat.out" 2>&1 \
+            || { echo "bench: pg_tat failed:" >&2; tail -5 "$dir/pg_tat.out" >&2; } ;;
     esac
 }
 
-echo "bench: partitioned, $ROWS rows in $PARTS partitions, $ALTER, methods: $METHODS, $REPEAT runs" >&2
-echo "method rows parts secs worst_ms p99_ms p999_ms stalls rows_differing"
+echo "bench: partitioned ($KIND), $ROWS rows in $PARTS partitions, $ALTER, methods: $METHODS, $REPEAT runs" >&2
+echo "kind method rows parts secs worst_ms p99_ms p999_ms stalls rows_differing"
 for i in $(seq "$REPEAT"); do
     for m in $METHODS; do
         fresh_db
@@ -103,7 +121,7 @@ for i in $(seq "$REPEAT"); do
         read -r worst p99 stalls _ p999 < <(python3 bench/latency.py "$dir/logs/$m." "$t0" "$t1")
         differ=$(q -c "SELECT (SELECT count(*) FROM (SELECT * FROM events EXCEPT ALL SELECT * FROM events_control) a)
                             + (SELECT count(*) FROM (SELECT * FROM events_control EXCEPT ALL SELECT * FROM events) b)")
-        echo "$m $ROWS $PARTS $(awk "BEGIN {printf \"%.1f\", $t1 - $t0}") $worst $p99 $p999 $stalls $differ" | tee -a bench/out/partitioned.txt
+        echo "$KIND $m $ROWS $PARTS $(awk "BEGIN {printf \"%.1f\", $t1 - $t0}") $worst $p99 $p999 $stalls $differ" | tee -a bench/out/partitioned.txt
     done
 done
 q -d postgres -c "DROP DATABASE IF EXISTS run WITH (FORCE)" -c "DROP DATABASE IF EXISTS tpl"
