@@ -185,7 +185,8 @@ BEGIN
     RETURN QUERY
     SELECT m.id, m.table_name, m.alter_sql, m.strategy,
            CASE WHEN m.phase IN ('done', 'failed', 'aborted') THEN m.phase
-                WHEN m.paused THEN 'paused'
+                -- a partition's part is paused with its tree
+                WHEN m.paused OR coalesce(tree.paused, false) THEN 'paused'
                 -- a worker was running it and is gone (terminated, crashed, server restarted)
                 WHEN m.worker_pid IS NOT NULL AND NOT w.alive THEN 'interrupted'
                 ELSE m.phase END,
@@ -230,6 +231,7 @@ BEGIN
            m.reverts,
            m.tree_id
       FROM migrate.migrations m
+      LEFT JOIN migrate.migrations tree ON tree.id = m.tree_id
       CROSS JOIN LATERAL (SELECT round(m.rows_copied / nullif(extract(epoch FROM m.updated_at - m.started_at), 0), 0) AS rate) r
       CROSS JOIN (SELECT migrate.live_workers() AS pids OFFSET 0) after
       CROSS JOIN LATERAL (SELECT coalesce(m.worker_pid = ANY (live) OR m.worker_pid = ANY (after.pids), false) AS alive) w

@@ -42,12 +42,33 @@ pub fn launch_after_commit(id: i64, role: pg_sys::Oid) -> Result<()> {
     launch(id, role, xid, false)?;
     // A partitioned table's rewrite: helpers copy other partitions at once,
     // as many as its jobs allow and it has partitions beyond the first.
-    if let Some(m) = crate::engine::state::load(id)? {
-        if let Some(jobs) = m.jobs.filter(|_| !m.phase.is_terminal()) {
-            let parts = crate::engine::state::tree::parts(id)?.len() as i32;
-            for _ in 1..jobs.min(parts) {
-                launch(id, role, xid, true)?;
-            }
+    launch_helpers(id, role, xid)
+}
+
+/// A partitioned table's rewrite still copying: helpers for up to `jobs`
+/// workers in all (counting those alive), never more than it has
+/// partitions. Helpers are optional: without a free worker slot the
+/// migration goes on with fewer, and says so.
+fn launch_helpers(id: i64, role: pg_sys::Oid, xid: i64) -> Result<()> {
+    use crate::engine::state::{tree, Phase};
+    let Some(m) = state::load(id)? else {
+        return Ok(());
+    };
+    let copying = matches!(
+        m.phase,
+        Phase::Copying | Phase::Indexing | Phase::Verifying | Phase::Replaying
+    );
+    let Some(jobs) = m.jobs.filter(|_| copying) else {
+        return Ok(());
+    };
+    let parts = tree::parts(id)?.len() as i32;
+    let alive = tree::helper_pids(id)?.len() as i32;
+    for _ in (1 + alive)..jobs.min(parts) {
+        if launch(id, role, xid, true).is_err() {
+            pgrx::notice!(
+                "halo_migrate: no background worker slot for another helper of migration {id}; it goes on with fewer workers (see max_worker_processes)"
+            );
+            break;
         }
     }
     Ok(())
@@ -85,9 +106,14 @@ pub extern "C-unwind" fn halo_migrate_worker_main(arg: pg_sys::Datum) {
         .split_whitespace()
         .filter_map(|s| s.parse().ok())
         .collect();
-    let [db, role, start_xid, helper] = extra[..] else {
-        log!("halo_migrate worker: malformed start arguments");
-        return;
+    // Three fields: launched by a library before helpers existed.
+    let (db, role, start_xid, helper) = match extra[..] {
+        [db, role, xid] => (db, role, xid, 0),
+        [db, role, xid, helper] => (db, role, xid, helper),
+        _ => {
+            log!("halo_migrate worker: malformed start arguments");
+            return;
+        }
     };
     BackgroundWorker::connect_worker_to_spi_by_oid(
         Some(pg_sys::Oid::from(db as u32)),
@@ -175,6 +201,12 @@ fn run_helper(id: i64) {
                 BackgroundWorker::wait_latch(Some(Duration::from_millis(500)));
             }
             Ok(Outcome::Finished(_)) => return,
+            // Cancelled by abort() or by a failing worker of the tree (or by
+            // hand): the unit rolled back, nothing to record.
+            Err(e) if e.sqlstate() == pgrx::PgSqlErrorCode::ERRCODE_QUERY_CANCELED => {
+                log!("halo_migrate helper for migration {id}: cancelled");
+                return;
+            }
             Err(e) => return record_failure(id, &e),
         }
     }
@@ -245,8 +277,44 @@ fn run_concurrent(id: i64) {
 
 fn record_failure(id: i64, e: &MigrateError) {
     log!("halo_migrate migration {id} failed: {e}");
+    let tree_before_swap = transaction(|| state::load(id))
+        .ok()
+        .flatten()
+        .is_some_and(|m| {
+            m.is_tree() && !m.phase.is_terminal() && m.phase != state::Phase::Validating
+        });
+    if tree_before_swap {
+        return record_tree_failure(id, e);
+    }
     if let Err(e2) = transaction(|| driver::fail(id, e)) {
         log!("halo_migrate migration {id}: recording the failure failed too: {e2}");
+    }
+}
+
+/// A partitioned table's rewrite failed in one of its workers. The failure
+/// commits first, so that no other worker starts another unit or records a
+/// failure of its own; then the other workers are stopped; then what the
+/// parts created goes (in that order, so that no cleanup waits for a unit
+/// of work on a shadow it drops).
+fn record_tree_failure(id: i64, e: &MigrateError) {
+    if let Err(e2) = transaction(|| state::set_failed(id, state::Phase::Failed, e)) {
+        log!("halo_migrate migration {id}: recording the failure failed too: {e2}");
+        return;
+    }
+    let cleaned = transaction(|| {
+        let Some(m) = state::load(id)? else {
+            return Ok(());
+        };
+        crate::engine::tree::stop_workers(&m, true)?;
+        driver::cleanup(&m)
+    });
+    if let Err(c) = cleaned {
+        log!("halo_migrate migration {id}: cleaning up after the failure: {c}");
+        let note = format!(
+            "{} ({c}); run migrate.abort() to finish it.",
+            driver::CLEANUP_INCOMPLETE
+        );
+        let _ = transaction(|| state::note_incomplete_cleanup(id, &note));
     }
 }
 

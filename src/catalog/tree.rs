@@ -29,6 +29,32 @@ pub fn members(oid: Oid) -> Result<Vec<QualifiedName>> {
     )
 }
 
+/// A member of a tree: its OID, name, and whether it is partitioned itself.
+pub struct Member {
+    pub oid: Oid,
+    pub name: QualifiedName,
+    pub partitioned: bool,
+}
+
+/// [`members`], with their OIDs and kinds.
+pub fn members_with_kind(oid: Oid) -> Result<Vec<Member>> {
+    spi::select(
+        "SELECT c.oid, n.nspname::text, c.relname::text, c.relkind = 'p'
+           FROM pg_catalog.pg_partition_tree($1) t
+           JOIN pg_catalog.pg_class c ON c.oid = t.relid
+           JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+          ORDER BY t.level, t.relid",
+        &[oid.into()],
+        |r| {
+            Ok(Member {
+                oid: get(r, 1)?,
+                name: QualifiedName::new(get::<String>(r, 2)?, get::<String>(r, 3)?),
+                partitioned: get(r, 4)?,
+            })
+        },
+    )
+}
+
 /// The partitions of a partitioned table that hold rows, in a fixed order
 /// (depth, then OID). A foreign-table partition is refused: PostgreSQL can
 /// neither build its indexes nor validate its constraints.

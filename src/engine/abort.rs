@@ -55,7 +55,9 @@ pub fn abort(m: Migration) -> Result<()> {
             }
         }
     }
-    stop_helpers(m.id)?;
+    if m.is_tree() {
+        crate::engine::tree::stop_workers(&m, false)?;
+    }
     let m = state::lock(m.id)?.ok_or_else(|| MigrateError::Busy {
         table: m.table_name.clone(),
         id: m.id,
@@ -75,26 +77,4 @@ pub fn abort(m: Migration) -> Result<()> {
     }
     driver::cleanup(&m)?;
     state::set_phase(m.id, Phase::Aborted)
-}
-
-/// A partitioned table's rewrite: stop its helpers too (each ends its unit
-/// of work, which rolls back).
-fn stop_helpers(id: i64) -> Result<()> {
-    let t0 = Instant::now();
-    loop {
-        spi::exec("SELECT pg_catalog.pg_stat_clear_snapshot()", &[])?;
-        let pids = state::tree::helper_pids(id)?;
-        if pids.is_empty() {
-            return Ok(());
-        }
-        for pid in pids {
-            spi::exec("SELECT pg_catalog.pg_terminate_backend($1)", &[pid.into()])?;
-        }
-        if t0.elapsed() > Duration::from_secs(60) {
-            return Err(MigrateError::Internal(format!(
-                "the helpers of migration {id} did not stop within a minute"
-            )));
-        }
-        locks::sleep_ms(50)?;
-    }
 }

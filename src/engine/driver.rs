@@ -333,6 +333,11 @@ pub fn fail(id: i64, e: &MigrateError) -> Result<()> {
         };
         return state::set_failed(id, Phase::Failed, &e);
     }
+    if m.is_tree() {
+        // Called from SQL (step(), finish()): the tree's workers must not
+        // go on with parts whose shadows are being dropped.
+        crate::engine::tree::stop_workers(&m, true)?;
+    }
     let cleaned = cleanup(&m);
     state::set_failed(id, Phase::Failed, e)?;
     if let Err(c) = cleaned {

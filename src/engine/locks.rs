@@ -128,18 +128,37 @@ pub fn lock_in_order(
     modes: TreeLock,
     timeout_ms: i32,
 ) -> Result<()> {
-    let mut mode = modes.parent;
+    let each: Vec<_> = members
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let mode = if i == 0 {
+                modes.parent
+            } else {
+                modes.partitions
+            };
+            (m.clone(), mode)
+        })
+        .collect();
+    lock_each(&each, timeout_ms)
+}
+
+/// Lock each relation in its mode, in order, all within `timeout_ms` (see
+/// [`lock_tree`]).
+pub fn lock_each(
+    members: &[(crate::pg::ident::QualifiedName, LockMode)],
+    timeout_ms: i32,
+) -> Result<()> {
     let began = std::time::Instant::now();
     let restore =
         spi::text("SELECT pg_catalog.current_setting('lock_timeout')", &[])?.unwrap_or_default();
-    for member in members {
+    for (member, mode) in members {
         let left = (i64::from(timeout_ms) - began.elapsed().as_millis() as i64).max(1);
         spi::set_local("lock_timeout", &format!("{left}ms"))?;
         spi::exec(
             &format!("LOCK TABLE ONLY {member} IN {} MODE", mode.sql_name()),
             &[],
         )?;
-        mode = modes.partitions;
     }
     spi::set_local("lock_timeout", &restore)
 }

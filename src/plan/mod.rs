@@ -160,6 +160,7 @@ pub fn build_plan(
     {
         let mut steps = rewrite_plan(facts, &table, cmds, &decisions, &choose, oracle)?;
         if let Some(leaves) = &facts.leaves {
+            tree::refuse_in_rewrite(&table, &steps)?;
             tree::describe_rewrite(&table, leaves, &mut steps);
         }
         if let Some(bytes) = revertible {

@@ -50,6 +50,23 @@ pub(super) fn rewrite_type_changes(
                     table: k.table.clone(),
                 });
             }
+            // Which columns a key expression uses is not read here; the
+            // root's is met on the empty clone, the others' are refused.
+            if let Some(k) = facts
+                .partition_keys
+                .iter()
+                .find(|k| k.expressions && k.table != facts.name)
+            {
+                return Err(MigrateError::not_supported(
+                    "changing a column's type in a tree partitioned by an expression below its root",
+                    format!(
+                        "{} is partitioned by an expression, which may use \"{column}\"; PostgreSQL \
+                         would refuse the ALTER at the swap if it does.",
+                        k.table
+                    ),
+                    "Run the ALTER directly in a maintenance window.",
+                ));
+            }
             if !matches!(d, super::Decision::Rewrite { .. }) {
                 *d = super::Decision::Rewrite {
                     rewrites: false,
@@ -60,6 +77,23 @@ pub(super) fn rewrite_type_changes(
                 };
             }
         }
+    }
+    Ok(())
+}
+
+/// What the tree's one swap cannot run: a foreign key the ALTER adds would
+/// go onto the partitioned table at the swap, and PostgreSQL checks it
+/// there, on every partition, under the swap's lock.
+pub(super) fn refuse_in_rewrite(table: &QualifiedName, steps: &[Step]) -> Result<()> {
+    if steps.iter().any(|s| s.stage == Stage::AtSwap) {
+        return Err(MigrateError::not_supported(
+            "adding a foreign key together with a rewrite of a partitioned table",
+            format!(
+                "The foreign key would be added to {table} at the swap, and PostgreSQL checks it \
+                 there on every partition under the swap's lock."
+            ),
+            "Run the ADD FOREIGN KEY as a migration of its own (partitioned tables get it without a long lock).",
+        ));
     }
     Ok(())
 }

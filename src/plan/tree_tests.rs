@@ -375,3 +375,37 @@ fn a_partition_key_with_expressions_is_refused_with_postgres_words() {
         "unsupported UNIQUE constraint with partition key definition"
     );
 }
+
+#[test]
+fn a_tree_rewrite_refuses_a_foreign_key_and_keys_by_expression_below_the_root() {
+    let retype = cmd(
+        "ALTER COLUMN email TYPE varchar(100)",
+        CmdKind::AlterColumnType {
+            column: "email".into(),
+            using: None,
+            using_columns: vec![],
+        },
+        LockMode::AccessExclusive,
+    );
+    let fk = cmd(
+        "ADD FOREIGN KEY (email) REFERENCES owners (email)",
+        CmdKind::AddConstraint(spec(ConstraintType::ForeignKey, &["email"], 0)),
+        LockMode::ShareRowExclusive,
+    );
+    let e = plan(&tree(), &[retype.clone(), fk], &[catalog_only(), None]).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "adding a foreign key together with a rewrite of a partitioned table is not supported"
+    );
+
+    let mut f = tree();
+    f.partition_keys = vec![PartitionKey {
+        table: "accounts_1".into(),
+        columns: vec![],
+        expressions: true,
+    }];
+    let e = plan(&f, &[retype], &[catalog_only()]).unwrap_err();
+    assert!(e
+        .to_string()
+        .starts_with("changing a column's type in a tree partitioned by an expression"));
+}

@@ -357,3 +357,75 @@ fn what_a_tree_rewrite_refuses_changes_nothing() {
         .get(0);
     assert_eq!(recorded, 0);
 }
+
+#[test]
+fn a_tree_rewrite_that_fails_in_one_partition_leaves_every_partition_as_it_was() {
+    let cluster = Cluster::start();
+    let mut c = cluster.client();
+    make_tree(&mut c, "ev", 20_000, false);
+    // One row of the default partition cannot be cast.
+    c.batch_execute(
+        "DROP INDEX ev_1_payload;
+         UPDATE ev SET payload = '12' WHERE payload IS NOT NULL;
+         UPDATE ev SET payload = 'twelve' WHERE id = 19999;",
+    )
+    .unwrap();
+    let before = tree_facts(&mut c, "ev");
+    let id: i64 = c
+        .query_one(
+            "SELECT migrate.start('ev', 'ALTER COLUMN payload TYPE int USING payload::int', jobs => 3, batch_rows => 1000)",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    let e = c
+        .batch_execute("CALL migrate.wait('ev', '2 minutes')")
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "22P02", "{e:?}");
+    assert_eq!(phase(&mut c, id), "failed");
+    wait_until("the tree's workers to be gone", || {
+        backends(&mut c, "halo_migrate worker") == 0
+    });
+    assert_eq!(leftovers(&mut c), 0);
+    assert_eq!(tree_facts(&mut c, "ev"), before);
+    let parts: Vec<String> = c
+        .query(
+            "SELECT DISTINCT phase FROM migrate.status() WHERE part_of = $1",
+            &[&id],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(parts, vec!["failed".to_string()]);
+}
+
+#[test]
+fn the_cut_over_uses_the_search_path_of_start() {
+    let cluster = Cluster::start();
+    let mut c = cluster.client();
+    make_tree(&mut c, "ev", 5_000, true);
+    c.batch_execute(
+        "CREATE SCHEMA app;
+         CREATE FUNCTION app.same(bigint) RETURNS numeric LANGUAGE sql IMMUTABLE AS 'SELECT $1::numeric';
+         SET search_path = app, public;",
+    )
+    .unwrap();
+    let alter = "ALTER COLUMN v TYPE numeric USING same(v)";
+    let writers = Writers::start(&cluster, "ev", 1, 5_000);
+    let id: i64 = c
+        .query_one("SELECT migrate.start('ev', $1)", &[&alter])
+        .unwrap()
+        .get(0);
+    c.batch_execute("CALL migrate.wait('ev', '2 minutes')")
+        .unwrap();
+    // finish() from a session whose search_path does not have the function:
+    // the worker swaps with start()'s.
+    let mut other = cluster.client();
+    other
+        .batch_execute("SELECT migrate.finish('ev', timeout => '1 minute')")
+        .unwrap();
+    writers.stop();
+    assert_eq!(phase(&mut c, id), "done");
+    assert_matches_control(&mut c, "ev", alter);
+}

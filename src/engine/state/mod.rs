@@ -597,6 +597,14 @@ pub fn set_throttle(
     target_ms: Option<i32>,
     lag_ms: Option<i32>,
 ) -> Result<(i32, i32, i32, i32)> {
+    // A tree's parts each copy in batches of their own.
+    if let Some(rows) = batch_rows {
+        spi::exec(
+            "UPDATE migrate.migrations SET batch_rows = $2, updated_at = pg_catalog.clock_timestamp()
+              WHERE tree_id = $1",
+            &[id.into(), rows.into()],
+        )?;
+    }
     spi::query(
         "UPDATE migrate.migrations
             SET batch_rows = coalesce($2, batch_rows),

@@ -37,12 +37,15 @@ pub fn parts(tree_id: i64) -> Result<Vec<Migration>> {
 /// The part that most needs work and nobody else works on, locked for the
 /// caller's transaction: one still copying, the most blocks left first (so
 /// the largest partitions start first and the copy ends evenly), then one
-/// indexing, verifying or replaying.
+/// indexing, verifying or replaying, then — so that no log grows while the
+/// largest partitions are still copied — the caught-up part looked at
+/// longest ago.
 pub fn lock_part_to_work(tree_id: i64) -> Result<Option<Migration>> {
     let sql = format!(
         "SELECT {} FROM migrate.migrations
-          WHERE tree_id = $1 AND phase IN ('copying', 'indexing', 'verifying', 'replaying')
-          ORDER BY phase = 'copying' DESC, coalesce(copy_end, 0) - copy_next DESC, id
+          WHERE tree_id = $1 AND phase IN ('copying', 'indexing', 'verifying', 'replaying', 'ready')
+          ORDER BY phase = 'copying' DESC, phase = 'ready', coalesce(copy_end, 0) - copy_next DESC,
+                   updated_at, id
           LIMIT 1 FOR NO KEY UPDATE SKIP LOCKED",
         columns()
     );

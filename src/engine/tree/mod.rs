@@ -21,6 +21,7 @@ use crate::engine::state::{self, Migration, Phase};
 use crate::engine::{capture, replay};
 use crate::error::{MigrateError, Result};
 use crate::pg::spi;
+use crate::plan::model::LockMode;
 
 /// One unit of work for the tree `m` (locked by the caller).
 pub fn step(m: &Migration, cutover: Cutover) -> Result<Outcome> {
@@ -128,14 +129,90 @@ fn catch_up_or_swap(m: &Migration, cutover: Cutover) -> Result<Outcome> {
     let table = catalog::qualified_name(m.relid)?.ok_or_else(|| {
         MigrateError::Internal(format!("table of migration {} no longer exists", m.id))
     })?;
-    driver::try_swap(m, || swap::swap(m, &table, &leaves))
+    // The last replay and the user's ALTER evaluate the user's expressions:
+    // under the caller's search_path of start(), as everywhere else.
+    spi::with_search_path(&m.search_path.clone(), || {
+        driver::try_swap(m, || swap::swap(m, &table, &leaves))
+    })
 }
 
-/// Remove what every part created (triggers under bounded lock waits,
-/// shadows, logs, functions). The caller ends the parts with the tree.
+/// Remove what every part created: the capture triggers of all partitions
+/// in one attempt within one `lock_timeout` (retried), so that no
+/// partition stays locked while another one's lock is waited for; then the
+/// shadows, logs and functions. The caller ends the parts with the tree,
+/// after stopping the tree's other workers ([`stop_workers`]).
 pub fn cleanup(m: &Migration) -> Result<()> {
-    for p in state::tree::parts(m.id)? {
-        capture::remove(p.relid, m.lock_timeout_ms)?;
+    let parts = state::tree::parts(m.id)?;
+    let mut tables = Vec::new();
+    for p in &parts {
+        if let Some(t) = catalog::qualified_name(p.relid)? {
+            tables.push((t, p.relid.to_u32()));
+        }
+    }
+    let names: Vec<_> = tables.iter().map(|(t, _)| t.clone()).collect();
+    let all = crate::engine::locks::TreeLock {
+        parent: LockMode::AccessExclusive,
+        partitions: LockMode::AccessExclusive,
+    };
+    crate::engine::locks::retry(
+        "remove the capture triggers",
+        m.lock_timeout_ms,
+        100,
+        || {
+            crate::engine::locks::lock_in_order(&names, all, m.lock_timeout_ms)?;
+            for (t, oid) in &tables {
+                for sql in capture::drop_trigger_sql(*oid, t) {
+                    spi::exec(&sql, &[])?;
+                }
+            }
+            Ok(())
+        },
+    )?;
+    for p in &parts {
+        let oid = p.relid.to_u32();
+        spi::exec(
+            &format!(
+                "DROP TABLE IF EXISTS {}",
+                crate::plan::sqlgen::shadow_table(oid)
+            ),
+            &[],
+        )?;
+        capture::drop_log(oid)?;
     }
     Ok(())
+}
+
+/// Stop the tree's other workers — its helpers, and with `main` its own
+/// worker — and wait until they are gone: a unit of work is cancelled (an
+/// index build can take long), then the worker terminated. A helper whose
+/// unit is cancelled exits without recording anything; the tree's worker
+/// records the cancel only if the tree has not ended.
+pub fn stop_workers(m: &Migration, main: bool) -> Result<()> {
+    // SAFETY: reading this backend's own pid.
+    let me = unsafe { pgrx::pg_sys::MyProcPid };
+    let t0 = std::time::Instant::now();
+    loop {
+        spi::exec("SELECT pg_catalog.pg_stat_clear_snapshot()", &[])?;
+        let mut pids = state::tree::helper_pids(m.id)?;
+        if main && state::worker_alive(m.worker_pid)? {
+            pids.extend(m.worker_pid);
+        }
+        pids.retain(|&p| p != me);
+        if pids.is_empty() {
+            return Ok(());
+        }
+        for pid in pids {
+            spi::exec(
+                "SELECT pg_catalog.pg_cancel_backend($1), pg_catalog.pg_terminate_backend($1)",
+                &[pid.into()],
+            )?;
+        }
+        if t0.elapsed() > std::time::Duration::from_secs(60) {
+            return Err(MigrateError::Internal(format!(
+                "the workers of migration {} did not stop within a minute",
+                m.id
+            )));
+        }
+        crate::engine::locks::sleep_ms(50)?;
+    }
 }

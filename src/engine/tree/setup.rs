@@ -36,27 +36,20 @@ pub fn start(planned: &Planned, table: &QualifiedName, alter: &str, opts: &Optio
     refuse_options(table, opts)?;
     let facts = &planned.facts;
     let parent = Oid::from(facts.oid);
-    let (mut shadow_cmds, mut at_swap, mut after_swap) = (Vec::new(), Vec::new(), Vec::new());
-    for s in &planned.steps {
-        match &s.stage {
-            Stage::Shadow(text) => shadow_cmds.push(text.clone()),
-            Stage::AtSwap => at_swap.push(s.sql.clone()),
-            Stage::AfterSwap => after_swap.push(s.sql.clone()),
-            _ => {}
-        }
-    }
-    if !at_swap.is_empty() || !after_swap.is_empty() {
-        return Err(MigrateError::not_supported(
-            "adding a foreign key together with a rewrite of a partitioned table",
-            format!(
-                "The foreign key would be added to {table} at the swap, and PostgreSQL checks it \
-                 there on every partition under the swap's lock."
-            ),
-            "Run the ADD FOREIGN KEY as a migration of its own (partitioned tables get it without a long lock).",
-        ));
-    }
+    // plan() refused what the tree's swap cannot run (tree::refuse_in_rewrite).
+    let shadow_cmds: Vec<String> = planned
+        .steps
+        .iter()
+        .filter_map(|s| match &s.stage {
+            Stage::Shadow(text) => Some(text.clone()),
+            _ => None,
+        })
+        .collect();
     let typed = changed_columns(planned).0;
-    views::check(parent, &typed)?;
+    // Views and policies on any member (a sub-partitioned partition too).
+    for member in catalog::tree::members_with_kind(parent)? {
+        views::check(member.oid, &typed)?;
+    }
     refuse_foreign_keys(parent, table, &typed)?;
     let leaves = facts.leaves.as_deref().unwrap_or_default();
     let id = insert(
@@ -83,7 +76,6 @@ pub fn start(planned: &Planned, table: &QualifiedName, alter: &str, opts: &Optio
                 table: leaf_table.to_string(),
             });
         }
-        views::check(oid, &typed)?;
         let part = state::create(state::New {
             relid: oid,
             table_name: leaf_table.to_string(),
@@ -118,8 +110,8 @@ pub fn start(planned: &Planned, table: &QualifiedName, alter: &str, opts: &Optio
             rows,
         });
     }
-    install_triggers(&parts, opts.lock_timeout_ms)?;
-    record_recipes(id, &parts, shadow_cmds)?;
+    install_triggers(parent, &parts, opts.lock_timeout_ms)?;
+    record_recipes(id, &parts, shadow_cmds, typed)?;
     Ok(id)
 }
 
@@ -152,8 +144,11 @@ fn refuse_foreign_keys(parent: Oid, table: &QualifiedName, typed: &[String]) -> 
             AND ((con.conrelid IN (SELECT t.relid FROM pg_catalog.pg_partition_tree($1) t)
                   AND EXISTS (SELECT FROM pg_catalog.pg_attribute a WHERE a.attrelid = con.conrelid
                                  AND a.attnum = ANY (con.conkey) AND a.attname = ANY ($2)))
-              OR (con.confrelid = $1 AND r.relkind = 'p'
-                  AND EXISTS (SELECT FROM pg_catalog.pg_attribute a WHERE a.attrelid = $1
+              -- referencing the tree from a partitioned table, or referencing
+              -- a partition of it directly: the swap cannot put it back
+              OR (con.confrelid IN (SELECT t.relid FROM pg_catalog.pg_partition_tree($1) t)
+                  AND (r.relkind = 'p' OR con.confrelid <> $1)
+                  AND EXISTS (SELECT FROM pg_catalog.pg_attribute a WHERE a.attrelid = con.confrelid
                                  AND a.attnum = ANY (con.confkey) AND a.attname = ANY ($2))))
           ORDER BY con.oid LIMIT 1",
         &[parent.into(), typed.to_vec().into()],
@@ -163,9 +158,9 @@ fn refuse_foreign_keys(parent: Oid, table: &QualifiedName, typed: &[String]) -> 
         Some(name) => Err(MigrateError::not_supported(
             "changing the type of a column of a partitioned table's foreign key",
             format!(
-                "Foreign key \"{name}\" of {table} (or of a partitioned table referencing it) uses a \
-                 column whose type changes: the swap would have to add it back NOT VALID, which \
-                 PostgreSQL does not allow on a partitioned table."
+                "Foreign key \"{name}\" of {table} (or of a partitioned table referencing it, or \
+                 referencing one of its partitions) uses a column whose type changes: the swap \
+                 would have to add it back NOT VALID, which PostgreSQL does not allow there."
             ),
             "Drop the foreign key first (and add it back after, both through migrate.start()).",
         )),
@@ -195,16 +190,28 @@ fn refuse_own_sequences(leaf: u32, table: &QualifiedName, added: &[String]) -> R
 }
 
 /// The capture triggers on every partition, in one attempt within one
-/// lock timeout (retried with back-off).
-fn install_triggers(parts: &[Part], timeout_ms: i32) -> Result<()> {
-    let tables: Vec<QualifiedName> = parts.iter().map(|p| p.table.clone()).collect();
-    let modes = locks::TreeLock {
-        parent: LockMode::ShareRowExclusive,
-        partitions: LockMode::ShareRowExclusive,
-    };
+/// lock timeout (retried with back-off). The partitioned members are
+/// locked too (SHARE UPDATE EXCLUSIVE: writes go on; ATTACH, DETACH and
+/// CREATE TABLE … PARTITION OF wait), and the partitions read again under
+/// those locks: the parts are every partition that holds rows, until the
+/// DDL guard takes over when `start()` commits.
+fn install_triggers(parent: Oid, parts: &[Part], timeout_ms: i32) -> Result<()> {
+    let members: Vec<(QualifiedName, LockMode)> = catalog::tree::members_with_kind(parent)?
+        .into_iter()
+        .map(|m| {
+            let mode = if m.partitioned {
+                LockMode::ShareUpdateExclusive
+            } else {
+                LockMode::ShareRowExclusive
+            };
+            (m.name, mode)
+        })
+        .collect();
+    let oids: Vec<Oid> = parts.iter().map(|p| p.oid).collect();
     locks::retry("install the capture triggers", timeout_ms, 50, || {
         let _pass = crate::pg::ddl_pass::Pass::for_this_transaction();
-        locks::lock_in_order(&tables, modes, timeout_ms)?;
+        locks::lock_each(&members, timeout_ms)?;
+        check_partitions(parent, &oids)?;
         for p in parts {
             for sql in capture::trigger_sql(p.oid.to_u32(), &p.table) {
                 spi::exec(&sql, &[])?;
@@ -216,7 +223,12 @@ fn install_triggers(parts: &[Part], timeout_ms: i32) -> Result<()> {
 
 /// Each part's copy range (read under the triggers' locks) and recipe; the
 /// tree's row gets the ALTER for the swap and the sums.
-fn record_recipes(id: i64, parts: &[Part], shadow_cmds: Vec<String>) -> Result<()> {
+fn record_recipes(
+    id: i64,
+    parts: &[Part],
+    shadow_cmds: Vec<String>,
+    typed: Vec<String>,
+) -> Result<()> {
     let (mut blocks_all, mut rows_all, mut indexes) = (0, 0, Vec::new());
     for p in parts {
         let rows = p.rows;
@@ -244,6 +256,8 @@ fn record_recipes(id: i64, parts: &[Part], shadow_cmds: Vec<String>) -> Result<(
         )?;
     }
     let first = parts.first().map(|p| p.recipe.clone()).unwrap_or_default();
+    // The tree's columns whose type changes, from the plan: a tree without
+    // partitions has no part to take them from.
     state::set_rewrite_recipe(
         id,
         state::RewriteRecipe {
@@ -255,7 +269,7 @@ fn record_recipes(id: i64, parts: &[Part], shadow_cmds: Vec<String>) -> Result<(
             post_swap_sql: vec![],
             recipe: Recipe {
                 index_sql: indexes,
-                altered_columns: first.altered_columns,
+                altered_columns: typed,
                 added_columns: first.added_columns,
                 key_columns: first.key_columns,
                 ..Recipe::default()
@@ -279,4 +293,25 @@ fn estimated_rows(oid: Oid, table: &QualifiedName) -> Result<i64> {
             get::<i64>(r, 1)
         })
     })
+}
+
+/// The tree's partitions are exactly the parts' (read under locks that
+/// keep them so).
+pub fn check_partitions(parent: Oid, parts: &[Oid]) -> Result<()> {
+    let mut have: Vec<u32> = parts.iter().map(|p| p.to_u32()).collect();
+    have.sort_unstable();
+    let now: Vec<u32> = spi::select(
+        "SELECT t.relid FROM pg_catalog.pg_partition_tree($1) t
+           JOIN pg_catalog.pg_class c ON c.oid = t.relid
+          WHERE c.relkind <> 'p' ORDER BY t.relid",
+        &[parent.into()],
+        |r| Ok(get::<Oid>(r, 1)?.to_u32()),
+    )?;
+    if now == have {
+        return Ok(());
+    }
+    Err(MigrateError::Internal(format!(
+        "the partitions of the table changed while its rewrite was set up or under way \
+         (partitions {now:?}, parts {have:?})"
+    )))
 }

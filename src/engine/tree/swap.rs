@@ -38,6 +38,8 @@ pub fn swap(m: &Migration, table: &QualifiedName, leaves: &[Leaf]) -> Result<Vec
         partitions: LockMode::AccessExclusive,
     };
     locks::lock_tree(m.relid, all, m.lock_timeout_ms)?;
+    let parts: Vec<_> = leaves.iter().map(|l| l.part.relid).collect();
+    super::setup::check_partitions(m.relid, &parts)?;
     for l in leaves {
         let shadow = sqlgen::shadow_table(l.part.relid.to_u32());
         spi::exec(
@@ -70,15 +72,19 @@ pub fn swap(m: &Migration, table: &QualifiedName, leaves: &[Leaf]) -> Result<Vec
         let drop = format!("DROP CONSTRAINT {}", Ident::new(&fk.name));
         spi::exec(&sqlgen::alter(&fk.table, &drop), &[])?;
     }
-    let mut saved = vec![(table.clone(), views::save(m.relid, &m.altered_columns)?)];
     for l in leaves {
         for sql in capture::drop_trigger_sql(l.part.relid.to_u32(), &l.table) {
             spi::exec(&sql, &[])?;
         }
-        saved.push((
-            l.table.clone(),
-            views::save(l.part.relid, &m.altered_columns)?,
-        ));
+    }
+    // The views and policies on every member; a view on several members
+    // comes off (and back) once.
+    let mut saved = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for member in crate::catalog::tree::members_with_kind(m.relid)? {
+        let mut s = views::save(member.oid, &m.altered_columns)?;
+        s.views.retain(|v| seen.insert(v.name.to_string()));
+        saved.push((member.name, s));
     }
     for (t, s) in &saved {
         views::drop_saved(t, s)?;
