@@ -13,9 +13,11 @@
 --   its statement here; state tables are altered in place (ADD COLUMN with
 --   a default, never a rewrite that loses rows of migrations in flight).
 -- - A function's existing arguments keep their position and type: new ones
---   are appended with a default. Between a package upgrade and this update,
---   old declarations call the new library; an argument it does not receive
---   fails cleanly, one of another type would not.
+--   are appended with a default, on a C symbol of its own. Between a package
+--   upgrade and this update, old declarations call the new library, whose
+--   wrapper unboxes every argument it declares: the old symbol stays, with
+--   the old arguments (#[pg_extern(sql = false)]), and refuses until the
+--   update like every function (start() and start_with_jobs_wrapper).
 -- - Never call one of halo_migrate's C functions here: during a chained
 --   update (0.1.0 -> 0.2.0 -> 0.3.0) each script sees its own step's version
 --   in pg_extension, not the library's, and the functions refuse to act.
@@ -248,7 +250,8 @@ COMMENT ON FUNCTION migrate.status(regclass) IS
     'halo_migrate: every migration (of one table, if given), newest first: phase, progress, backlog, rate, ETA, worker, error, what the swap waits for, verification, revert window';
 
 -- start() takes jobs => (the workers of a partitioned table's rewrite): an
--- argument appended, so the function is dropped and created again.
+-- argument appended, so the function is dropped and created again, on a C
+-- symbol of its own (the old start_wrapper unboxes the old arguments).
 DROP FUNCTION migrate.start(regclass, text, integer, interval, boolean, boolean, boolean,
                             boolean, boolean, interval, jsonb);
 CREATE FUNCTION migrate."start"(
@@ -267,4 +270,4 @@ CREATE FUNCTION migrate."start"(
 ) RETURNS bigint
 VOLATILE PARALLEL UNSAFE
 LANGUAGE c
-AS 'MODULE_PATHNAME', 'start_wrapper';
+AS 'MODULE_PATHNAME', 'start_with_jobs_wrapper';

@@ -11,9 +11,12 @@ use crate::gucs;
 use pgrx::datetime::Interval;
 use pgrx::prelude::*;
 
-/// Start an online migration; returns its id at once.
-#[pg_extern(volatile, parallel_unsafe)]
-fn start(
+/// Start an online migration; returns its id at once. (`migrate.start` in
+/// SQL; the Rust name gives its C symbol, `start_with_jobs_wrapper`, a name
+/// of its own: the 0.1.0 function, without `jobs`, calls `start_wrapper`.)
+#[pg_extern(name = "start", volatile, parallel_unsafe)]
+#[allow(clippy::too_many_arguments)]
+fn start_with_jobs(
     tbl: Option<Regclass>,
     alter: Option<&str>,
     batch_rows: default!(Option<i32>, "NULL"),
@@ -40,6 +43,41 @@ fn start(
         jobs,
     };
     call(|| start_migration(tbl, alter, opts))
+}
+
+/// `migrate.start` as 0.1.0 defined it (no `jobs`). Only the SQL objects of
+/// 0.1.0 call it, between a package upgrade and `ALTER EXTENSION … UPDATE`,
+/// where every function refuses until the update (55000); no SQL of this
+/// version does.
+#[pg_extern(sql = false)]
+#[allow(clippy::too_many_arguments)]
+fn start(
+    tbl: Option<Regclass>,
+    alter: Option<&str>,
+    batch_rows: Option<i32>,
+    lock_timeout: Option<Interval>,
+    auto_finish: Option<bool>,
+    background: Option<bool>,
+    snapshot_safe: Option<bool>,
+    verify: Option<bool>,
+    revertible: Option<bool>,
+    revert_window: Option<Interval>,
+    down: Option<pgrx::JsonB>,
+) -> i64 {
+    start_with_jobs(
+        tbl,
+        alter,
+        batch_rows,
+        lock_timeout,
+        auto_finish,
+        background,
+        snapshot_safe,
+        verify,
+        revertible,
+        revert_window,
+        down,
+        None,
+    )
 }
 
 /// start()'s options as given (NULL where the caller left them out).
