@@ -240,6 +240,34 @@ fn execute_a_key_on_a_partitioned_table() {
 }
 
 #[test]
+fn execute_a_rewrite_of_a_partitioned_table() {
+    let cluster = Cluster::start();
+    let mut c = cluster.client();
+    c.batch_execute(
+        "CREATE TABLE ev (id int, ts int, v int, PRIMARY KEY (id, ts)) PARTITION BY RANGE (ts);
+         CREATE TABLE ev_1 PARTITION OF ev FOR VALUES FROM (0) TO (100);
+         CREATE TABLE ev_2 PARTITION OF ev FOR VALUES FROM (100) TO (200);
+         INSERT INTO ev SELECT g, g % 200, g FROM generate_series(1, 10000) g;",
+    )
+    .unwrap();
+    let (code, out, err) = run(
+        &cluster,
+        &["-t", "ev", "-a", "ALTER COLUMN v TYPE bigint", "--execute"],
+    );
+    assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
+    // The tree's row counts every partition's rows.
+    assert!(out.contains("done: 10000 rows copied, swapped"), "{out}");
+    let typed: i64 = one(
+        &mut c,
+        "SELECT count(*) FROM pg_attribute WHERE attname = 'v' AND atttypid = 'bigint'::regtype
+            AND attrelid IN ('ev'::regclass, 'ev_1'::regclass, 'ev_2'::regclass)",
+    );
+    assert_eq!(typed, 3, "the parent and both partitions are changed");
+    let sum: i64 = one(&mut c, "SELECT sum(v)::bigint FROM ev");
+    assert_eq!(sum, 50_005_000);
+}
+
+#[test]
 fn execute_a_verified_rewrite() {
     let cluster = Cluster::start();
     let mut c = cluster.client();
