@@ -12,7 +12,8 @@
 # cluster, in one run, REPEAT times, the methods taking turns.
 #
 # Per run: wall time; worst, p99 and p99.9 write latency during the change;
-# seconds without a committed write; rows differing from the control.
+# seconds without a committed write; rows differing from the control;
+# whether the change is in place afterwards (t/f).
 #
 # Usage: bench/partitioned.sh  (override KIND, ROWS, PARTS, RATE, REPEAT, METHODS)
 set -euo pipefail
@@ -106,7 +107,7 @@ migrate() {
 }
 
 echo "bench: partitioned ($KIND), $ROWS rows in $PARTS partitions, $ALTER, methods: $METHODS, $REPEAT runs" >&2
-echo "kind method rows parts secs worst_ms p99_ms p999_ms stalls rows_differing"
+echo "kind method rows parts secs worst_ms p99_ms p999_ms stalls rows_differing changed"
 for i in $(seq "$REPEAT"); do
     for m in $METHODS; do
         fresh_db
@@ -121,7 +122,14 @@ for i in $(seq "$REPEAT"); do
         read -r worst p99 stalls _ p999 < <(python3 bench/latency.py "$dir/logs/$m." "$t0" "$t1")
         differ=$(q -c "SELECT (SELECT count(*) FROM (SELECT * FROM events EXCEPT ALL SELECT * FROM events_control) a)
                             + (SELECT count(*) FROM (SELECT * FROM events_control EXCEPT ALL SELECT * FROM events) b)")
-        echo "$KIND $m $ROWS $PARTS $(awk "BEGIN {printf \"%.1f\", $t1 - $t0}") $worst $p99 $p999 $stalls $differ" | tee -a bench/out/partitioned.txt
+        # Whether the change is there (a method that failed leaves it out).
+        if [ "$KIND" = rewrite ]; then
+            changed=$(q -c "SELECT count(*) = 0 FROM pg_partition_tree('events') t JOIN pg_attribute a ON a.attrelid = t.relid
+                             WHERE a.attname = 'account' AND a.atttypid <> 'bigint'::regtype")
+        else
+            changed=$(q -c "SELECT EXISTS (SELECT FROM pg_constraint WHERE conrelid = 'events'::regclass AND contype = 'p')")
+        fi
+        echo "$KIND $m $ROWS $PARTS $(awk "BEGIN {printf \"%.1f\", $t1 - $t0}") $worst $p99 $p999 $stalls $differ $changed" | tee -a bench/out/partitioned.txt
     done
 done
 q -d postgres -c "DROP DATABASE IF EXISTS run WITH (FORCE)" -c "DROP DATABASE IF EXISTS tpl"

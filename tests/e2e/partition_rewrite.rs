@@ -16,10 +16,14 @@ use std::time::Duration;
 /// altered only at the end.
 const ALTER: &str = "ALTER COLUMN v TYPE numeric, ALTER COLUMN payload TYPE varchar(100000)";
 
-/// The tree `p` and, with `control`, `p_control` holding the same rows.
+/// The tree `p` (with a foreign key to `p_owners`, and `p_refs`
+/// referencing it) and, with `control`, `p_control` holding the same rows.
 fn make_tree(c: &mut Client, p: &str, rows: i64, control: bool) {
     c.batch_execute(&format!(
-        "CREATE TABLE {p} (id int PRIMARY KEY, v bigint, payload text) PARTITION BY RANGE (id);
+        "CREATE TABLE {p}_owners (id int PRIMARY KEY);
+         INSERT INTO {p}_owners SELECT generate_series(1, 100);
+         CREATE TABLE {p} (id int PRIMARY KEY, v bigint, payload text, owner int REFERENCES {p}_owners)
+             PARTITION BY RANGE (id);
          CREATE TABLE {p}_1 PARTITION OF {p} FOR VALUES FROM (MINVALUE) TO (3000);
          CREATE TABLE {p}_2 PARTITION OF {p} FOR VALUES FROM (3000) TO (8000) PARTITION BY HASH (id);
          CREATE TABLE {p}_2a PARTITION OF {p}_2 FOR VALUES WITH (MODULUS 2, REMAINDER 0);
@@ -27,8 +31,9 @@ fn make_tree(c: &mut Client, p: &str, rows: i64, control: bool) {
          CREATE TABLE {p}_d PARTITION OF {p} DEFAULT;
          CREATE INDEX ON {p} (v);
          CREATE INDEX {p}_1_payload ON {p}_1 (left(payload, 5));
-         INSERT INTO {p} (id, v, payload)
-         SELECT g, g, CASE WHEN g % 10 = 0 THEN NULL ELSE repeat(md5(g::text), 1 + g % 3) END
+         INSERT INTO {p} (id, v, payload, owner)
+         SELECT g, g, CASE WHEN g % 10 = 0 THEN NULL ELSE repeat(md5(g::text), 1 + g % 3) END,
+                CASE WHEN g % 7 = 0 THEN NULL ELSE 1 + g % 100 END
            FROM generate_series(1, {rows}) g;
          CREATE TABLE {p}_refs (id int PRIMARY KEY REFERENCES {p} (id));
          INSERT INTO {p}_refs SELECT g * 97 FROM generate_series(1, 40) g WHERE g * 97 <= {rows};"
@@ -36,7 +41,7 @@ fn make_tree(c: &mut Client, p: &str, rows: i64, control: bool) {
     .unwrap();
     if control {
         c.batch_execute(&format!(
-            "CREATE TABLE {p}_control (id int PRIMARY KEY, v bigint, payload text);
+            "CREATE TABLE {p}_control (id int PRIMARY KEY, v bigint, payload text, owner int);
              INSERT INTO {p}_control SELECT * FROM {p};"
         ))
         .unwrap();
@@ -57,8 +62,18 @@ fn finish(c: &mut Client) {
         .unwrap();
 }
 
-/// The foreign key into the tree is back and validated.
+/// The foreign key into the tree is back and validated, and the tree's own
+/// foreign key (on every partition) is still there and validated.
 fn assert_reference_valid(c: &mut Client) {
+    let own: i64 = c
+        .query_one(
+            "SELECT count(*) FROM pg_constraint k JOIN pg_partition_tree('ev') t ON t.relid = k.conrelid
+              WHERE k.contype = 'f' AND k.convalidated",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(own, 6, "the tree's foreign key on every member");
     let valid: bool = c
         .query_one(
             "SELECT convalidated FROM pg_constraint WHERE conrelid = 'ev_refs'::regclass AND contype = 'f' AND conparentid = 0",
@@ -163,6 +178,29 @@ fn a_tree_rewrite_survives_a_crash_and_aborts_cleanly() {
         .unwrap()
         .get(0)
     });
+    // The tree's worker is terminated: the migration shows as interrupted
+    // (its helpers finish their partitions), and resume() goes on.
+    let pid: i32 = c
+        .query_one(
+            "SELECT worker_pid FROM migrate.status() WHERE id = $1",
+            &[&id],
+        )
+        .unwrap()
+        .get(0);
+    c.execute("SELECT pg_terminate_backend($1)", &[&pid]).unwrap();
+    wait_until("the migration to show as interrupted", || {
+        phase(&mut c, id) == "interrupted"
+    });
+    c.batch_execute("SELECT migrate.resume('ev')").unwrap();
+    wait_until("the tree's worker to be back", || {
+        c.query_one(
+            "SELECT worker_pid IS NOT NULL AND worker_pid <> $2 FROM migrate.status() WHERE id = $1",
+            &[&id, &pid],
+        )
+        .unwrap()
+        .get(0)
+    });
+    // Then the server crashes mid-copy.
     let pid: i32 = c
         .query_one(
             "SELECT worker_pid FROM migrate.status() WHERE id = $1",
@@ -295,12 +333,6 @@ fn what_a_tree_rewrite_refuses_changes_nothing() {
     let cluster = Cluster::start();
     let mut c = cluster.client();
     make_tree(&mut c, "ev", 1_000, false);
-    c.batch_execute(
-        "CREATE TABLE owners (id int PRIMARY KEY, n bigint UNIQUE);
-         INSERT INTO owners SELECT g, g FROM generate_series(1, 100) g;
-         ALTER TABLE ev ADD COLUMN owner int REFERENCES owners (id);",
-    )
-    .unwrap();
     let before = tree_facts(&mut c, "ev");
     for (alter, options, state, words) in [
         (
@@ -328,7 +360,7 @@ fn what_a_tree_rewrite_refuses_changes_nothing() {
             "partitioned table's foreign key",
         ),
         (
-            "ALTER COLUMN payload TYPE varchar(200), ADD FOREIGN KEY (v) REFERENCES owners (n)",
+            "ALTER COLUMN payload TYPE varchar(200), ADD FOREIGN KEY (owner) REFERENCES ev_owners (id)",
             "",
             "0A000",
             "adding a foreign key together with a rewrite",
