@@ -291,31 +291,53 @@ fn record_failure(id: i64, e: &MigrateError) {
     }
 }
 
-/// A partitioned table's rewrite failed in one of its workers. The failure
-/// commits first, so that no other worker starts another unit or records a
-/// failure of its own; then the other workers are stopped; then what the
-/// parts created goes (in that order, so that no cleanup waits for a unit
-/// of work on a shadow it drops).
+/// A partitioned table's rewrite failed in one of its workers. One worker
+/// handles it (the tree's failure lock): those failing at the same moment,
+/// or cancelled by it, leave it be. It stops the other workers first (their
+/// units are cancelled, so nothing waits for a long index build), then
+/// records the failure with a note that the cleanup is still to be done,
+/// then cleans up and drops the note: if the cleanup is cut short,
+/// `abort()` finishes it. A tree that swapped meanwhile is left as it is.
 fn record_tree_failure(id: i64, e: &MigrateError) {
-    if let Err(e2) = transaction(|| state::set_failed(id, state::Phase::Failed, e)) {
-        log!("halo_migrate migration {id}: recording the failure failed too: {e2}");
-        return;
+    match transaction(|| state::tree::try_failure_lock(id)) {
+        Ok(true) => {}
+        _ => {
+            log!("halo_migrate migration {id}: another session handles the tree's failure");
+            return;
+        }
     }
-    let cleaned = transaction(|| {
-        let Some(m) = state::load(id)? else {
-            return Ok(());
-        };
-        crate::engine::tree::stop_workers(&m, true)?;
-        driver::cleanup(&m)
-    });
-    if let Err(c) = cleaned {
-        log!("halo_migrate migration {id}: cleaning up after the failure: {c}");
-        let note = format!(
-            "{} ({c}); run migrate.abort() to finish it.",
-            driver::CLEANUP_INCOMPLETE
-        );
-        let _ = transaction(|| state::note_incomplete_cleanup(id, &note));
+    let handled = handle_tree_failure(id, e);
+    let _ = transaction(|| state::tree::release_failure_lock(id));
+    if let Err(e2) = handled {
+        log!("halo_migrate migration {id}: handling the failure failed too: {e2}");
     }
+}
+
+fn handle_tree_failure(id: i64, e: &MigrateError) -> Result<()> {
+    transaction(|| match state::load(id)? {
+        Some(m) => crate::engine::tree::stop_workers(&m, true),
+        None => Ok(()),
+    })?;
+    let note = format!(
+        "{}; run migrate.abort() to finish it.",
+        driver::CLEANUP_INCOMPLETE
+    );
+    let failed = transaction(|| {
+        let failed = state::tree::set_failed_before_cleanup(id, e, &note)?;
+        if failed {
+            state::tree::end_parts(id, state::Phase::Failed)?;
+        }
+        Ok(failed)
+    })?;
+    if !failed {
+        return Ok(());
+    }
+    transaction(|| {
+        if let Some(m) = state::load(id)? {
+            driver::cleanup(&m)?;
+        }
+        state::drop_note(id, &format!("\n?{}[^\n]*", driver::CLEANUP_INCOMPLETE))
+    })
 }
 
 /// SIGTERM arrived (pgrx's own flag resets when read; PostgreSQL's stays set).

@@ -12,6 +12,14 @@ use std::time::{Duration, Instant};
 /// Stop the worker and remove everything the migration created (or take
 /// back the statements a plan of statements ran): the table is as before.
 pub fn abort(m: Migration) -> Result<()> {
+    // A tree's worker handling a failure finishes first; from here on no
+    // worker records one (its cancel below included).
+    let m = if m.is_tree() {
+        state::tree::wait_failure_lock(m.id)?;
+        state::load(m.id)?.unwrap_or(m)
+    } else {
+        m
+    };
     // A failure whose cleanup could not be finished (say, a lock not had in
     // time) says to run abort(): finish the cleanup, keep the failure.
     if m.phase == Phase::Failed
@@ -35,7 +43,11 @@ pub fn abort(m: Migration) -> Result<()> {
         ));
     }
     let mut cancelled = false;
-    if let Some(pid) = m.worker_pid {
+    if m.is_tree() {
+        // Its worker and helpers, their units cancelled (an index build on
+        // a large partition can take long).
+        crate::engine::tree::stop_workers(&m, true)?;
+    } else if let Some(pid) = m.worker_pid {
         if state::worker_alive(Some(pid))? {
             if m.runs_statements() {
                 // SIGTERM is only looked at between statements; a CREATE
@@ -54,9 +66,6 @@ pub fn abort(m: Migration) -> Result<()> {
                 locks::sleep_ms(50)?;
             }
         }
-    }
-    if m.is_tree() {
-        crate::engine::tree::stop_workers(&m, false)?;
     }
     let m = state::lock(m.id)?.ok_or_else(|| MigrateError::Busy {
         table: m.table_name.clone(),

@@ -334,9 +334,23 @@ pub fn fail(id: i64, e: &MigrateError) -> Result<()> {
         return state::set_failed(id, Phase::Failed, &e);
     }
     if m.is_tree() {
-        // Called from SQL (step(), finish()): the tree's workers must not
-        // go on with parts whose shadows are being dropped.
+        // Called from SQL (step()): a worker handling the tree's failure
+        // finishes first; then the tree's workers must not go on with
+        // parts whose shadows are being dropped.
+        state::tree::wait_failure_lock(id)?;
+        let Some(m) = state::load(id)?.filter(|m| !m.phase.is_terminal()) else {
+            return Ok(());
+        };
         crate::engine::tree::stop_workers(&m, true)?;
+        let cleaned = cleanup(&m);
+        state::set_failed(id, Phase::Failed, e)?;
+        if let Err(c) = cleaned {
+            state::note_incomplete_cleanup(
+                id,
+                &format!("{CLEANUP_INCOMPLETE} ({c}); run migrate.abort() to finish it."),
+            )?;
+        }
+        return Ok(());
     }
     let cleaned = cleanup(&m);
     state::set_failed(id, Phase::Failed, e)?;

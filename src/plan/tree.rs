@@ -52,11 +52,8 @@ pub(super) fn rewrite_type_changes(
             }
             // Which columns a key expression uses is not read here; the
             // root's is met on the empty clone, the others' are refused.
-            if let Some(k) = facts
-                .partition_keys
-                .iter()
-                .find(|k| k.expressions && k.table != facts.name)
-            {
+            // The root's key comes first.
+            if let Some(k) = facts.partition_keys.iter().skip(1).find(|k| k.expressions) {
                 return Err(MigrateError::not_supported(
                     "changing a column's type in a tree partitioned by an expression below its root",
                     format!(

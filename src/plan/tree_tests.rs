@@ -399,11 +399,20 @@ fn a_tree_rewrite_refuses_a_foreign_key_and_keys_by_expression_below_the_root() 
     );
 
     let mut f = tree();
-    f.partition_keys = vec![PartitionKey {
-        table: "accounts_1".into(),
-        columns: vec![],
-        expressions: true,
-    }];
+    // The root's key comes first; a partition below it is partitioned by
+    // an expression.
+    f.partition_keys = vec![
+        PartitionKey {
+            table: "accounts".into(),
+            columns: vec!["id".into()],
+            expressions: false,
+        },
+        PartitionKey {
+            table: "accounts_1".into(),
+            columns: vec![],
+            expressions: true,
+        },
+    ];
     let e = plan(&f, &[retype], &[catalog_only()]).unwrap_err();
     assert!(e
         .to_string()

@@ -106,6 +106,31 @@ fn a_tree_is_rewritten_under_writers_as_a_plain_alter_would_leave_it() {
         .unwrap()
         .get(0);
     assert_eq!(parts, 4);
+    // Slowed down so that the helper is seen at work, and batch sizes
+    // reach every partition's copy.
+    c.batch_execute("SELECT migrate.throttle('ev', batch_pause => '20ms', batch_rows => 300)")
+        .unwrap();
+    let other_sizes: i64 = c
+        .query_one(
+            "SELECT count(*) FROM migrate.migrations WHERE tree_id = $1 AND batch_rows <> 300",
+            &[&id],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        other_sizes, 0,
+        "throttle(batch_rows) reaches the partitions"
+    );
+    wait_until("a helper to work on the tree", || {
+        c.query_one(
+            "SELECT count(*) > 0 FROM pg_stat_activity WHERE application_name = $1",
+            &[&format!("halo_migrate migration {id} helper")],
+        )
+        .unwrap()
+        .get(0)
+    });
+    c.batch_execute("SELECT migrate.throttle('ev', batch_pause => '0')")
+        .unwrap();
     std::thread::sleep(Duration::from_millis(1500));
     c.batch_execute("CALL migrate.wait('ev', '2 minutes')")
         .unwrap();
@@ -159,6 +184,19 @@ fn a_tree_rewrite_survives_a_crash_and_aborts_cleanly() {
         .unwrap()
         .get(0)
     });
+    // Paused, the tree and every partition say so.
+    c.batch_execute("SELECT migrate.pause('ev')").unwrap();
+    let shown: Vec<String> = c
+        .query(
+            "SELECT DISTINCT phase FROM migrate.status('ev') WHERE id = $1 OR part_of = $1",
+            &[&id],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(shown, vec!["paused".to_string()]);
+    c.batch_execute("SELECT migrate.resume('ev')").unwrap();
     c.batch_execute("SELECT migrate.abort('ev')").unwrap();
     assert_eq!(phase(&mut c, id), "aborted");
     assert_eq!(leftovers(&mut c), 0);
@@ -187,7 +225,8 @@ fn a_tree_rewrite_survives_a_crash_and_aborts_cleanly() {
         )
         .unwrap()
         .get(0);
-    c.execute("SELECT pg_terminate_backend($1)", &[&pid]).unwrap();
+    c.execute("SELECT pg_terminate_backend($1)", &[&pid])
+        .unwrap();
     wait_until("the migration to show as interrupted", || {
         phase(&mut c, id) == "interrupted"
     });
@@ -333,48 +372,35 @@ fn what_a_tree_rewrite_refuses_changes_nothing() {
     let cluster = Cluster::start();
     let mut c = cluster.client();
     make_tree(&mut c, "ev", 1_000, false);
+    c.batch_execute(
+        "CREATE UNIQUE INDEX ON ev_d (v);
+         CREATE TABLE leaf_refs (v bigint REFERENCES ev_d (v));
+         CREATE TABLE ex (id int, s text, v int) PARTITION BY RANGE (id);
+         CREATE TABLE ex_1 PARTITION OF ex FOR VALUES FROM (0) TO (100) PARTITION BY LIST (lower(s));
+         CREATE TABLE ex_1a PARTITION OF ex_1 FOR VALUES IN ('a');",
+    )
+    .unwrap();
     let before = tree_facts(&mut c, "ev");
-    for (alter, options, state, words) in [
+    for (table, alter, options, state, words) in [
+        ("ev", "ALTER COLUMN v TYPE numeric", ", verify => true", "0A000", "verify => true"),
+        ("ev", "ALTER COLUMN v TYPE numeric", ", revertible => true", "0A000", "revertible"),
+        ("ev", "ALTER COLUMN v TYPE numeric", ", jobs => 0", "22023", "invalid value for jobs"),
+        // A foreign key referencing one partition directly.
+        ("ev", "ALTER COLUMN v TYPE numeric", "", "0A000", "partitioned table's foreign key"),
+        ("ex", "ALTER COLUMN v TYPE bigint", "", "0A000", "partitioned by an expression below its root"),
+        ("ev", "ALTER COLUMN owner TYPE bigint", "", "0A000", "partitioned table's foreign key"),
         (
-            "ALTER COLUMN v TYPE numeric",
-            ", verify => true",
-            "0A000",
-            "verify => true",
-        ),
-        (
-            "ALTER COLUMN v TYPE numeric",
-            ", revertible => true",
-            "0A000",
-            "revertible",
-        ),
-        (
-            "ALTER COLUMN v TYPE numeric",
-            ", jobs => 0",
-            "22023",
-            "invalid value for jobs",
-        ),
-        (
-            "ALTER COLUMN owner TYPE bigint",
-            "",
-            "0A000",
-            "partitioned table's foreign key",
-        ),
-        (
+            "ev",
             "ALTER COLUMN payload TYPE varchar(200), ADD FOREIGN KEY (owner) REFERENCES ev_owners (id)",
             "",
             "0A000",
             "adding a foreign key together with a rewrite",
         ),
-        (
-            "ADD COLUMN serial_no serial",
-            "",
-            "0A000",
-            "serial or identity column",
-        ),
+        ("ev", "ADD COLUMN serial_no serial", "", "0A000", "serial or identity column"),
     ] {
         let e = c
             .query_one(
-                &format!("SELECT migrate.start('ev', $1{options})"),
+                &format!("SELECT migrate.start('{table}', $1{options})"),
                 &[&alter],
             )
             .unwrap_err();
@@ -395,11 +421,11 @@ fn a_tree_rewrite_that_fails_in_one_partition_leaves_every_partition_as_it_was()
     let cluster = Cluster::start();
     let mut c = cluster.client();
     make_tree(&mut c, "ev", 20_000, false);
-    // One row of the default partition cannot be cast.
+    // A row in three partitions cannot be cast: workers fail at once.
     c.batch_execute(
         "DROP INDEX ev_1_payload;
          UPDATE ev SET payload = '12' WHERE payload IS NOT NULL;
-         UPDATE ev SET payload = 'twelve' WHERE id = 19999;",
+         UPDATE ev SET payload = 'twelve' WHERE id IN (19999, 1001, 5001);",
     )
     .unwrap();
     let before = tree_facts(&mut c, "ev");

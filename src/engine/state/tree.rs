@@ -111,10 +111,88 @@ pub fn end_parts(tree_id: i64, phase: Phase) -> Result<()> {
 pub fn helper_pids(tree_id: i64) -> Result<Vec<i32>> {
     spi::query(
         "SELECT a.pid FROM pg_catalog.pg_stat_activity a
-          WHERE a.backend_type = 'halo_migrate worker' AND a.application_name = $1",
+          WHERE a.backend_type = 'halo_migrate worker' AND a.application_name = $1
+            AND a.datname = pg_catalog.current_database()",
         &[helper_name(tree_id).into()],
         |r| get::<i32>(r, 1),
     )
+}
+
+/// The tree's own worker, if it is alive (by its name, so that a pid
+/// reused by another backend is never taken for it).
+pub fn main_worker_pid(tree_id: i64, pid: Option<i32>) -> Result<Option<i32>> {
+    let Some(pid) = pid else { return Ok(None) };
+    Ok(spi::query(
+        "SELECT a.pid FROM pg_catalog.pg_stat_activity a
+          WHERE a.pid = $1 AND a.backend_type = 'halo_migrate worker'
+            AND a.application_name = $2 AND a.datname = pg_catalog.current_database()",
+        &[
+            pid.into(),
+            format!("halo_migrate migration {tree_id}").into(),
+        ],
+        |r| get::<i32>(r, 1),
+    )?
+    .into_iter()
+    .next())
+}
+
+/// Advisory lock class of a tree's failure handling: held by the worker
+/// that records a tree's failure and cleans up (session-level, over its
+/// transactions) and by `abort()`, so that only one of them acts.
+pub const FAILURE_LOCK_KEY: i32 = 0x48414C46;
+
+/// Try to become the one that handles the tree's failure (held by this
+/// session until [`release_failure_lock`]).
+pub fn try_failure_lock(tree_id: i64) -> Result<bool> {
+    spi::one(
+        "SELECT pg_catalog.pg_try_advisory_lock($1, $2)",
+        &[FAILURE_LOCK_KEY.into(), (tree_id as i32).into()],
+        |r| get::<bool>(r, 1),
+    )
+}
+
+/// Let go of the lock [`try_failure_lock`] took.
+pub fn release_failure_lock(tree_id: i64) -> Result<()> {
+    spi::exec(
+        "SELECT pg_catalog.pg_advisory_unlock($1, $2)",
+        &[FAILURE_LOCK_KEY.into(), (tree_id as i32).into()],
+    )
+}
+
+/// Wait for whoever handles the tree's failure, and keep the others out
+/// until the caller's transaction ends (`abort()`).
+pub fn wait_failure_lock(tree_id: i64) -> Result<()> {
+    spi::exec(
+        "SELECT pg_catalog.pg_advisory_xact_lock($1, $2)",
+        &[FAILURE_LOCK_KEY.into(), (tree_id as i32).into()],
+    )
+}
+
+/// Record the tree's failure, with the note that its cleanup is still to
+/// be done, if it has not swapped or ended meanwhile; whether it did.
+pub fn set_failed_before_cleanup(
+    tree_id: i64,
+    e: &crate::error::MigrateError,
+    note: &str,
+) -> Result<bool> {
+    Ok(!spi::query(
+        "UPDATE migrate.migrations
+            SET phase = 'failed', error = $2, error_sqlstate = $3,
+                error_detail = coalesce($4 || E'\\n', '') || $5,
+                error_hint = 'Run migrate.abort() to remove what the migration left behind.',
+                finished_at = pg_catalog.clock_timestamp(), updated_at = pg_catalog.clock_timestamp()
+          WHERE id = $1 AND phase IN ('copying', 'indexing', 'verifying', 'replaying', 'ready', 'swapping')
+      RETURNING id",
+        &[
+            tree_id.into(),
+            e.to_string().into(),
+            crate::error::sqlstate_text(e.sqlstate()).into(),
+            e.detail().into(),
+            note.into(),
+        ],
+        |r| get::<i64>(r, 1),
+    )?
+    .is_empty())
 }
 
 /// The application_name of the tree's helpers.

@@ -65,9 +65,14 @@ pub fn helper_step(tree_id: i64) -> Result<Outcome> {
             note: "paused; migrate.resume() continues".into(),
         });
     }
+    // Every part taken (by the others, or locked for a moment by
+    // throttle()): look again; a helper ends only with the copy phases.
     match state::tree::lock_part_to_work(tree_id)? {
         Some(part) => step_part(&tree, &part),
-        None => Ok(Outcome::Finished(tree.phase)),
+        None => Ok(Outcome::Idle {
+            ms: 500,
+            note: "every partition is being worked on".into(),
+        }),
     }
 }
 
@@ -143,13 +148,6 @@ fn catch_up_or_swap(m: &Migration, cutover: Cutover) -> Result<Outcome> {
 /// after stopping the tree's other workers ([`stop_workers`]).
 pub fn cleanup(m: &Migration) -> Result<()> {
     let parts = state::tree::parts(m.id)?;
-    let mut tables = Vec::new();
-    for p in &parts {
-        if let Some(t) = catalog::qualified_name(p.relid)? {
-            tables.push((t, p.relid.to_u32()));
-        }
-    }
-    let names: Vec<_> = tables.iter().map(|(t, _)| t.clone()).collect();
     let all = crate::engine::locks::TreeLock {
         parent: LockMode::AccessExclusive,
         partitions: LockMode::AccessExclusive,
@@ -159,6 +157,15 @@ pub fn cleanup(m: &Migration) -> Result<()> {
         m.lock_timeout_ms,
         100,
         || {
+            // Read at each attempt: a partition dropped meanwhile is skipped
+            // (after a failure the DDL guard no longer holds the tree).
+            let mut tables = Vec::new();
+            for p in &parts {
+                if let Some(t) = catalog::qualified_name(p.relid)? {
+                    tables.push((t, p.relid.to_u32()));
+                }
+            }
+            let names: Vec<_> = tables.iter().map(|(t, _)| t.clone()).collect();
             crate::engine::locks::lock_in_order(&names, all, m.lock_timeout_ms)?;
             for (t, oid) in &tables {
                 for sql in capture::drop_trigger_sql(*oid, t) {
@@ -184,9 +191,10 @@ pub fn cleanup(m: &Migration) -> Result<()> {
 
 /// Stop the tree's other workers — its helpers, and with `main` its own
 /// worker — and wait until they are gone: a unit of work is cancelled (an
-/// index build can take long), then the worker terminated. A helper whose
-/// unit is cancelled exits without recording anything; the tree's worker
-/// records the cancel only if the tree has not ended.
+/// index build can take long), then the worker terminated. A cancelled
+/// helper exits without recording anything; a cancelled tree worker finds
+/// the tree's failure lock held by whoever stops it (the failing worker,
+/// `abort()`), and exits without recording anything either.
 pub fn stop_workers(m: &Migration, main: bool) -> Result<()> {
     // SAFETY: reading this backend's own pid.
     let me = unsafe { pgrx::pg_sys::MyProcPid };
@@ -194,8 +202,8 @@ pub fn stop_workers(m: &Migration, main: bool) -> Result<()> {
     loop {
         spi::exec("SELECT pg_catalog.pg_stat_clear_snapshot()", &[])?;
         let mut pids = state::tree::helper_pids(m.id)?;
-        if main && state::worker_alive(m.worker_pid)? {
-            pids.extend(m.worker_pid);
+        if main {
+            pids.extend(state::tree::main_worker_pid(m.id, m.worker_pid)?);
         }
         pids.retain(|&p| p != me);
         if pids.is_empty() {
