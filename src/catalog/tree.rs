@@ -13,20 +13,10 @@ use pgrx::pg_sys::Oid;
 /// Every member of the tree under `oid`, itself first, then by depth and
 /// OID: the order in which the tree is locked.
 pub fn members(oid: Oid) -> Result<Vec<QualifiedName>> {
-    spi::select(
-        "SELECT n.nspname::text, c.relname::text
-           FROM pg_catalog.pg_partition_tree($1) t
-           JOIN pg_catalog.pg_class c ON c.oid = t.relid
-           JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-          ORDER BY t.level, t.relid",
-        &[oid.into()],
-        |r| {
-            Ok(QualifiedName::new(
-                get::<String>(r, 1)?,
-                get::<String>(r, 2)?,
-            ))
-        },
-    )
+    Ok(members_with_kind(oid)?
+        .into_iter()
+        .map(|m| m.name)
+        .collect())
 }
 
 /// A member of a tree: its OID, name, and whether it is partitioned itself.

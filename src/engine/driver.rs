@@ -338,19 +338,10 @@ pub fn fail(id: i64, e: &MigrateError) -> Result<()> {
         // finishes first; then the tree's workers must not go on with
         // parts whose shadows are being dropped.
         state::tree::wait_failure_lock(id)?;
-        let Some(m) = state::load(id)?.filter(|m| !m.phase.is_terminal()) else {
-            return Ok(());
-        };
-        crate::engine::tree::stop_workers(&m, true)?;
-        let cleaned = cleanup(&m);
-        state::set_failed(id, Phase::Failed, e)?;
-        if let Err(c) = cleaned {
-            state::note_incomplete_cleanup(
-                id,
-                &format!("{CLEANUP_INCOMPLETE} ({c}); run migrate.abort() to finish it."),
-            )?;
+        match state::load(id)? {
+            Some(t) if !t.phase.is_terminal() => crate::engine::tree::stop_workers(&t, true)?,
+            _ => return Ok(()),
         }
-        return Ok(());
     }
     let cleaned = cleanup(&m);
     state::set_failed(id, Phase::Failed, e)?;

@@ -63,18 +63,7 @@ pub fn swap(m: &Migration, table: &QualifiedName) -> Result<Vec<String>> {
     // From here on, DDL on the table is the migration's own (the event
     // trigger lets it through), including dropping its foreign keys.
     let _pass = crate::pg::ddl_pass::Pass::for_this_transaction();
-    let fks = spi::with_search_path(CATALOG_PATH, || {
-        foreign_keys_on(m.relid, &m.altered_columns)
-    })?;
-    for fk in &fks {
-        spi::exec(
-            &sqlgen::alter(
-                &fk.table,
-                &format!("DROP CONSTRAINT {}", Ident::new(&fk.name)),
-            ),
-            &[],
-        )?;
-    }
+    let fks = take_off_foreign_keys(m)?;
     for sql in capture::drop_trigger_sql(oid, table) {
         spi::exec(&sql, &[])?;
     }
@@ -140,24 +129,7 @@ pub fn swap(m: &Migration, table: &QualifiedName) -> Result<Vec<String>> {
         )?;
     }
 
-    let mut after = Vec::new();
-    for fk in &fks {
-        let def = if fk.validated {
-            format!("{} NOT VALID", fk.definition)
-        } else {
-            fk.definition.clone()
-        };
-        spi::exec(
-            &sqlgen::alter(
-                &fk.table,
-                &format!("ADD CONSTRAINT {} {def}", Ident::new(&fk.name)),
-            ),
-            &[],
-        )?;
-        if fk.validated {
-            after.push(sqlgen::validate(&fk.table, &fk.name));
-        }
-    }
+    let after = put_back_foreign_keys(&fks)?;
     for sql in &m.swap_sql {
         spi::exec(sql, &[])?;
     }
@@ -174,8 +146,40 @@ pub fn swap(m: &Migration, table: &QualifiedName) -> Result<Vec<String>> {
     Ok(after)
 }
 
+/// Drop the foreign keys (either direction) on columns whose type the
+/// migration changes; they come back after the ALTER ([`put_back_foreign_keys`]).
+pub(crate) fn take_off_foreign_keys(m: &Migration) -> Result<Vec<ForeignKey>> {
+    let fks = spi::with_search_path(CATALOG_PATH, || {
+        foreign_keys_on(m.relid, &m.altered_columns)
+    })?;
+    for fk in &fks {
+        let drop = format!("DROP CONSTRAINT {}", Ident::new(&fk.name));
+        spi::exec(&sqlgen::alter(&fk.table, &drop), &[])?;
+    }
+    Ok(fks)
+}
+
+/// Add the foreign keys back, those that were validated NOT VALID (no
+/// scan under the swap's lock); the VALIDATE statements to run after.
+pub(crate) fn put_back_foreign_keys(fks: &[ForeignKey]) -> Result<Vec<String>> {
+    let mut after = Vec::new();
+    for fk in fks {
+        let def = if fk.validated {
+            format!("{} NOT VALID", fk.definition)
+        } else {
+            fk.definition.clone()
+        };
+        let add = format!("ADD CONSTRAINT {} {def}", Ident::new(&fk.name));
+        spi::exec(&sqlgen::alter(&fk.table, &add), &[])?;
+        if fk.validated {
+            after.push(sqlgen::validate(&fk.table, &fk.name));
+        }
+    }
+    Ok(after)
+}
+
 /// Foreign keys from or to the table that involve a column whose type changes.
-pub(crate) fn foreign_keys_on(relid: Oid, altered: &[String]) -> Result<Vec<ForeignKey>> {
+fn foreign_keys_on(relid: Oid, altered: &[String]) -> Result<Vec<ForeignKey>> {
     if altered.is_empty() {
         return Ok(vec![]);
     }

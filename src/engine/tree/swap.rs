@@ -17,11 +17,13 @@
 //! Any error rolls all of it back; the caller retries a lock timeout.
 
 use crate::engine::state::{self, Migration, Phase};
-use crate::engine::swap::{check_same_layout, foreign_keys_on, index_pairs};
+use crate::engine::swap::{
+    check_same_layout, index_pairs, put_back_foreign_keys, take_off_foreign_keys,
+};
 use crate::engine::{capture, copy, locks, replay, storage, views};
 use crate::error::{MigrateError, Result};
-use crate::pg::ident::{Ident, QualifiedName};
-use crate::pg::spi::{self, CATALOG_PATH};
+use crate::pg::ident::QualifiedName;
+use crate::pg::spi;
 use crate::plan::model::LockMode;
 use crate::plan::sqlgen;
 
@@ -65,13 +67,7 @@ pub fn swap(m: &Migration, table: &QualifiedName, leaves: &[Leaf]) -> Result<Vec
     }
 
     let _pass = crate::pg::ddl_pass::Pass::for_this_transaction();
-    let fks = spi::with_search_path(CATALOG_PATH, || {
-        foreign_keys_on(m.relid, &m.altered_columns)
-    })?;
-    for fk in &fks {
-        let drop = format!("DROP CONSTRAINT {}", Ident::new(&fk.name));
-        spi::exec(&sqlgen::alter(&fk.table, &drop), &[])?;
-    }
+    let fks = take_off_foreign_keys(m)?;
     for l in leaves {
         for sql in capture::drop_trigger_sql(l.part.relid.to_u32(), &l.table) {
             spi::exec(&sql, &[])?;
@@ -102,19 +98,7 @@ pub fn swap(m: &Migration, table: &QualifiedName, leaves: &[Leaf]) -> Result<Vec
         exchange(l)?;
     }
 
-    let mut after = Vec::new();
-    for fk in &fks {
-        let def = if fk.validated {
-            format!("{} NOT VALID", fk.definition)
-        } else {
-            fk.definition.clone()
-        };
-        let add = format!("ADD CONSTRAINT {} {def}", Ident::new(&fk.name));
-        spi::exec(&sqlgen::alter(&fk.table, &add), &[])?;
-        if fk.validated {
-            after.push(sqlgen::validate(&fk.table, &fk.name));
-        }
-    }
+    let after = put_back_foreign_keys(&fks)?;
     state::tree::end_parts(m.id, Phase::Done)?;
     if m.snapshot_safe {
         // Writers queue behind the locks meanwhile: wait at most half the
