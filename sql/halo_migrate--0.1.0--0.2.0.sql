@@ -17,7 +17,7 @@
 --   upgrade and this update, old declarations call the new library, whose
 --   wrapper unboxes every argument it declares: the old symbol stays, with
 --   the old arguments (#[pg_extern(sql = false)]), and refuses until the
---   update like every function (start() and start_with_jobs_wrapper).
+--   update like every function (start() and start_with_version_wrapper).
 -- - Never call one of halo_migrate's C functions here: during a chained
 --   update (0.1.0 -> 0.2.0 -> 0.3.0) each script sees its own step's version
 --   in pg_extension, not the library's, and the functions refuse to act.
@@ -130,6 +130,14 @@ ALTER TABLE migrate.migrations
 ALTER TABLE migrate.migrations
     ADD COLUMN tree_id bigint REFERENCES migrate.migrations (id),
     ADD COLUMN jobs integer;
+
+-- Versioned (expand/contract) migrations.
+ALTER TABLE migrate.migrations
+    ADD COLUMN version text,
+    ADD COLUMN version_schema text,
+    ADD COLUMN up_sql jsonb,
+    ADD COLUMN expand_undo text[] NOT NULL DEFAULT '{}',
+    ADD COLUMN contract_sql text[] NOT NULL DEFAULT '{}';
 CREATE FUNCTION migrate.stamp_phase() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
 BEGIN
@@ -191,6 +199,10 @@ BEGIN
                 WHEN m.paused OR coalesce(tree.paused, false) THEN 'paused'
                 -- a worker was running it and is gone (terminated, crashed, server restarted)
                 WHEN m.worker_pid IS NOT NULL AND NOT w.alive THEN 'interrupted'
+                -- a versioned migration: its phases by their own names
+                WHEN m.strategy = 'versioned' AND m.phase = 'copying' THEN 'backfilling'
+                WHEN m.strategy = 'versioned' AND m.phase = 'indexing' THEN 'validating'
+                WHEN m.strategy = 'versioned' AND m.phase = 'ready' THEN 'expanded'
                 ELSE m.phase END,
            m.rows_copied, m.rows_total,
            -- the current phase's progress: statements (of a plan of
@@ -249,9 +261,10 @@ $fn$;
 COMMENT ON FUNCTION migrate.status(regclass) IS
     'halo_migrate: every migration (of one table, if given), newest first: phase, progress, backlog, rate, ETA, worker, error, what the swap waits for, verification, revert window';
 
--- start() takes jobs => (the workers of a partitioned table's rewrite): an
--- argument appended, so the function is dropped and created again, on a C
--- symbol of its own (the old start_wrapper unboxes the old arguments).
+-- start() takes jobs => (the workers of a partitioned table's rewrite),
+-- version => and up => (versioned migrations): arguments appended, so the
+-- function is dropped and created again, on a C symbol of its own (the old
+-- start_wrapper unboxes the old arguments).
 DROP FUNCTION migrate.start(regclass, text, integer, interval, boolean, boolean, boolean,
                             boolean, boolean, interval, jsonb);
 CREATE FUNCTION migrate."start"(
@@ -266,8 +279,45 @@ CREATE FUNCTION migrate."start"(
 	"revertible" bool DEFAULT NULL,
 	"revert_window" interval DEFAULT NULL,
 	"down" jsonb DEFAULT NULL,
-	"jobs" INT DEFAULT NULL
+	"jobs" INT DEFAULT NULL,
+	"version" TEXT DEFAULT NULL,
+	"up" jsonb DEFAULT NULL
 ) RETURNS bigint
 VOLATILE PARALLEL UNSAFE
 LANGUAGE c
-AS 'MODULE_PATHNAME', 'start_with_jobs_wrapper';
+AS 'MODULE_PATHNAME', 'start_with_version_wrapper';
+
+-- The live versions of versioned (expand/contract) migrations: one row per
+-- migration whose version schema exists. Which sessions read a version
+-- cannot be known in general (pg_stat_activity does not show their
+-- search_path): sessions_now counts those holding a lock on one of its
+-- views now, that is, inside a transaction that used it.
+CREATE FUNCTION migrate.versions()
+RETURNS TABLE (version text, version_schema text, table_name text, migration bigint,
+               phase text, sessions_now integer)
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $fn$
+    SELECT m.version, m.version_schema, m.table_name, m.id,
+           CASE WHEN m.phase = 'ready' THEN 'expanded'
+                WHEN m.phase = 'done' THEN 'contracted'
+                ELSE m.phase END,
+           (SELECT count(DISTINCT l.pid)::integer
+              FROM pg_locks l
+              JOIN pg_class c ON c.oid = l.relation
+              JOIN pg_namespace s ON s.oid = c.relnamespace
+             WHERE s.nspname = m.version_schema AND l.pid <> pg_backend_pid())
+      FROM migrate.migrations m
+     WHERE m.version IS NOT NULL
+       AND m.phase NOT IN ('failed', 'aborted')
+       AND EXISTS (SELECT FROM pg_namespace n WHERE n.nspname = m.version_schema)
+     ORDER BY m.id
+$fn$;
+COMMENT ON FUNCTION migrate.versions() IS
+    'halo_migrate: the live versions of versioned (expand/contract) migrations, with the sessions using each now';
+
+-- Versioned migrations: a version schema dropped on request.
+CREATE FUNCTION migrate."drop_version"(
+	"version_schema" TEXT
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'drop_version_wrapper';

@@ -62,6 +62,25 @@ pub enum MigrateError {
         table: String,
     },
 
+    #[error("column \"{column}\" of relation {table} does not exist")]
+    UndefinedColumn { column: String, table: String },
+
+    #[error("column \"{column}\" of relation {table} already exists")]
+    DuplicateColumn { column: String, table: String },
+
+    #[error("schema \"{schema}\" already exists")]
+    VersionSchemaTaken { schema: String },
+
+    #[error("\"{schema}\" is not a version schema of halo_migrate")]
+    NoVersion { schema: String },
+
+    #[error("version schema \"{schema}\" is in use by migration {id} of {table}")]
+    VersionInUse {
+        schema: String,
+        id: i64,
+        table: String,
+    },
+
     #[error("table \"{table}\" has no primary key or unique index on NOT NULL columns")]
     NoKey { table: String },
 
@@ -277,6 +296,11 @@ impl MigrateError {
             | MigrateError::RowSecurity { .. }
             | MigrateError::SchemaPrivilege { .. } => ERRCODE_INSUFFICIENT_PRIVILEGE,
             MigrateError::UndefinedObject { .. } => ERRCODE_UNDEFINED_OBJECT,
+            MigrateError::UndefinedColumn { .. } => ERRCODE_UNDEFINED_COLUMN,
+            MigrateError::DuplicateColumn { .. } => ERRCODE_DUPLICATE_COLUMN,
+            MigrateError::VersionSchemaTaken { .. } => ERRCODE_DUPLICATE_SCHEMA,
+            MigrateError::NoVersion { .. } => ERRCODE_INVALID_SCHEMA_NAME,
+            MigrateError::VersionInUse { .. } => ERRCODE_OBJECT_IN_USE,
             MigrateError::NoKey { .. } => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             MigrateError::NullArgument { .. } => ERRCODE_NULL_VALUE_NOT_ALLOWED,
             MigrateError::InvalidParameter { .. } => ERRCODE_INVALID_PARAMETER_VALUE,
@@ -437,6 +461,14 @@ impl MigrateError {
                  table, the log and the capture trigger; migrate.forget() removes them now."
                     .into(),
             ),
+            MigrateError::VersionSchemaTaken { .. } => Some(
+                "It was not made by a versioned migration of halo_migrate, which names the \
+                 schema of a version <table's schema>_<version>."
+                    .into(),
+            ),
+            MigrateError::NoVersion { .. } => {
+                Some("migrate.versions() lists the version schemas.".into())
+            }
             MigrateError::RevertRow { .. } => Some(
                 "The row was written after the swap. Nothing was reverted; the revert window is \
                  still open."
@@ -541,6 +573,12 @@ impl MigrateError {
                 "Only a migration started with revertible => true can be reverted, until its \
                  window closes (see revertible_until in migrate.status()).".into(),
             ),
+            MigrateError::VersionSchemaTaken { .. } => Some(
+                "Choose another version name, or drop or rename that schema.".into(),
+            ),
+            MigrateError::VersionInUse { table, .. } => Some(format!(
+                "Finish it with migrate.finish('{table}') or cancel it with migrate.abort('{table}') first."
+            )),
             MigrateError::RevertRow { .. } => Some(
                 "Change or delete that row (or give a down expression that maps it), then call \
                  migrate.revert() again; or keep the new shape with migrate.forget().".into(),

@@ -103,6 +103,14 @@ CREATE TABLE migrate.migrations (
     -- that holds rows (its part), each with its own capture, shadow and copy
     tree_id         bigint REFERENCES migrate.migrations (id), -- a part: the tree's migration
     jobs            integer,                        -- the tree: workers copying partitions at once
+    -- a versioned (expand/contract) migration (start(version => ...); see
+    -- engine/versioned.rs): the table keeps its shape, the version schema's
+    -- view shows the new one, until finish() contracts
+    version         text,                           -- the version's name
+    version_schema  text,                           -- the schema of its views: <table's schema>_<version>
+    up_sql          jsonb,                          -- column => expression over the old row
+    expand_undo     text[] NOT NULL DEFAULT '{}',   -- what takes the expand phase's changes back, in order
+    contract_sql    text[] NOT NULL DEFAULT '{}',   -- the contract, in one transaction at finish()
     CONSTRAINT migrations_phase_check CHECK (phase IN
         ('copying', 'indexing', 'replaying', 'verifying', 'ready', 'swapping', 'validating', 'done', 'failed', 'aborted'))
 );
@@ -329,6 +337,10 @@ BEGIN
                 WHEN m.paused OR coalesce(tree.paused, false) THEN 'paused'
                 -- a worker was running it and is gone (terminated, crashed, server restarted)
                 WHEN m.worker_pid IS NOT NULL AND NOT w.alive THEN 'interrupted'
+                -- a versioned migration: its phases by their own names
+                WHEN m.strategy = 'versioned' AND m.phase = 'copying' THEN 'backfilling'
+                WHEN m.strategy = 'versioned' AND m.phase = 'indexing' THEN 'validating'
+                WHEN m.strategy = 'versioned' AND m.phase = 'ready' THEN 'expanded'
                 ELSE m.phase END,
            m.rows_copied, m.rows_total,
            -- the current phase's progress: statements (of a plan of
@@ -386,6 +398,33 @@ END
 $fn$;
 COMMENT ON FUNCTION migrate.status(regclass) IS
     'halo_migrate: every migration (of one table, if given), newest first: phase, progress, backlog, rate, ETA, worker, error, what the swap waits for, verification, revert window';
+
+-- The live versions of versioned (expand/contract) migrations: one row per
+-- migration whose version schema exists. Which sessions read a version
+-- cannot be known in general (pg_stat_activity does not show their
+-- search_path): sessions_now counts those holding a lock on one of its
+-- views now, that is, inside a transaction that used it.
+CREATE FUNCTION migrate.versions()
+RETURNS TABLE (version text, version_schema text, table_name text, migration bigint,
+               phase text, sessions_now integer)
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $fn$
+    SELECT m.version, m.version_schema, m.table_name, m.id,
+           CASE WHEN m.phase = 'ready' THEN 'expanded'
+                WHEN m.phase = 'done' THEN 'contracted'
+                ELSE m.phase END,
+           (SELECT count(DISTINCT l.pid)::integer
+              FROM pg_locks l
+              JOIN pg_class c ON c.oid = l.relation
+              JOIN pg_namespace s ON s.oid = c.relnamespace
+             WHERE s.nspname = m.version_schema AND l.pid <> pg_backend_pid())
+      FROM migrate.migrations m
+     WHERE m.version IS NOT NULL
+       AND m.phase NOT IN ('failed', 'aborted')
+       AND EXISTS (SELECT FROM pg_namespace n WHERE n.nspname = m.version_schema)
+     ORDER BY m.id
+$fn$;
+COMMENT ON FUNCTION migrate.versions() IS
+    'halo_migrate: the live versions of versioned (expand/contract) migrations, with the sessions using each now';
 
 -- Waiting from a client without holding a snapshot: CREATE INDEX
 -- CONCURRENTLY (the concurrent strategy) waits for every transaction with an

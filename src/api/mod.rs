@@ -10,6 +10,7 @@ pub mod plan;
 pub mod revert;
 pub mod runtime;
 pub mod start;
+pub mod versions;
 
 use crate::error::{MigrateError, Result};
 use pgrx::pg_sys;

@@ -12,11 +12,12 @@ use pgrx::datetime::Interval;
 use pgrx::prelude::*;
 
 /// Start an online migration; returns its id at once. (`migrate.start` in
-/// SQL; the Rust name gives its C symbol, `start_with_jobs_wrapper`, a name
-/// of its own: the 0.1.0 function, without `jobs`, calls `start_wrapper`.)
+/// SQL; the Rust name gives its C symbol, `start_with_version_wrapper`, a
+/// name of its own: the 0.1.0 function, without `jobs`, `version` and `up`,
+/// calls `start_wrapper`.)
 #[pg_extern(name = "start", volatile, parallel_unsafe)]
 #[allow(clippy::too_many_arguments)]
-fn start_with_jobs(
+fn start_with_version(
     tbl: Option<Regclass>,
     alter: Option<&str>,
     batch_rows: default!(Option<i32>, "NULL"),
@@ -29,6 +30,8 @@ fn start_with_jobs(
     revert_window: default!(Option<Interval>, "NULL"),
     down: default!(Option<pgrx::JsonB>, "NULL"),
     jobs: default!(Option<i32>, "NULL"),
+    version: default!(Option<&str>, "NULL"),
+    up: default!(Option<pgrx::JsonB>, "NULL"),
 ) -> i64 {
     let opts = Requested {
         batch_rows,
@@ -41,6 +44,8 @@ fn start_with_jobs(
         revert_window,
         down,
         jobs,
+        version: version.map(str::to_string),
+        up,
     };
     call(|| start_migration(tbl, alter, opts))
 }
@@ -64,7 +69,7 @@ fn start(
     revert_window: Option<Interval>,
     down: Option<pgrx::JsonB>,
 ) -> i64 {
-    start_with_jobs(
+    start_with_version(
         tbl,
         alter,
         batch_rows,
@@ -76,6 +81,8 @@ fn start(
         revertible,
         revert_window,
         down,
+        None,
+        None,
         None,
     )
 }
@@ -92,6 +99,9 @@ struct Requested {
     revert_window: Option<Interval>,
     down: Option<pgrx::JsonB>,
     jobs: Option<i32>,
+    /// A versioned (expand/contract) migration: its version and `up`.
+    version: Option<String>,
+    up: Option<pgrx::JsonB>,
 }
 
 /// Milliseconds of a positive interval of at most a minute.
@@ -109,6 +119,9 @@ pub(crate) fn lock_timeout_ms(i: Interval) -> Result<i32> {
 
 /// Seconds a revertible migration stays revertible; None: not revertible.
 fn revert_window_s(req: &Requested) -> Result<Option<i32>> {
+    if req.version.is_some() {
+        return Ok(None);
+    }
     if !req.revertible.unwrap_or_else(gucs::revertible) {
         if req.revert_window.is_some() || req.down.is_some() {
             return Err(MigrateError::InvalidParameter {
@@ -156,7 +169,7 @@ fn start_migration(tbl: Option<Regclass>, alter: Option<&str>, req: Requested) -
         snapshot_safe: req.snapshot_safe.unwrap_or_else(gucs::snapshot_safe_swap),
         verify: req.verify.unwrap_or_else(gucs::verify),
         revert_window_s: revert_window_s(&req)?,
-        down: req.down.map(|j| j.0.to_string()),
+        down: req.down.as_ref().map(|j| j.0.to_string()),
         jobs: match req.jobs {
             None => gucs::jobs(),
             Some(n) if (1..=64).contains(&n) => n,
@@ -170,6 +183,16 @@ fn start_migration(tbl: Option<Regclass>, alter: Option<&str>, req: Requested) -
         },
     };
     let alter_text = required(alter, "alter")?;
+    if let Some(version) = req.version.clone() {
+        return start_versioned(tbl, alter_text, &opts, &req, version);
+    }
+    if req.up.is_some() {
+        return Err(MigrateError::InvalidParameter {
+            name: "up",
+            detail: "The migration is not versioned.".into(),
+            hint: "Add version => '<name>' for an expand/contract migration.".into(),
+        });
+    }
     let planned = plan_steps(tbl, alter, opts.revert_window_s.is_some())?;
     let (id, wants_worker) = setup::start(&planned, alter_text, &opts)?;
     if wants_worker {
@@ -184,4 +207,39 @@ fn launch_worker(id: i64) -> Result<()> {
     // SAFETY: reading the current user's OID.
     let role = unsafe { pgrx::pg_sys::GetUserId() };
     worker::launch_after_commit(id, role)
+}
+
+/// A versioned (expand/contract) migration: `verify`, `revertible` and
+/// `jobs` do not apply to it.
+fn start_versioned(
+    tbl: Option<Regclass>,
+    alter: &str,
+    opts: &Options,
+    req: &Requested,
+    version: String,
+) -> Result<i64> {
+    for (name, given) in [
+        ("verify", req.verify == Some(true)),
+        ("revertible", req.revertible == Some(true)),
+        ("jobs", req.jobs.is_some()),
+    ] {
+        if given {
+            return Err(MigrateError::InvalidParameter {
+                name,
+                detail: "A versioned migration changes the table in place at its contract: there is no copy to verify, keep or share out.".into(),
+                hint: format!("Leave {name} out, or start the migration without version."),
+            });
+        }
+    }
+    let oid = required(tbl, "tbl")?.0;
+    let request = crate::engine::versioned::Request {
+        version,
+        up: req.up.as_ref().map(|j| j.0.to_string()),
+        down: req.down.as_ref().map(|j| j.0.to_string()),
+    };
+    let (id, wants_worker) = crate::engine::versioned::start(oid, alter, opts, &request)?;
+    if wants_worker {
+        launch_worker(id)?;
+    }
+    Ok(id)
 }

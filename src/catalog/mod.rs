@@ -9,6 +9,7 @@
 pub mod keyops;
 pub mod probe;
 pub mod tree;
+pub mod versioned;
 
 use crate::error::{MigrateError, Result};
 use crate::pg::spi::{self, get};

@@ -68,6 +68,9 @@ pub fn step(id: i64, cutover: Cutover) -> Result<Outcome> {
             "migration {id} is a partition's part of migration {tree}, which drives it"
         )));
     }
+    if m.strategy == crate::plan::model::Strategy::Versioned {
+        return crate::engine::versioned::step(&m, cutover);
+    }
     if m.is_tree() {
         return crate::engine::tree::step(&m, cutover);
     }
@@ -303,6 +306,9 @@ pub const CLEANUP_INCOMPLETE: &str = "Cleanup is incomplete";
 /// Remove what a migration created before its swap: the triggers (under
 /// bounded lock waits), the shadow, the log, the function.
 pub fn cleanup(m: &Migration) -> Result<()> {
+    if m.strategy == crate::plan::model::Strategy::Versioned {
+        return crate::engine::versioned::contract::undo(m);
+    }
     if m.is_tree() {
         return crate::engine::tree::cleanup(m);
     }

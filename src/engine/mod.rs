@@ -11,7 +11,8 @@
 //! owns the `migrate.migrations` rows; `locks` is the lock-timeout retry
 //! loop; `blockers` acts on sessions that keep the swap waiting; `throttle`
 //! decides pauses and batch sizes; `tree` rewrites a partitioned table
-//! partition by partition and cuts the whole tree over at once.
+//! partition by partition and cuts the whole tree over at once;
+//! `versioned` serves old and new shapes at once (expand/contract).
 //!
 //! Layer: called by `api` and `bgw`; uses `catalog`, `plan` and `pg`.
 
@@ -36,4 +37,5 @@ pub mod swap;
 pub mod throttle;
 pub mod tree;
 pub mod verify;
+pub mod versioned;
 pub mod views;

@@ -98,14 +98,10 @@ pub fn plan(oid: pgrx::pg_sys::Oid, alter: &str, revertible: bool) -> Result<Pla
     Ok(Planned { facts, cmds, steps })
 }
 
-/// Set up the migration `planned` describes, in the caller's transaction:
-/// an instant plan is carried out at once; a plan of statements or a
-/// rewrite is recorded (a rewrite also gets its capture and shadow) for a
-/// worker, or `step()`, to carry out. The migration's id, and whether it
-/// wants a worker.
-pub fn start(planned: &Planned, alter: &str, opts: &Options) -> Result<(i64, bool)> {
-    let table = QualifiedName::new(&planned.facts.schema, &planned.facts.name);
-    if let Some(live) = state::latest_for_table(pgrx::pg_sys::Oid::from(planned.facts.oid))? {
+/// Refuse a migration of a table that has one live, in its tree or in a
+/// revert window. Two start()s in one partition tree wait for each other.
+pub fn refuse_busy(facts: &TableFacts, table: &QualifiedName) -> Result<()> {
+    if let Some(live) = state::latest_for_table(pgrx::pg_sys::Oid::from(facts.oid))? {
         if !live.phase.is_terminal() {
             return Err(MigrateError::Busy {
                 table: table.to_string(),
@@ -116,10 +112,8 @@ pub fn start(planned: &Planned, alter: &str, opts: &Options) -> Result<(i64, boo
     }
     // Two start()s in one tree (the parent and a partition) wait for each
     // other here, so that the second sees the first's migration.
-    locks::lock_partition_root(pgrx::pg_sys::Oid::from(planned.facts.oid))?;
-    if let Some((id, other, phase)) =
-        state::live_in_tree(pgrx::pg_sys::Oid::from(planned.facts.oid))?
-    {
+    locks::lock_partition_root(pgrx::pg_sys::Oid::from(facts.oid))?;
+    if let Some((id, other, phase)) = state::live_in_tree(pgrx::pg_sys::Oid::from(facts.oid))? {
         return Err(MigrateError::TreeBusy {
             table: table.to_string(),
             other,
@@ -127,19 +121,28 @@ pub fn start(planned: &Planned, alter: &str, opts: &Options) -> Result<(i64, boo
             phase,
         });
     }
+    if let Some(live) = crate::engine::revert::open_window_of(pgrx::pg_sys::Oid::from(facts.oid))? {
+        return Err(MigrateError::RevertWindowOpen {
+            table: table.to_string(),
+            id: live,
+        });
+    }
+    Ok(())
+}
+
+/// Set up the migration `planned` describes, in the caller's transaction:
+/// an instant plan is carried out at once; a plan of statements or a
+/// rewrite is recorded (a rewrite also gets its capture and shadow) for a
+/// worker, or `step()`, to carry out. The migration's id, and whether it
+/// wants a worker.
+pub fn start(planned: &Planned, alter: &str, opts: &Options) -> Result<(i64, bool)> {
+    let table = QualifiedName::new(&planned.facts.schema, &planned.facts.name);
+    refuse_busy(&planned.facts, &table)?;
     let has = |k: Strategy| planned.steps.iter().any(|s| s.strategy == k);
     if opts.verify && !has(Strategy::Rewrite) {
         pgrx::notice!(
             "halo_migrate: nothing to verify: the ALTER does not copy {table}, PostgreSQL changes it in place"
         );
-    }
-    if let Some(live) =
-        crate::engine::revert::open_window_of(pgrx::pg_sys::Oid::from(planned.facts.oid))?
-    {
-        return Err(MigrateError::RevertWindowOpen {
-            table: table.to_string(),
-            id: live,
-        });
     }
     if opts.revert_window_s.is_some() && !has(Strategy::Rewrite) {
         return Err(MigrateError::not_supported(

@@ -175,6 +175,11 @@ impl Ident {
         Ident(name.into())
     }
 
+    /// The name itself, unquoted.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
     fn needs_quotes(name: &str) -> bool {
         let mut chars = name.chars();
         let Some(first) = chars.next() else {

@@ -15,11 +15,13 @@
 pub mod inverse;
 pub mod model;
 pub mod parse;
+pub mod parse_versioned;
 mod refuse;
 pub mod split;
 pub mod sqlgen;
 pub mod tree;
 pub mod verify;
+pub mod versioned;
 
 use crate::error::{MigrateError, Result};
 use crate::pg::ident::QualifiedName;

@@ -321,6 +321,8 @@ pub enum Strategy {
     TwoPhase,
     Concurrent,
     Rewrite,
+    /// An expand/contract migration (`start(version => …)`).
+    Versioned,
 }
 
 impl Strategy {
@@ -330,6 +332,7 @@ impl Strategy {
             Strategy::TwoPhase => "two-phase",
             Strategy::Concurrent => "concurrent",
             Strategy::Rewrite => "rewrite",
+            Strategy::Versioned => "versioned",
         }
     }
 
@@ -340,6 +343,7 @@ impl Strategy {
             Strategy::TwoPhase,
             Strategy::Concurrent,
             Strategy::Rewrite,
+            Strategy::Versioned,
         ]
         .into_iter()
         .find(|s| s.name() == name)

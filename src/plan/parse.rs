@@ -21,7 +21,7 @@ use pgrx::PgList;
 use std::ffi::{CStr, CString};
 
 /// The statement prefix the user's text is parsed behind. The name is never resolved.
-const PREFIX: &str = "ALTER TABLE halo_migrate_parse_target ";
+pub(super) const PREFIX: &str = "ALTER TABLE halo_migrate_parse_target ";
 
 /// Parse the user's subcommand list.
 pub fn parse_alter(alter: &str) -> Result<Vec<Subcommand>> {
@@ -87,7 +87,10 @@ fn parse_one(text: &str) -> Result<Subcommand> {
 
 /// Run the raw parser on `sql` and hand its statement list to `f`. Syntax
 /// errors come back as PostgreSQL reported them (SQLSTATE 42601).
-fn with_raw_parse<R>(sql: &str, f: impl FnOnce(*mut pg_sys::List) -> Result<R>) -> Result<R> {
+pub(super) fn with_raw_parse<R>(
+    sql: &str,
+    f: impl FnOnce(*mut pg_sys::List) -> Result<R>,
+) -> Result<R> {
     let c = CString::new(sql)
         .map_err(|_| MigrateError::syntax("ALTER contains a NUL byte", "Remove it."))?;
     let parsed = PgTryBuilder::new(|| {
@@ -116,7 +119,7 @@ fn with_raw_parse<R>(sql: &str, f: impl FnOnce(*mut pg_sys::List) -> Result<R>) 
 ///
 /// # Safety
 /// `stmts` must be a List of RawStmt.
-unsafe fn first_stmt(stmts: *mut pg_sys::List) -> Result<*mut pg_sys::Node> {
+pub(super) unsafe fn first_stmt(stmts: *mut pg_sys::List) -> Result<*mut pg_sys::Node> {
     // SAFETY: guaranteed by the caller (# Safety above).
     let list = unsafe { PgList::<pg_sys::RawStmt>::from_pg(stmts) };
     if list.len() != 1 {
@@ -147,14 +150,14 @@ unsafe fn lock_of_node(node: *mut pg_sys::Node) -> Result<LockMode> {
 
 /// # Safety
 /// `node` must be NULL or a valid Node.
-unsafe fn is_a(node: *mut pg_sys::Node, tag: pg_sys::NodeTag) -> bool {
+pub(super) unsafe fn is_a(node: *mut pg_sys::Node, tag: pg_sys::NodeTag) -> bool {
     // SAFETY: guaranteed by the caller (# Safety above).
     !node.is_null() && unsafe { (*node).type_ } == tag
 }
 
 /// # Safety
 /// `p` must be NULL or a NUL-terminated string from the parse tree.
-unsafe fn cstr(p: *const std::ffi::c_char) -> Option<String> {
+pub(super) unsafe fn cstr(p: *const std::ffi::c_char) -> Option<String> {
     // SAFETY: guaranteed by the caller (# Safety above).
     (!p.is_null()).then(|| unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned())
 }

@@ -262,7 +262,7 @@ pub fn leftovers(c: &mut Client) -> i64 {
                     AND relname NOT LIKE 'migrations%')
               + (SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'halo_%')
               + (SELECT count(*) FROM pg_proc WHERE pronamespace = 'migrate'::regnamespace
-                    AND proname LIKE 'capture_%')",
+                    AND (proname LIKE 'capture_%' OR proname ~ '^version_[0-9]+$'))",
         &[],
     )
     .unwrap()

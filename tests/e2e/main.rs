@@ -8,6 +8,7 @@ mod concurrent;
 mod copy;
 mod cutover;
 mod engine;
+mod expand_contract;
 mod faults;
 mod harness;
 mod names;

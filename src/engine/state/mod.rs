@@ -6,6 +6,7 @@
 
 pub mod tree;
 pub mod verification;
+pub mod versioned;
 pub mod window;
 
 pub use verification::Verification;

@@ -1,0 +1,116 @@
+//! What versioned migrations read from the catalogs: a table's columns as
+//! the expand phase needs them, the tables a version schema shows, and the
+//! views in a schema that read a table.
+
+use crate::error::Result;
+use crate::pg::spi::{self, get};
+use crate::plan::versioned::BaseColumn;
+use pgrx::pg_sys::Oid;
+
+/// The table's columns in order, with whether each is NOT NULL and whether
+/// a write that omits it gets a value (default, identity, generated).
+pub fn columns(oid: Oid) -> Result<Vec<BaseColumn>> {
+    spi::query(
+        "SELECT a.attname::text, a.attnotnull,
+                a.atthasdef OR a.attidentity <> '' OR a.attgenerated <> ''
+           FROM pg_catalog.pg_attribute a
+          WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
+          ORDER BY a.attnum",
+        &[oid.into()],
+        |r| {
+            Ok(BaseColumn {
+                name: get(r, 1)?,
+                not_null: get(r, 2)?,
+                has_default: get(r, 3)?,
+            })
+        },
+    )
+}
+
+/// The tables of schema `namespace` a version schema shows: ordinary and
+/// partitioned tables, not partitions. (name, oid), by name.
+pub fn tables_of_schema(namespace: u32) -> Result<Vec<(String, Oid)>> {
+    spi::query(
+        "SELECT c.relname::text, c.oid FROM pg_catalog.pg_class c
+          WHERE c.relnamespace = $1 AND c.relkind IN ('r', 'p') AND NOT c.relispartition
+          ORDER BY c.relname",
+        &[Oid::from(namespace).into()],
+        |r| Ok((get(r, 1)?, get(r, 2)?)),
+    )
+}
+
+/// The views in schema `schema` that read table `oid`.
+pub fn views_reading(schema: &str, oid: Oid) -> Result<Vec<String>> {
+    spi::query(
+        "SELECT DISTINCT v.relname::text
+           FROM pg_catalog.pg_depend d
+           JOIN pg_catalog.pg_rewrite w ON w.oid = d.objid
+           JOIN pg_catalog.pg_class v ON v.oid = w.ev_class
+           JOIN pg_catalog.pg_namespace n ON n.oid = v.relnamespace
+          WHERE d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass
+            AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
+            AND d.refobjid = $1 AND n.nspname = $2 AND v.relkind = 'v'
+          ORDER BY 1",
+        &[oid.into(), schema.into()],
+        |r| get(r, 1),
+    )
+}
+
+/// Whether a schema of this name exists.
+pub fn schema_exists(name: &str) -> Result<bool> {
+    spi::one(
+        "SELECT EXISTS (SELECT FROM pg_catalog.pg_namespace WHERE nspname = $1)",
+        &[name.into()],
+        |r| get(r, 1),
+    )
+}
+
+/// The table's heap blocks and rows per block (from the last ANALYZE or
+/// VACUUM; at least 1).
+pub fn blocks_and_density(oid: Oid) -> Result<(i64, f64)> {
+    spi::one(
+        "SELECT (pg_catalog.pg_relation_size($1) / pg_catalog.current_setting('block_size')::bigint),
+                greatest(coalesce(c.reltuples / nullif(c.relpages, 0), 1), 1)::float8
+           FROM pg_catalog.pg_class c WHERE c.oid = $1",
+        &[oid.into()],
+        |r| Ok((get(r, 1)?, get(r, 2)?)),
+    )
+}
+
+/// What, outside the version schemas `versions`, uses one of `columns` of
+/// table `oid` so that dropping it would fail: views elsewhere, the
+/// table's rules and policies. (column, what), the first found.
+pub fn users_outside_versions(
+    oid: Oid,
+    columns: &[String],
+    versions: &[String],
+) -> Result<Option<(String, String)>> {
+    if columns.is_empty() {
+        return Ok(None);
+    }
+    spi::opt(
+        "SELECT a.attname::text, x.dep FROM (
+             SELECT CASE WHEN v.oid = $1 THEN 'rule ' || pg_catalog.quote_ident(r.rulename)
+                         ELSE 'view ' || v.oid::pg_catalog.regclass::text END AS dep,
+                    d.refobjid, d.refobjsubid, n.nspname::text AS schema
+               FROM pg_catalog.pg_depend d
+               JOIN pg_catalog.pg_rewrite r ON r.oid = d.objid
+               JOIN pg_catalog.pg_class v ON v.oid = r.ev_class
+               JOIN pg_catalog.pg_namespace n ON n.oid = v.relnamespace
+              WHERE d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass
+             UNION ALL
+             SELECT 'policy ' || pg_catalog.quote_ident(p.polname), d.refobjid, d.refobjsubid, NULL
+               FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_policy p ON p.oid = d.objid
+              WHERE d.classid = 'pg_catalog.pg_policy'::pg_catalog.regclass) x
+           JOIN pg_catalog.pg_attribute a ON a.attrelid = x.refobjid AND a.attnum = x.refobjsubid
+          WHERE x.refobjid = $1 AND a.attname = ANY ($2)
+            AND (x.schema IS NULL OR NOT x.schema = ANY ($3))
+          ORDER BY 1, 2 LIMIT 1",
+        &[
+            oid.into(),
+            columns.to_vec().into(),
+            versions.to_vec().into(),
+        ],
+        |r| Ok((get(r, 1)?, get(r, 2)?)),
+    )
+}

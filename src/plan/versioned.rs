@@ -1,0 +1,435 @@
+//! Versioned (expand/contract) migrations: what each subcommand becomes.
+//!
+//! A versioned migration (`start(…, version => 'v2')`) leaves the table in
+//! its old shape for the old application and shows the new shape through
+//! a view in the version's schema (`<schema>_<version>`). This module
+//! decides, without a server, for each subcommand:
+//! - the view's select list (a rename is an alias, a drop an omission);
+//! - what the expand phase adds to the table (a column, a NOT VALID check)
+//!   and what takes it back;
+//! - which columns a trigger fills when a write leaves them NULL (`up`:
+//!   from the old shape, for old clients; `down`: from the new shape, for
+//!   new clients), and which of them a backfill must fill in existing rows;
+//! - the checks validated before the contract, and the contract itself.
+//!
+//! Invariants: the expand phase never changes what an old client reads or
+//! writes, except a column it adds; every statement of the contract is a
+//! catalog-only change under the table's lock (the checks it relies on are
+//! validated before it); every `up`/`down` key is used, or the plan is
+//! refused.
+
+use crate::error::{MigrateError, Result};
+use crate::pg::ident::{Ident, QualifiedName};
+use crate::plan::sqlgen::alter;
+use std::collections::BTreeMap;
+
+/// A subcommand as a versioned migration sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VersionedCmd {
+    RenameColumn {
+        from: String,
+        to: String,
+    },
+    RenameTable {
+        to: String,
+    },
+    DropColumn {
+        column: String,
+        text: String,
+    },
+    /// `nullable_text`: the subcommand with its `NOT NULL` taken out, when
+    /// it has NOT NULL and no DEFAULT (the column is added nullable, filled,
+    /// and made NOT NULL at the contract).
+    AddColumn {
+        column: String,
+        text: String,
+        nullable_text: Option<String>,
+    },
+    SetNotNull {
+        column: String,
+    },
+    /// Anything else: refused, saying what it is.
+    Unsupported {
+        text: String,
+    },
+}
+
+/// A column of the table as it is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BaseColumn {
+    pub name: String,
+    pub not_null: bool,
+    /// A default, identity or generated value fills it when a write omits it.
+    pub has_default: bool,
+}
+
+/// Which shape a fill's expression reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// `up`: the table's columns (the old shape).
+    Old,
+    /// `down`: the view's columns (the new shape).
+    New,
+}
+
+/// A column the trigger sets when a write leaves it NULL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fill {
+    /// The table's name for it.
+    pub column: String,
+    pub expr: String,
+    pub side: Side,
+}
+
+/// What a versioned migration does, decided up front.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VersionPlan {
+    /// The view's name in the version schema.
+    pub view_name: String,
+    /// The view's columns: (the table's column, the name the view gives it).
+    pub view_columns: Vec<(String, String)>,
+    /// Run at start(), in order, on the table.
+    pub expand_sql: Vec<String>,
+    /// Subcommands run as written at start(), which must be catalog-only.
+    pub must_be_instant: Vec<String>,
+    /// Take the expand phase back (run in reverse order).
+    pub undo_sql: Vec<String>,
+    pub fills: Vec<Fill>,
+    /// Columns the backfill fills in existing rows (through the trigger).
+    pub backfill: Vec<String>,
+    /// Checks validated before the contract.
+    pub validate_sql: Vec<String>,
+    /// The contract, in one transaction at finish().
+    pub contract_sql: Vec<String>,
+}
+
+/// What the plan is made from.
+pub struct Input<'a> {
+    pub table: &'a QualifiedName,
+    pub columns: &'a [BaseColumn],
+    pub cmds: &'a [VersionedCmd],
+    pub up: &'a BTreeMap<String, String>,
+    pub down: &'a BTreeMap<String, String>,
+    /// The name of the helper check for a column's NOT NULL.
+    pub check_name: &'a dyn Fn(&str) -> Result<String>,
+}
+
+/// Decide the plan, or refuse.
+pub fn build(i: &Input) -> Result<VersionPlan> {
+    let mut p = VersionPlan {
+        view_name: i.table.name.as_str().to_string(),
+        view_columns: i
+            .columns
+            .iter()
+            .map(|c| (c.name.clone(), c.name.clone()))
+            .collect(),
+        ..Default::default()
+    };
+    for cmd in i.cmds {
+        apply(i, &mut p, cmd)?;
+    }
+    check_keys_used(i, &p)?;
+    Ok(p)
+}
+
+fn apply(i: &Input, p: &mut VersionPlan, cmd: &VersionedCmd) -> Result<()> {
+    let t = i.table;
+    match cmd {
+        VersionedCmd::RenameColumn { from, to } => {
+            let at = view_position(i, p, from)?;
+            if p.view_columns.iter().any(|(_, a)| a == to) {
+                return Err(duplicate_column(to, i.table));
+            }
+            p.view_columns[at].1 = to.clone();
+            p.contract_sql.push(alter(
+                t,
+                &format!("RENAME COLUMN {} TO {}", Ident::new(from), Ident::new(to)),
+            ));
+        }
+        VersionedCmd::RenameTable { to } => {
+            p.view_name = to.clone();
+            p.contract_sql
+                .push(format!("ALTER TABLE {t} RENAME TO {}", Ident::new(to)));
+        }
+        VersionedCmd::DropColumn { column, text } => {
+            let at = view_position(i, p, column)?;
+            let (base, _) = p.view_columns.remove(at);
+            let col = i.columns.iter().find(|c| c.name == base);
+            match i.down.get(column) {
+                Some(expr) => p.fills.push(Fill {
+                    column: base,
+                    expr: expr.clone(),
+                    side: Side::New,
+                }),
+                None if col.is_some_and(|c| c.not_null && !c.has_default) => {
+                    return Err(MigrateError::InvalidParameter {
+                        name: "down",
+                        detail: format!(
+                            "Column \"{column}\" is NOT NULL without a default: the new version's inserts, which do not see it, would fail until the contract."
+                        ),
+                        hint: format!(
+                            "Give its value for rows the new version writes, e.g. down => '{{\"{column}\": \"<expression over the new columns>\"}}'."
+                        ),
+                    })
+                }
+                None => {}
+            }
+            p.contract_sql.push(alter(t, text));
+        }
+        VersionedCmd::AddColumn {
+            column,
+            text,
+            nullable_text,
+        } => {
+            if p.view_columns.iter().any(|(_, a)| a == column) {
+                return Err(duplicate_column(column, i.table));
+            }
+            p.view_columns.push((column.clone(), column.clone()));
+            let up = i.up.get(column);
+            match nullable_text {
+                Some(nullable) => {
+                    let Some(up) = up else {
+                        return Err(MigrateError::InvalidParameter {
+                            name: "up",
+                            detail: format!(
+                                "Column \"{column}\" is NOT NULL without a default: the old version's inserts, which do not see it, and the rows already there need a value."
+                            ),
+                            hint: format!(
+                                "Give it, e.g. up => '{{\"{column}\": \"<expression over the old columns>\"}}'."
+                            ),
+                        });
+                    };
+                    p.expand_sql.push(alter(t, nullable));
+                    not_null_check(i, p, column)?;
+                    p.fills.push(old_fill(column, up));
+                    p.backfill.push(column.clone());
+                }
+                None => {
+                    p.expand_sql.push(alter(t, text));
+                    p.must_be_instant.push(text.clone());
+                    if let Some(up) = up {
+                        p.fills.push(old_fill(column, up));
+                        p.backfill.push(column.clone());
+                    }
+                }
+            }
+            p.undo_sql.push(alter(
+                t,
+                &format!("DROP COLUMN IF EXISTS {}", Ident::new(column)),
+            ));
+        }
+        VersionedCmd::SetNotNull { column } => {
+            let at = view_position(i, p, column)?;
+            let base = p.view_columns[at].0.clone();
+            let already = i.columns.iter().any(|c| c.name == base && c.not_null);
+            if let Some(up) = i.up.get(column) {
+                p.fills.push(old_fill(&base, up));
+                p.backfill.push(base.clone());
+            }
+            if !already {
+                not_null_check(i, p, &base)?;
+            }
+        }
+        VersionedCmd::Unsupported { text } => {
+            return Err(MigrateError::not_supported(
+                "this subcommand in a versioned migration",
+                format!("\"{text}\""),
+                "A versioned migration takes RENAME COLUMN, RENAME TO, DROP COLUMN, ADD COLUMN and \
+                 ALTER COLUMN … SET NOT NULL. Run other changes with migrate.start() without version.",
+            ))
+        }
+    }
+    Ok(())
+}
+
+/// The expand phase's `CHECK (col IS NOT NULL) NOT VALID`, validated before
+/// the contract, which then sets NOT NULL without a scan and drops it.
+fn not_null_check(i: &Input, p: &mut VersionPlan, column: &str) -> Result<()> {
+    let t = i.table;
+    let check = (i.check_name)(column)?;
+    let c = Ident::new(&check);
+    p.expand_sql.push(alter(
+        t,
+        &format!(
+            "ADD CONSTRAINT {c} CHECK ({} IS NOT NULL) NOT VALID",
+            Ident::new(column)
+        ),
+    ));
+    p.undo_sql
+        .push(alter(t, &format!("DROP CONSTRAINT IF EXISTS {c}")));
+    p.validate_sql
+        .push(alter(t, &format!("VALIDATE CONSTRAINT {c}")));
+    p.contract_sql.push(alter(
+        t,
+        &format!("ALTER COLUMN {} SET NOT NULL", Ident::new(column)),
+    ));
+    p.contract_sql
+        .push(alter(t, &format!("DROP CONSTRAINT {c}")));
+    Ok(())
+}
+
+fn old_fill(column: &str, expr: &str) -> Fill {
+    Fill {
+        column: column.to_string(),
+        expr: expr.to_string(),
+        side: Side::Old,
+    }
+}
+
+/// Where the column named `name` in the new shape (so far) is in the view.
+fn view_position(i: &Input, p: &VersionPlan, name: &str) -> Result<usize> {
+    p.view_columns
+        .iter()
+        .position(|(_, a)| a == name)
+        .ok_or_else(|| MigrateError::UndefinedColumn {
+            column: name.to_string(),
+            table: i.table.to_string(),
+        })
+}
+
+fn duplicate_column(name: &str, table: &QualifiedName) -> MigrateError {
+    MigrateError::DuplicateColumn {
+        column: name.to_string(),
+        table: table.to_string(),
+    }
+}
+
+/// Every `up` key must name a column an `up` fills, and every `down` key
+/// one a `down` fills: a key that does nothing is a mistake.
+fn check_keys_used(i: &Input, p: &VersionPlan) -> Result<()> {
+    for (name, map, side) in [("up", i.up, Side::Old), ("down", i.down, Side::New)] {
+        for key in map.keys() {
+            let used = p.fills.iter().any(|f| {
+                f.side == side
+                    && (f.column == *key
+                        || p.view_columns
+                            .iter()
+                            .any(|(b, a)| a == key && *b == f.column))
+            }) || (side == Side::New
+                && i.cmds.iter().any(
+                    |c| matches!(c, VersionedCmd::DropColumn { column, .. } if column == key),
+                ));
+            if !used {
+                return Err(MigrateError::InvalidParameter {
+                    name,
+                    detail: format!("No subcommand uses \"{key}\"."),
+                    hint: if side == Side::Old {
+                        "up gives columns that ADD COLUMN or SET NOT NULL need, from the old columns.".into()
+                    } else {
+                        "down gives columns that DROP COLUMN removes, from the new columns.".into()
+                    },
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The version schema of `schema` for `version`.
+pub fn version_schema(schema: &str, version: &str) -> String {
+    format!("{schema}_{version}")
+}
+
+/// The view of a table in a version schema: the table's columns, renamed
+/// as `columns` says. `security_invoker`: the reader's own privileges and
+/// row security apply to the table, never the view owner's.
+pub fn create_view(
+    schema: &str,
+    view: &str,
+    table: &QualifiedName,
+    columns: &[(String, String)],
+) -> String {
+    let list = columns
+        .iter()
+        .map(|(b, a)| {
+            if b == a {
+                Ident::new(b).to_string()
+            } else {
+                format!("{} AS {}", Ident::new(b), Ident::new(a))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "CREATE VIEW {}.{} WITH (security_invoker = true) AS SELECT {list} FROM {table}",
+        Ident::new(schema),
+        Ident::new(view)
+    )
+}
+
+/// The dollar-quote tag of the trigger function's body.
+const BODY_TAG: &str = "$halo_migrate_body$";
+
+/// The trigger function that fills columns a write leaves NULL. Each fill
+/// evaluates its expression in a block whose variables are the columns of
+/// its shape, read from NEW (`base_columns`: every column of the table
+/// after the expand phase).
+pub fn fill_function(
+    function: &QualifiedName,
+    table: &QualifiedName,
+    base_columns: &[String],
+    view_columns: &[(String, String)],
+    fills: &[Fill],
+) -> Result<String> {
+    let mut body = String::from("BEGIN\n");
+    for f in fills {
+        if f.expr.contains(BODY_TAG) {
+            return Err(MigrateError::InvalidParameter {
+                name: if f.side == Side::Old { "up" } else { "down" },
+                detail: format!("The expression for \"{}\" contains {BODY_TAG}.", f.column),
+                hint: "Write it without that dollar-quote tag.".into(),
+            });
+        }
+        let vars: Vec<(String, String)> = match f.side {
+            Side::Old => base_columns
+                .iter()
+                .map(|c| (c.clone(), c.clone()))
+                .collect(),
+            Side::New => view_columns.to_vec(),
+        };
+        let col = Ident::new(&f.column);
+        body.push_str(&format!("    IF NEW.{col} IS NULL THEN\n        DECLARE\n"));
+        for (base, var) in vars.iter().filter(|(_, v)| !shadows_trigger_name(v)) {
+            let base = Ident::new(base);
+            body.push_str(&format!(
+                "            {} {table}.{base}%TYPE := NEW.{base};\n",
+                Ident::new(var)
+            ));
+        }
+        body.push_str(&format!(
+            "        BEGIN\n            NEW.{col} := ({});\n        END;\n    END IF;\n",
+            f.expr
+        ));
+    }
+    body.push_str("    RETURN NEW;\nEND\n");
+    Ok(format!(
+        "CREATE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql SET search_path FROM CURRENT AS {BODY_TAG}\n{body}{BODY_TAG}"
+    ))
+}
+
+/// A variable of this name would hide PL/pgSQL's own NEW or OLD: such a
+/// column cannot be read by name in an `up`/`down` expression.
+fn shadows_trigger_name(name: &str) -> bool {
+    matches!(name.to_ascii_lowercase().as_str(), "new" | "old") || name.starts_with("tg_")
+}
+
+/// One batch of the backfill: touch the rows of heap blocks `[from, to)`
+/// (`$1`, `$2`: `'(from,0)'` and `'(to,0)'`) that have a NULL in a column
+/// to fill, so that the trigger fills them.
+pub fn backfill_batch(table: &QualifiedName, columns: &[String]) -> String {
+    let set = columns
+        .iter()
+        .map(|c| format!("{0} = {0}", Ident::new(c)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let nulls = columns
+        .iter()
+        .map(|c| format!("{} IS NULL", Ident::new(c)))
+        .collect::<Vec<_>>()
+        .join(" OR ");
+    format!("UPDATE {table} SET {set} WHERE ctid >= $1::tid AND ctid < $2::tid AND ({nulls})")
+}
+
+#[cfg(test)]
+#[path = "versioned_tests.rs"]
+mod tests;

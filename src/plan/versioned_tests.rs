@@ -1,0 +1,244 @@
+use super::*;
+
+fn cols() -> Vec<BaseColumn> {
+    vec![
+        BaseColumn {
+            name: "id".into(),
+            not_null: true,
+            has_default: true,
+        },
+        BaseColumn {
+            name: "name".into(),
+            not_null: false,
+            has_default: false,
+        },
+        BaseColumn {
+            name: "legacy".into(),
+            not_null: true,
+            has_default: false,
+        },
+    ]
+}
+
+fn plan(cmds: &[VersionedCmd], up: &[(&str, &str)], down: &[(&str, &str)]) -> Result<VersionPlan> {
+    let table = QualifiedName::new("public", "t");
+    let columns = cols();
+    let up: BTreeMap<String, String> = up
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let down: BTreeMap<String, String> = down
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    build(&Input {
+        table: &table,
+        columns: &columns,
+        cmds,
+        up: &up,
+        down: &down,
+        check_name: &|c: &str| Ok(format!("t_{c}_nn")),
+    })
+}
+
+#[test]
+fn a_rename_is_an_alias_and_a_catalog_change_at_the_contract() {
+    let p = plan(
+        &[VersionedCmd::RenameColumn {
+            from: "name".into(),
+            to: "full_name".into(),
+        }],
+        &[],
+        &[],
+    )
+    .unwrap();
+    assert_eq!(p.view_columns[1], ("name".into(), "full_name".into()));
+    assert!(p.expand_sql.is_empty() && p.fills.is_empty() && p.backfill.is_empty());
+    assert_eq!(
+        p.contract_sql,
+        vec!["ALTER TABLE public.t RENAME COLUMN name TO full_name"]
+    );
+    assert_eq!(
+        create_view("public_v2", &p.view_name, &QualifiedName::new("public", "t"), &p.view_columns),
+        "CREATE VIEW public_v2.t WITH (security_invoker = true) AS SELECT id, name AS full_name, legacy FROM public.t"
+    );
+}
+
+#[test]
+fn renaming_onto_an_existing_column_or_a_missing_one_is_refused() {
+    let e = plan(
+        &[VersionedCmd::RenameColumn {
+            from: "name".into(),
+            to: "id".into(),
+        }],
+        &[],
+        &[],
+    )
+    .unwrap_err();
+    assert!(matches!(e, MigrateError::DuplicateColumn { .. }));
+    let e = plan(
+        &[VersionedCmd::RenameColumn {
+            from: "nope".into(),
+            to: "x".into(),
+        }],
+        &[],
+        &[],
+    )
+    .unwrap_err();
+    assert!(matches!(e, MigrateError::UndefinedColumn { .. }));
+}
+
+#[test]
+fn a_dropped_not_null_column_needs_down() {
+    let drop = [VersionedCmd::DropColumn {
+        column: "legacy".into(),
+        text: "DROP COLUMN legacy".into(),
+    }];
+    let e = plan(&drop, &[], &[]).unwrap_err();
+    assert!(
+        matches!(e, MigrateError::InvalidParameter { name: "down", .. }),
+        "{e:?}"
+    );
+    let p = plan(&drop, &[], &[("legacy", "id * 2")]).unwrap();
+    assert_eq!(p.view_columns.len(), 2);
+    assert_eq!(
+        p.fills,
+        vec![Fill {
+            column: "legacy".into(),
+            expr: "id * 2".into(),
+            side: Side::New
+        }]
+    );
+    assert!(p.backfill.is_empty(), "old rows keep their value");
+    assert_eq!(
+        p.contract_sql,
+        vec!["ALTER TABLE public.t DROP COLUMN legacy"]
+    );
+}
+
+#[test]
+fn a_not_null_column_without_default_is_added_nullable_filled_and_checked() {
+    let add = [VersionedCmd::AddColumn {
+        column: "score".into(),
+        text: "ADD COLUMN score int NOT NULL".into(),
+        nullable_text: Some("ADD COLUMN score int".into()),
+    }];
+    let e = plan(&add, &[], &[]).unwrap_err();
+    assert!(matches!(
+        e,
+        MigrateError::InvalidParameter { name: "up", .. }
+    ));
+    let p = plan(&add, &[("score", "length(name)")], &[]).unwrap();
+    assert_eq!(
+        p.expand_sql,
+        vec![
+            "ALTER TABLE public.t ADD COLUMN score int",
+            "ALTER TABLE public.t ADD CONSTRAINT t_score_nn CHECK (score IS NOT NULL) NOT VALID"
+        ]
+    );
+    assert!(p.must_be_instant.is_empty());
+    assert_eq!(p.backfill, vec!["score"]);
+    assert_eq!(
+        p.validate_sql,
+        vec!["ALTER TABLE public.t VALIDATE CONSTRAINT t_score_nn"]
+    );
+    assert_eq!(
+        p.contract_sql,
+        vec![
+            "ALTER TABLE public.t ALTER COLUMN score SET NOT NULL",
+            "ALTER TABLE public.t DROP CONSTRAINT t_score_nn"
+        ]
+    );
+    assert_eq!(
+        p.undo_sql,
+        vec![
+            "ALTER TABLE public.t DROP COLUMN IF EXISTS score",
+            "ALTER TABLE public.t DROP CONSTRAINT IF EXISTS t_score_nn"
+        ]
+    );
+}
+
+#[test]
+fn set_not_null_checks_and_fills_from_up() {
+    let p = plan(
+        &[VersionedCmd::SetNotNull {
+            column: "name".into(),
+        }],
+        &[("name", "'?'")],
+        &[],
+    )
+    .unwrap();
+    assert_eq!(p.fills[0].side, Side::Old);
+    assert_eq!(p.backfill, vec!["name"]);
+    assert_eq!(p.validate_sql.len(), 1);
+    assert_eq!(
+        p.contract_sql[0],
+        "ALTER TABLE public.t ALTER COLUMN name SET NOT NULL"
+    );
+}
+
+#[test]
+fn unused_keys_and_other_subcommands_are_refused() {
+    let e = plan(
+        &[VersionedCmd::RenameColumn {
+            from: "name".into(),
+            to: "n".into(),
+        }],
+        &[("name", "1")],
+        &[],
+    )
+    .unwrap_err();
+    assert!(matches!(
+        e,
+        MigrateError::InvalidParameter { name: "up", .. }
+    ));
+    let e = plan(
+        &[VersionedCmd::Unsupported {
+            text: "ALTER COLUMN id TYPE bigint".into(),
+        }],
+        &[],
+        &[],
+    )
+    .unwrap_err();
+    assert!(matches!(e, MigrateError::NotSupported { .. }));
+}
+
+#[test]
+fn the_fill_function_reads_each_shape_by_its_names() {
+    let table = QualifiedName::new("public", "t");
+    let f = fill_function(
+        &QualifiedName::new("migrate", "version_1"),
+        &table,
+        &["id".into(), "new".into()],
+        &[("id".into(), "key".into())],
+        &[Fill {
+            column: "id".into(),
+            expr: "key + 1".into(),
+            side: Side::New,
+        }],
+    )
+    .unwrap();
+    assert!(f.contains("key public.t.id%TYPE := NEW.id;"), "{f}");
+    assert!(f.contains("NEW.id := (key + 1);"), "{f}");
+    let e = fill_function(
+        &QualifiedName::new("migrate", "version_1"),
+        &table,
+        &["id".into()],
+        &[],
+        &[Fill {
+            column: "id".into(),
+            expr: "$halo_migrate_body$".into(),
+            side: Side::Old,
+        }],
+    )
+    .unwrap_err();
+    assert!(matches!(e, MigrateError::InvalidParameter { .. }));
+}
+
+#[test]
+fn the_backfill_touches_only_rows_with_a_null_to_fill() {
+    assert_eq!(
+        backfill_batch(&QualifiedName::new("public", "t"), &["a".into(), "b".into()]),
+        "UPDATE public.t SET a = a, b = b WHERE ctid >= $1::tid AND ctid < $2::tid AND (a IS NULL OR b IS NULL)"
+    );
+}

@@ -1,0 +1,490 @@
+//! Versioned (expand/contract) migrations: an old and a new application
+//! version writing at once, each through its own schema, with a control
+//! table written in the same transactions; then the contract (or the
+//! rollback) while clients go on.
+
+use crate::harness::*;
+use postgres::Client;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// `acc` and its control `acc_control`, same rows.
+fn make(c: &mut Client, rows: i64) {
+    for t in ["acc", "acc_control"] {
+        c.batch_execute(&format!(
+            "CREATE TABLE {t} (id int PRIMARY KEY, name text, legacy int NOT NULL, note text);
+             INSERT INTO {t} SELECT g, CASE WHEN g % 9 = 0 THEN NULL ELSE 'n' || g END, g, NULL
+               FROM generate_series(1, {rows}) g;"
+        ))
+        .unwrap();
+    }
+}
+
+/// A client loop until stopped: `write(client, i)` is one transaction;
+/// returns (committed, failed).
+fn client_loop(
+    cluster: &Cluster,
+    search_path: &str,
+    stop: &Arc<AtomicBool>,
+    write: impl Fn(&mut Client, i64) -> Result<(), postgres::Error> + Send + 'static,
+) -> JoinHandle<(u64, u64, Vec<String>)> {
+    let mut c = cluster.client();
+    c.batch_execute(&format!("SET search_path = {search_path}"))
+        .unwrap();
+    let stop = stop.clone();
+    std::thread::spawn(move || {
+        let (mut ok, mut failed, mut errors) = (0, 0, Vec::new());
+        let mut i = 0;
+        while !stop.load(Ordering::Relaxed) {
+            i += 1;
+            match write(&mut c, i) {
+                Ok(()) => ok += 1,
+                Err(e) => {
+                    failed += 1;
+                    if errors.len() < 3 {
+                        errors.push(format!("{} {e}", sqlstate(&e)));
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(3));
+        }
+        (ok, failed, errors)
+    })
+}
+
+/// An old client: the base shape (`name`), control alike.
+fn old_write(c: &mut Client, i: i64, base: i64) -> Result<(), postgres::Error> {
+    let mut tx = c.transaction()?;
+    let (id, k) = ((base + i) as i32, ((i * 37) % 1000 + 1) as i32);
+    for t in ["acc", "acc_control"] {
+        match i % 4 {
+            0 => tx.execute(&format!("UPDATE {t} SET name = NULL WHERE id = $1"), &[&k])?,
+            1 => tx.execute(&format!("DELETE FROM {t} WHERE id = $1"), &[&k])?,
+            _ => tx.execute(
+                &format!("INSERT INTO {t} (id, name, legacy) VALUES ($1, 'old' || $1::int, $1)"),
+                &[&id],
+            )?,
+        };
+    }
+    tx.commit()
+}
+
+#[test]
+fn a_rename_served_to_two_versions_then_contracted() {
+    let cluster = Cluster::start();
+    let mut c = cluster.client();
+    make(&mut c, 1000);
+    let id: i64 = c
+        .query_one(
+            "SELECT migrate.start('acc', 'RENAME COLUMN name TO full_name', version => 'v2')",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(phase(&mut c, id), "expanded", "a rename needs no backfill");
+    // Each version sees the other's writes in its own shape.
+    c.batch_execute(
+        "INSERT INTO public_v2.acc (id, full_name, legacy) VALUES (900001, 'from v2', 1);
+         INSERT INTO acc_control (id, name, legacy) VALUES (900001, 'from v2', 1);",
+    )
+    .unwrap();
+    let seen: String = c
+        .query_one("SELECT name FROM public.acc WHERE id = 900001", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(seen, "from v2");
+    let stop_old = Arc::new(AtomicBool::new(false));
+    let stop_new = Arc::new(AtomicBool::new(false));
+    let old = client_loop(&cluster, "public", &stop_old, |c, i| {
+        old_write(c, i, 100_000)
+    });
+    let new = client_loop(&cluster, "public_v2, public", &stop_new, |c, i| {
+        let mut tx = c.transaction()?;
+        let id = (200_000 + i) as i32;
+        // RETURNING through the view; the control gets the same row.
+        let r = tx.query_one(
+            "INSERT INTO acc (id, full_name, legacy) VALUES ($1, CASE WHEN $1::int % 5 = 0 THEN NULL ELSE 'new' || $1::int END, $1) RETURNING full_name",
+            &[&id],
+        )?;
+        let name: Option<String> = r.get(0);
+        tx.execute(
+            "INSERT INTO acc_control (id, name, legacy) VALUES ($1, $2, $1)",
+            &[&id, &name],
+        )?;
+        let k = ((i * 71) % 1000 + 1) as i32;
+        tx.execute(
+            "UPDATE acc SET full_name = 'upd' || $1::int WHERE id = $1",
+            &[&k],
+        )?;
+        tx.execute(
+            "UPDATE public.acc_control SET name = 'upd' || $1::int WHERE id = $1",
+            &[&k],
+        )?;
+        tx.commit()
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    // The old version is retired first; the new one goes on through the contract.
+    stop_old.store(true, Ordering::Relaxed);
+    let (old_ok, old_failed, old_errors) = old.join().unwrap();
+    assert!(
+        old_ok > 20 && old_failed == 0,
+        "old clients: {old_ok} ok, {old_errors:?}"
+    );
+    let done: String = c
+        .query_one("SELECT migrate.finish('acc')", &[])
+        .unwrap()
+        .get(0);
+    assert!(done.contains("done"), "{done}");
+    std::thread::sleep(Duration::from_millis(500));
+    stop_new.store(true, Ordering::Relaxed);
+    let (new_ok, new_failed, new_errors) = new.join().unwrap();
+    assert!(new_ok > 20, "new clients: {new_ok} ok");
+    assert_eq!(
+        new_failed, 0,
+        "new clients broke at the contract: {new_errors:?}"
+    );
+    assert_matches_control(&mut c, "acc", "RENAME COLUMN name TO full_name");
+    // The version schema stays for the new clients, now a plain view.
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM public_v2.acc", &[])
+        .unwrap()
+        .get(0);
+    assert!(n > 1000);
+    assert_eq!(leftover_triggers(&mut c), 0);
+    let v: String = c
+        .query_one("SELECT phase FROM migrate.versions()", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(v, "contracted");
+    c.batch_execute("SELECT migrate.drop_version('public_v2')")
+        .unwrap();
+    assert!(!schema_exists(&mut c, "public_v2"));
+}
+
+fn leftover_triggers(c: &mut Client) -> i64 {
+    c.query_one(
+        "SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'halo_version_%'",
+        &[],
+    )
+    .unwrap()
+    .get(0)
+}
+
+fn schema_exists(c: &mut Client, s: &str) -> bool {
+    c.query_one(
+        "SELECT EXISTS (SELECT FROM pg_namespace WHERE nspname = $1)",
+        &[&s],
+    )
+    .unwrap()
+    .get(0)
+}
+
+const DROP_ADD: &str = "DROP COLUMN legacy, ADD COLUMN score int NOT NULL";
+const UP: &str = r#"{"score": "coalesce(length(name), 0)"}"#;
+const DOWN: &str = r#"{"legacy": "id * 10"}"#;
+
+/// Old clients write `legacy`, new ones `score`; the control holds both,
+/// computed as the triggers compute them.
+fn drop_add_clients(
+    cluster: &Cluster,
+    stop: &Arc<AtomicBool>,
+    round: i64,
+) -> (
+    JoinHandle<(u64, u64, Vec<String>)>,
+    JoinHandle<(u64, u64, Vec<String>)>,
+) {
+    let old = client_loop(cluster, "public", stop, move |c, i| {
+        let mut tx = c.transaction()?;
+        let id = (300_000 + round * 40_000 + i) as i32;
+        tx.execute(
+            "INSERT INTO acc (id, name, legacy) VALUES ($1, 'o' || $1::int, $1)",
+            &[&id],
+        )?;
+        tx.execute(
+            "INSERT INTO acc_control (id, name, legacy, score) VALUES ($1, 'o' || $1::int, $1, length('o' || $1::int))",
+            &[&id],
+        )?;
+        let k = ((i * 37) % 1000 + 1) as i32;
+        // Not a column up reads: a row's score then does not depend on
+        // whether the backfill or this update filled it first.
+        tx.execute("UPDATE acc SET note = 'o' WHERE id = $1", &[&k])?;
+        tx.execute("UPDATE acc_control SET note = 'o' WHERE id = $1", &[&k])?;
+        tx.commit()
+    });
+    let new = client_loop(cluster, "public_v2, public", stop, move |c, i| {
+        let mut tx = c.transaction()?;
+        let id = (400_000 + round * 40_000 + i) as i32;
+        tx.execute(
+            "INSERT INTO acc (id, name, score) VALUES ($1, NULL, $1::int % 7)",
+            &[&id],
+        )?;
+        tx.execute(
+            "INSERT INTO public.acc_control (id, name, legacy, score) VALUES ($1, NULL, $1::int * 10, $1::int % 7)",
+            &[&id],
+        )?;
+        let k = ((i * 53) % 1000 + 1) as i32;
+        tx.execute("DELETE FROM acc WHERE id = $1", &[&k])?;
+        tx.execute("DELETE FROM public.acc_control WHERE id = $1", &[&k])?;
+        tx.commit()
+    });
+    (old, new)
+}
+
+#[test]
+fn drop_and_add_backfilled_through_a_crash_then_contracted() {
+    let cluster = Cluster::start();
+    let mut c = cluster.client();
+    make(&mut c, 60_000);
+    c.batch_execute(
+        "ALTER TABLE acc_control ADD COLUMN score int;
+         UPDATE acc_control SET score = coalesce(length(name), 0);",
+    )
+    .unwrap();
+    let id: i64 = c
+        .query_one(
+            "SELECT migrate.start('acc', $1, version => 'v2', up => $2::text::jsonb, down => $3::text::jsonb, batch_rows => 500)",
+            &[&DROP_ADD, &UP, &DOWN],
+        )
+        .unwrap()
+        .get(0);
+    c.batch_execute("SELECT migrate.throttle('acc', batch_pause => '20ms')")
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (old, new) = drop_add_clients(&cluster, &stop, 0);
+    wait_until("the backfill to start", || {
+        c.query_one(
+            "SELECT rows_copied FROM migrate.migrations WHERE id = $1",
+            &[&id],
+        )
+        .unwrap()
+        .get::<_, i64>(0)
+            > 2000
+    });
+    // A crash mid-backfill: clients lose their connections; resume()
+    // takes the backfill up where it committed.
+    let pid: i32 = c
+        .query_one(
+            "SELECT worker_pid FROM migrate.migrations WHERE id = $1",
+            &[&id],
+        )
+        .unwrap()
+        .get(0);
+    stop.store(true, Ordering::Relaxed);
+    let _ = old.join();
+    let _ = new.join();
+    let mut c = cluster.crash_by_killing(pid);
+    let stored: String = c
+        .query_one("SELECT phase FROM migrate.migrations WHERE id = $1", &[&id])
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, "copying", "the backfill was mid-way");
+    let stop = Arc::new(AtomicBool::new(false));
+    let (old, new) = drop_add_clients(&cluster, &stop, 1);
+    c.batch_execute(
+        "SELECT migrate.throttle('acc', batch_pause => '0'); SELECT migrate.resume('acc');",
+    )
+    .unwrap();
+    wait_until("the expansion", || phase(&mut c, id) == "expanded");
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    let (o, n) = (old.join().unwrap(), new.join().unwrap());
+    assert!(o.0 > 10 && o.1 == 0, "old clients: {o:?}");
+    assert!(n.0 > 10 && n.1 == 0, "new clients: {n:?}");
+    let nulls: i64 = c
+        .query_one("SELECT count(*) FROM acc WHERE score IS NULL", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(nulls, 0);
+    c.batch_execute("SELECT migrate.finish('acc')").unwrap();
+    // The version's view of acc_control holds its columns: the version goes
+    // before the control is altered.
+    c.batch_execute("SELECT migrate.drop_version('public_v2')")
+        .unwrap();
+    c.batch_execute("ALTER TABLE acc_control DROP COLUMN legacy, ALTER COLUMN score SET NOT NULL")
+        .unwrap();
+    assert_same_rows(&mut c, "acc");
+    let notnull: bool = c
+        .query_one(
+            "SELECT attnotnull FROM pg_attribute WHERE attrelid = 'acc'::regclass AND attname = 'score'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(notnull);
+    let checks: i64 = c
+        .query_one(
+            "SELECT count(*) FROM pg_constraint WHERE conrelid = 'acc'::regclass AND contype = 'c'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!((checks, leftover_triggers(&mut c)), (0, 0));
+}
+
+/// Columns, constraints, triggers and indexes of `acc`.
+fn facts(c: &mut Client) -> String {
+    c.query_one(
+        "SELECT concat_ws(' | ',
+           (SELECT string_agg(attname || ':' || atttypid::regtype || ':' || attnotnull, ',' ORDER BY attnum)
+              FROM pg_attribute WHERE attrelid = 'acc'::regclass AND attnum > 0 AND NOT attisdropped),
+           (SELECT string_agg(conname, ',' ORDER BY conname) FROM pg_constraint WHERE conrelid = 'acc'::regclass),
+           (SELECT string_agg(tgname, ',' ORDER BY tgname) FROM pg_trigger WHERE tgrelid = 'acc'::regclass),
+           (SELECT string_agg(indexrelid::regclass::text, ',' ORDER BY 1) FROM pg_index WHERE indrelid = 'acc'::regclass))",
+        &[],
+    )
+    .unwrap()
+    .get(0)
+}
+
+#[test]
+fn a_rollback_leaves_the_table_as_it_was_and_old_clients_go_on() {
+    let cluster = Cluster::start();
+    let mut c = cluster.client();
+    make(&mut c, 5000);
+    let before = facts(&mut c);
+    c.query_one(
+        "SELECT migrate.start('acc', $1, version => 'v2', up => $2::text::jsonb, down => $3::text::jsonb, background => false)",
+        &[&DROP_ADD, &UP, &DOWN],
+    )
+    .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let old = client_loop(&cluster, "public", &stop, |c, i| old_write(c, i, 500_000));
+    let mut v2 = cluster.client();
+    v2.batch_execute("SET search_path = public_v2, public")
+        .unwrap();
+    v2.batch_execute("INSERT INTO acc (id, name, score) VALUES (7000001, 'v2', 3)")
+        .unwrap();
+    // step() drives the backfill without a worker.
+    for _ in 0..3 {
+        c.batch_execute("SELECT migrate.step('acc')").unwrap();
+    }
+    c.batch_execute("SELECT migrate.abort('acc')").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let (ok, failed, errors) = old.join().unwrap();
+    assert!(ok > 10 && failed == 0, "old clients: {ok} ok, {errors:?}");
+    assert_eq!(facts(&mut c), before);
+    assert!(!schema_exists(&mut c, "public_v2"));
+    // The row the new version wrote stays, in the old shape (legacy from down).
+    let legacy: i32 = c
+        .query_one("SELECT legacy FROM acc WHERE id = 7000001", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(legacy, 70000010);
+    // The new version's clients get an error, not the old shape silently.
+    let e = v2
+        .batch_execute("INSERT INTO acc (id, name, score) VALUES (7000002, 'v2', 3)")
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "42703", "{e}");
+    assert_eq!(leftovers(&mut c), 0);
+}
+
+#[test]
+fn two_tables_share_a_version_and_other_versions_follow_a_contract() {
+    let cluster = Cluster::start();
+    let mut c = cluster.client();
+    c.batch_execute(
+        "CREATE TABLE a (id int PRIMARY KEY, x text, gone int);
+         CREATE TABLE b (id int PRIMARY KEY, y text);
+         INSERT INTO a SELECT g, 'x', g FROM generate_series(1, 100) g;
+         INSERT INTO b SELECT g, 'y' FROM generate_series(1, 100) g;
+         SELECT migrate.start('a', 'RENAME COLUMN x TO x2', version => 'v2');
+         SELECT migrate.start('b', 'RENAME COLUMN y TO y2', version => 'v2');",
+    )
+    .unwrap();
+    // One version, both new shapes.
+    c.batch_execute(
+        "SELECT x2 FROM public_v2.a LIMIT 1; SELECT y2 FROM public_v2.b LIMIT 1;
+         INSERT INTO public_v2.b (id, y2) VALUES (1000, 'y');",
+    )
+    .unwrap();
+    assert_eq!(
+        c.query_one("SELECT count(*) FROM migrate.versions()", &[])
+            .unwrap()
+            .get::<_, i64>(0),
+        2
+    );
+    // Only one migration per table at a time.
+    let e = c
+        .batch_execute("SELECT migrate.start('a', 'DROP COLUMN gone', version => 'v3')")
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "55006", "{e}");
+    c.batch_execute("SELECT migrate.finish('a')").unwrap();
+    // v2 still serves b's new shape; a's view there follows its contract.
+    c.batch_execute("SELECT x2, y2 FROM public_v2.a, public_v2.b LIMIT 1")
+        .unwrap();
+    let e = c
+        .batch_execute("SELECT migrate.drop_version('public_v2')")
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "55006", "{e}");
+    // A new version of a: v3 shows b as it is (y, not renamed yet).
+    c.batch_execute("SELECT migrate.start('a', 'DROP COLUMN gone', version => 'v3')")
+        .unwrap();
+    let e = c.batch_execute("SELECT y2 FROM public_v3.b").unwrap_err();
+    assert_eq!(sqlstate(&e), "42703", "{e}");
+    c.batch_execute("SELECT migrate.finish('b')").unwrap();
+    // b's contract remade v3's view of b in b's new shape.
+    c.batch_execute("SELECT y2 FROM public_v3.b LIMIT 1")
+        .unwrap();
+    // a's second contract drops a's earlier version, v2, which b's
+    // migration (done) no longer needs.
+    c.batch_execute("SELECT migrate.finish('a')").unwrap();
+    assert!(!schema_exists(&mut c, "public_v2"));
+    assert!(schema_exists(&mut c, "public_v3"));
+    c.batch_execute("SELECT gone FROM a").unwrap_err();
+}
+
+#[test]
+fn refusals_change_nothing() {
+    let cluster = Cluster::start();
+    let mut c = cluster.client();
+    make(&mut c, 100);
+    c.batch_execute(
+        "CREATE TABLE pt (id int) PARTITION BY RANGE (id);
+         CREATE TABLE pt1 PARTITION OF pt FOR VALUES FROM (0) TO (10);
+         CREATE SCHEMA public_taken;",
+    )
+    .unwrap();
+    let before = facts(&mut c);
+    for (sql, code) in [
+        ("SELECT migrate.start('acc', 'ALTER COLUMN id TYPE bigint', version => 'v2')", "0A000"),
+        ("SELECT migrate.start('acc', 'ADD COLUMN s int NOT NULL', version => 'v2')", "22023"),
+        ("SELECT migrate.start('acc', 'DROP COLUMN legacy', version => 'v2')", "22023"),
+        (r#"SELECT migrate.start('acc', 'ADD COLUMN s int NOT NULL', version => 'v2', up => '{"s": "1); DROP TABLE acc; SELECT (1"}')"#, "22023"),
+        (r#"SELECT migrate.start('acc', 'ADD COLUMN s int NOT NULL', version => 'v2', up => '{"s": "no_such_column + 1"}')"#, "42703"),
+        (r#"SELECT migrate.start('acc', 'RENAME COLUMN name TO n', version => 'v2', up => '{"n": "1"}')"#, "22023"),
+        ("SELECT migrate.start('acc', 'ADD COLUMN s int DEFAULT random()', version => 'v2')", "0A000"),
+        ("SELECT migrate.start('acc', 'RENAME COLUMN name TO n', version => 'taken')", "42P06"),
+        ("SELECT migrate.start('acc', 'RENAME COLUMN name TO n', version => 'v2', verify => true)", "22023"),
+        ("SELECT migrate.start('acc', 'RENAME COLUMN nope TO n', version => 'v2')", "42703"),
+        ("SELECT migrate.start('pt', 'RENAME COLUMN id TO k', version => 'v2')", "0A000"),
+        ("SELECT migrate.start('acc', 'RENAME COLUMN name TO n', up => '{}')", "22023"),
+        ("SELECT migrate.drop_version('public')", "3F000"),
+    ] {
+        let e = c.batch_execute(sql).unwrap_err();
+        assert_eq!(sqlstate(&e), code, "{sql}: {e}");
+    }
+    assert_eq!(facts(&mut c), before);
+    let live: i64 = c
+        .query_one("SELECT count(*) FROM migrate.migrations", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        live,
+        0,
+        "{:?}",
+        c.query("SELECT id, phase, alter_sql FROM migrate.migrations", &[])
+            .unwrap()
+            .iter()
+            .map(|r| (
+                r.get::<_, i64>(0),
+                r.get::<_, String>(1),
+                r.get::<_, String>(2)
+            ))
+            .collect::<Vec<_>>()
+    );
+    assert!(!schema_exists(&mut c, "public_v2"));
+    assert_eq!(leftovers(&mut c), 0);
+}
