@@ -12,8 +12,11 @@ use pgrx::pg_sys::Oid;
 pub fn columns(oid: Oid) -> Result<Vec<BaseColumn>> {
     spi::query(
         "SELECT a.attname::text, a.attnotnull,
-                a.atthasdef OR a.attidentity <> '' OR a.attgenerated <> ''
+                a.atthasdef OR a.attidentity <> '' OR a.attgenerated <> '',
+                pg_catalog.format_type(a.atttypid, a.atttypmod),
+                CASE WHEN a.attgenerated = '' THEN pg_catalog.pg_get_expr(d.adbin, d.adrelid) END
            FROM pg_catalog.pg_attribute a
+           LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
           WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
           ORDER BY a.attnum",
         &[oid.into()],
@@ -22,6 +25,8 @@ pub fn columns(oid: Oid) -> Result<Vec<BaseColumn>> {
                 name: get(r, 1)?,
                 not_null: get(r, 2)?,
                 has_default: get(r, 3)?,
+                type_sql: get(r, 4)?,
+                default_sql: r.get(5)?,
             })
         },
     )
@@ -112,5 +117,40 @@ pub fn users_outside_versions(
             versions.to_vec().into(),
         ],
         |r| Ok((get(r, 1)?, get(r, 2)?)),
+    )
+}
+
+/// What depends on column `column` of table `oid`, outside the version
+/// schemas `versions`, that a type change by a second column would lose:
+/// an index, a constraint, a view, a policy, a trigger, statistics, a
+/// generated column, an owned sequence, identity. The first found.
+pub fn column_dependents(oid: Oid, column: &str, versions: &[String]) -> Result<Option<String>> {
+    spi::opt(
+        "SELECT what FROM (
+             SELECT pg_catalog.pg_describe_object(d.classid, d.objid, d.objsubid) AS what,
+                    CASE WHEN d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass
+                         THEN (SELECT n.nspname::text FROM pg_catalog.pg_rewrite w
+                                 JOIN pg_catalog.pg_class v ON v.oid = w.ev_class
+                                 JOIN pg_catalog.pg_namespace n ON n.oid = v.relnamespace
+                                WHERE w.oid = d.objid) END AS schema
+               FROM pg_catalog.pg_depend d
+               JOIN pg_catalog.pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+              WHERE d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
+                AND d.refobjid = $1 AND a.attname = $2
+                AND NOT (d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objid = $1)
+                -- its default moves to the new column; a NOT NULL
+                -- constraint (PostgreSQL 18) is the NOT NULL, which does too
+                AND d.classid <> 'pg_catalog.pg_attrdef'::pg_catalog.regclass
+                AND NOT EXISTS (SELECT FROM pg_catalog.pg_constraint c
+                                 WHERE d.classid = 'pg_catalog.pg_constraint'::pg_catalog.regclass
+                                   AND c.oid = d.objid AND c.contype = 'n')
+             UNION ALL
+             SELECT 'identity or generated column', NULL
+               FROM pg_catalog.pg_attribute a
+              WHERE a.attrelid = $1 AND a.attname = $2 AND (a.attidentity <> '' OR a.attgenerated <> '')) x
+          WHERE x.schema IS NULL OR NOT x.schema = ANY ($3)
+          ORDER BY 1 LIMIT 1",
+        &[oid.into(), column.into(), versions.to_vec().into()],
+        |r| get(r, 1),
     )
 }

@@ -66,12 +66,35 @@ unsafe fn cmd(node: *mut pg_sys::Node, text: &str) -> Result<VersionedCmd> {
                 text: text.to_string(),
             },
             AT_SetNotNull => VersionedCmd::SetNotNull { column: name },
+            AT_AlterColumnType => alter_type(&*(c.def as *mut pg_sys::ColumnDef), name, text)?,
             AT_AddColumn => {
                 add_column(&*(c.def as *mut pg_sys::ColumnDef), text)?.unwrap_or_else(unsupported)
             }
             _ => unsupported(),
         })
     }
+}
+
+/// `ALTER COLUMN … TYPE t [COLLATE c] [USING e]`: the type's text runs
+/// from the type name to USING (or the end).
+///
+/// # Safety
+/// `def` must be the ColumnDef of an ALTER COLUMN TYPE parsed from `PREFIX + text`.
+unsafe fn alter_type(def: &pg_sys::ColumnDef, column: String, text: &str) -> Result<VersionedCmd> {
+    // SAFETY: guaranteed by the caller: typeName is the TypeName of the def.
+    let location = unsafe { (*def.typeName).location };
+    let start = usize::try_from(location)
+        .ok()
+        .and_then(|l| l.checked_sub(PREFIX.len()))
+        .filter(|&o| o <= text.len())
+        .ok_or_else(|| MigrateError::Internal(format!("no type location in \"{text}\"")))?;
+    let using_at = crate::plan::split::find_top_level_word(text, "using");
+    let end = using_at.unwrap_or(text.len());
+    Ok(VersionedCmd::AlterType {
+        column,
+        type_sql: text[start..end].trim().to_string(),
+        using: using_at.map(|u| text[u + "using".len()..].trim().to_string()),
+    })
 }
 
 /// ADD COLUMN with at most DEFAULT, NULL and an unnamed NOT NULL; `None`

@@ -48,6 +48,13 @@ pub enum VersionedCmd {
     SetNotNull {
         column: String,
     },
+    /// `ALTER COLUMN … TYPE`: the new type as written (with its COLLATE),
+    /// and the USING expression, if any.
+    AlterType {
+        column: String,
+        type_sql: String,
+        using: Option<String>,
+    },
     /// Anything else: refused, saying what it is.
     Unsupported {
         text: String,
@@ -61,6 +68,10 @@ pub struct BaseColumn {
     pub not_null: bool,
     /// A default, identity or generated value fills it when a write omits it.
     pub has_default: bool,
+    /// Its type, as `format_type()` writes it.
+    pub type_sql: String,
+    /// Its default expression, if it has a plain default.
+    pub default_sql: Option<String>,
 }
 
 /// Which shape a fill's expression reads.
@@ -81,6 +92,20 @@ pub struct Fill {
     pub side: Side,
 }
 
+/// A column whose type changes: the table keeps the old column for old
+/// clients and gets a new one for new clients; the trigger keeps the two
+/// in step, whichever a write changed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sync {
+    /// The table's column (old type) and the new column (new type).
+    pub old: String,
+    pub new: String,
+    /// The new value from the old row (`up`; the USING expression or a cast).
+    pub up: String,
+    /// The old value from the new row (`down`; a cast back by default).
+    pub down: String,
+}
+
 /// What a versioned migration does, decided up front.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct VersionPlan {
@@ -95,6 +120,7 @@ pub struct VersionPlan {
     /// Take the expand phase back (run in reverse order).
     pub undo_sql: Vec<String>,
     pub fills: Vec<Fill>,
+    pub syncs: Vec<Sync>,
     /// Columns the backfill fills in existing rows (through the trigger).
     pub backfill: Vec<String>,
     /// Checks validated before the contract.
@@ -112,6 +138,8 @@ pub struct Input<'a> {
     pub down: &'a BTreeMap<String, String>,
     /// The name of the helper check for a column's NOT NULL.
     pub check_name: &'a dyn Fn(&str) -> Result<String>,
+    /// The name of the new column of a column whose type changes.
+    pub new_column_name: &'a dyn Fn(&str) -> String,
 }
 
 /// Decide the plan, or refuse.
@@ -185,6 +213,10 @@ fn apply(i: &Input, p: &mut VersionPlan, cmd: &VersionedCmd) -> Result<()> {
                 return Err(duplicate_column(column, i.table));
             }
             p.view_columns.push((column.clone(), column.clone()));
+            p.undo_sql.push(alter(
+                t,
+                &format!("DROP COLUMN IF EXISTS {}", Ident::new(column)),
+            ));
             let up = i.up.get(column);
             match nullable_text {
                 Some(nullable) => {
@@ -213,10 +245,6 @@ fn apply(i: &Input, p: &mut VersionPlan, cmd: &VersionedCmd) -> Result<()> {
                     }
                 }
             }
-            p.undo_sql.push(alter(
-                t,
-                &format!("DROP COLUMN IF EXISTS {}", Ident::new(column)),
-            ));
         }
         VersionedCmd::SetNotNull { column } => {
             let at = view_position(i, p, column)?;
@@ -230,6 +258,11 @@ fn apply(i: &Input, p: &mut VersionPlan, cmd: &VersionedCmd) -> Result<()> {
                 not_null_check(i, p, &base)?;
             }
         }
+        VersionedCmd::AlterType {
+            column,
+            type_sql,
+            using,
+        } => alter_type(i, p, column, type_sql, using.as_deref())?,
         VersionedCmd::Unsupported { text } => {
             return Err(MigrateError::not_supported(
                 "this subcommand in a versioned migration",
@@ -238,6 +271,79 @@ fn apply(i: &Input, p: &mut VersionPlan, cmd: &VersionedCmd) -> Result<()> {
                  ALTER COLUMN … SET NOT NULL. Run other changes with migrate.start() without version.",
             ))
         }
+    }
+    Ok(())
+}
+
+/// A type change: a new column of the new type, kept in step with the old
+/// one; at the contract the old column goes and the new one takes its name
+/// (and default, and NOT NULL).
+fn alter_type(
+    i: &Input,
+    p: &mut VersionPlan,
+    column: &str,
+    type_sql: &str,
+    using: Option<&str>,
+) -> Result<()> {
+    let t = i.table;
+    let at = view_position(i, p, column)?;
+    let (base, alias) = p.view_columns[at].clone();
+    let col =
+        i.columns
+            .iter()
+            .find(|c| c.name == base)
+            .ok_or_else(|| MigrateError::UndefinedColumn {
+                column: column.to_string(),
+                table: t.to_string(),
+            })?;
+    if p.syncs.iter().any(|s| s.old == base) {
+        return Err(MigrateError::not_supported(
+            "two type changes of one column in a versioned migration",
+            format!("Column \"{column}\" changes type twice."),
+            "Give the column its final type in one subcommand.",
+        ));
+    }
+    let new = (i.new_column_name)(&base);
+    let b = Ident::new(&base);
+    let up =
+        i.up.get(column)
+            .cloned()
+            .or_else(|| using.map(str::to_string))
+            .unwrap_or_else(|| format!("{b}::{type_sql}"));
+    let down = i
+        .down
+        .get(column)
+        .cloned()
+        .unwrap_or_else(|| format!("{}::{}", Ident::new(&alias), col.type_sql));
+    p.view_columns[at].0 = new.clone();
+    p.expand_sql.push(alter(
+        t,
+        &format!("ADD COLUMN {} {type_sql}", Ident::new(&new)),
+    ));
+    p.undo_sql.push(alter(
+        t,
+        &format!("DROP COLUMN IF EXISTS {}", Ident::new(&new)),
+    ));
+    p.syncs.push(Sync {
+        old: base.clone(),
+        new: new.clone(),
+        up,
+        down,
+    });
+    p.backfill.push(new.clone());
+    if col.not_null {
+        not_null_check(i, p, &new)?;
+    }
+    p.contract_sql.push(alter(t, &format!("DROP COLUMN {b}")));
+    p.contract_sql.push(alter(
+        t,
+        &format!("RENAME COLUMN {} TO {b}", Ident::new(&new)),
+    ));
+    if let Some(default) = &col.default_sql {
+        p.contract_sql.push(alter(
+            t,
+            &format!("ALTER COLUMN {b} SET DEFAULT ({default})::{type_sql}"),
+        ));
     }
     Ok(())
 }
@@ -308,7 +414,10 @@ fn check_keys_used(i: &Input, p: &VersionPlan) -> Result<()> {
             }) || (side == Side::New
                 && i.cmds.iter().any(
                     |c| matches!(c, VersionedCmd::DropColumn { column, .. } if column == key),
-                ));
+                ))
+                || i.cmds
+                    .iter()
+                    .any(|c| matches!(c, VersionedCmd::AlterType { column, .. } if column == key));
             if !used {
                 return Err(MigrateError::InvalidParameter {
                     name,
@@ -360,51 +469,83 @@ pub fn create_view(
 /// The dollar-quote tag of the trigger function's body.
 const BODY_TAG: &str = "$halo_migrate_body$";
 
-/// The trigger function that fills columns a write leaves NULL. Each fill
-/// evaluates its expression in a block whose variables are the columns of
-/// its shape, read from NEW (`base_columns`: every column of the table
-/// after the expand phase).
+/// The trigger function that keeps the shapes in step: for each column
+/// whose type changes, the side a write changed gives the other; then each
+/// fill sets a column a write left NULL. Each expression is evaluated in a
+/// block whose variables are the columns of its shape, read from NEW
+/// (`base_columns`: every column of the table after the expand phase).
 pub fn fill_function(
     function: &QualifiedName,
     table: &QualifiedName,
     base_columns: &[String],
     view_columns: &[(String, String)],
-    fills: &[Fill],
+    plan: &VersionPlan,
 ) -> Result<String> {
+    let old_vars: Vec<(String, String)> = base_columns
+        .iter()
+        .map(|c| (c.clone(), c.clone()))
+        .collect();
+    let vars = |side: Side| {
+        if side == Side::Old {
+            &old_vars[..]
+        } else {
+            view_columns
+        }
+    };
     let mut body = String::from("BEGIN\n");
-    for f in fills {
-        if f.expr.contains(BODY_TAG) {
-            return Err(MigrateError::InvalidParameter {
-                name: if f.side == Side::Old { "up" } else { "down" },
-                detail: format!("The expression for \"{}\" contains {BODY_TAG}.", f.column),
-                hint: "Write it without that dollar-quote tag.".into(),
-            });
-        }
-        let vars: Vec<(String, String)> = match f.side {
-            Side::Old => base_columns
-                .iter()
-                .map(|c| (c.clone(), c.clone()))
-                .collect(),
-            Side::New => view_columns.to_vec(),
-        };
-        let col = Ident::new(&f.column);
-        body.push_str(&format!("    IF NEW.{col} IS NULL THEN\n        DECLARE\n"));
-        for (base, var) in vars.iter().filter(|(_, v)| !shadows_trigger_name(v)) {
-            let base = Ident::new(base);
-            body.push_str(&format!(
-                "            {} {table}.{base}%TYPE := NEW.{base};\n",
-                Ident::new(var)
-            ));
-        }
+    for s in &plan.syncs {
+        let (old, new) = (Ident::new(&s.old), Ident::new(&s.new));
+        let up = assign(table, vars(Side::Old), &s.new, &s.up, "up")?;
+        let down = assign(table, vars(Side::New), &s.old, &s.down, "down")?;
         body.push_str(&format!(
-            "        BEGIN\n            NEW.{col} := ({});\n        END;\n    END IF;\n",
-            f.expr
+            "    IF TG_OP = 'INSERT' THEN\n        IF NEW.{new} IS NOT NULL THEN\n{down}        ELSE\n{up}        END IF;\n    \
+             ELSIF NEW.{new} IS DISTINCT FROM OLD.{new} THEN\n{down}    \
+             ELSIF NEW.{old} IS DISTINCT FROM OLD.{old} OR NEW.{new} IS NULL THEN\n{up}    END IF;\n"
+        ));
+    }
+    for f in &plan.fills {
+        let option = if f.side == Side::Old { "up" } else { "down" };
+        body.push_str(&format!(
+            "    IF NEW.{} IS NULL THEN\n{}    END IF;\n",
+            Ident::new(&f.column),
+            assign(table, vars(f.side), &f.column, &f.expr, option)?
         ));
     }
     body.push_str("    RETURN NEW;\nEND\n");
     Ok(format!(
         "CREATE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql SET search_path FROM CURRENT AS {BODY_TAG}\n{body}{BODY_TAG}"
     ))
+}
+
+/// A block that sets `NEW.target` to `expr`, with `vars` (table column,
+/// variable name) declared from NEW.
+fn assign(
+    table: &QualifiedName,
+    vars: &[(String, String)],
+    target: &str,
+    expr: &str,
+    option: &'static str,
+) -> Result<String> {
+    if expr.contains(BODY_TAG) {
+        return Err(MigrateError::InvalidParameter {
+            name: option,
+            detail: format!("The expression for \"{target}\" contains {BODY_TAG}."),
+            hint: "Write it without that dollar-quote tag.".into(),
+        });
+    }
+    let mut b = String::from("        DECLARE\n");
+    for (base, var) in vars.iter().filter(|(_, v)| !shadows_trigger_name(v)) {
+        let base = Ident::new(base);
+        b.push_str(&format!(
+            "            {} {table}.{base}%TYPE := NEW.{base};\n",
+            Ident::new(var)
+        ));
+    }
+    b.push_str(&format!(
+        "        BEGIN\n            NEW.{} := ({expr});\n        END;\n",
+        Ident::new(target)
+    ));
+    Ok(b)
 }
 
 /// A variable of this name would hide PL/pgSQL's own NEW or OLD: such a

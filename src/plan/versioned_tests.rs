@@ -2,22 +2,20 @@ use super::*;
 
 fn cols() -> Vec<BaseColumn> {
     vec![
-        BaseColumn {
-            name: "id".into(),
-            not_null: true,
-            has_default: true,
-        },
-        BaseColumn {
-            name: "name".into(),
-            not_null: false,
-            has_default: false,
-        },
-        BaseColumn {
-            name: "legacy".into(),
-            not_null: true,
-            has_default: false,
-        },
+        col("id", true, true, Some("nextval('t_id_seq'::regclass)")),
+        col("name", false, false, None),
+        col("legacy", true, false, None),
     ]
+}
+
+fn col(name: &str, not_null: bool, has_default: bool, default: Option<&str>) -> BaseColumn {
+    BaseColumn {
+        name: name.into(),
+        not_null,
+        has_default,
+        type_sql: "integer".into(),
+        default_sql: default.map(str::to_string),
+    }
 }
 
 fn plan(cmds: &[VersionedCmd], up: &[(&str, &str)], down: &[(&str, &str)]) -> Result<VersionPlan> {
@@ -38,6 +36,7 @@ fn plan(cmds: &[VersionedCmd], up: &[(&str, &str)], down: &[(&str, &str)]) -> Re
         up: &up,
         down: &down,
         check_name: &|c: &str| Ok(format!("t_{c}_nn")),
+        new_column_name: &|c: &str| format!("_new_{c}"),
     })
 }
 
@@ -206,33 +205,106 @@ fn unused_keys_and_other_subcommands_are_refused() {
 #[test]
 fn the_fill_function_reads_each_shape_by_its_names() {
     let table = QualifiedName::new("public", "t");
+    let mut p = VersionPlan::default();
+    p.fills.push(Fill {
+        column: "id".into(),
+        expr: "key + 1".into(),
+        side: Side::New,
+    });
     let f = fill_function(
         &QualifiedName::new("migrate", "version_1"),
         &table,
         &["id".into(), "new".into()],
         &[("id".into(), "key".into())],
-        &[Fill {
-            column: "id".into(),
-            expr: "key + 1".into(),
-            side: Side::New,
-        }],
+        &p,
     )
     .unwrap();
     assert!(f.contains("key public.t.id%TYPE := NEW.id;"), "{f}");
     assert!(f.contains("NEW.id := (key + 1);"), "{f}");
+    assert!(
+        !f.contains(" new public.t"),
+        "a column named new is not declared: {f}"
+    );
+    p.fills[0].expr = "$halo_migrate_body$".into();
     let e = fill_function(
         &QualifiedName::new("migrate", "version_1"),
         &table,
         &["id".into()],
         &[],
-        &[Fill {
-            column: "id".into(),
-            expr: "$halo_migrate_body$".into(),
-            side: Side::Old,
-        }],
+        &p,
     )
     .unwrap_err();
     assert!(matches!(e, MigrateError::InvalidParameter { .. }));
+}
+
+#[test]
+fn a_type_change_gets_a_new_column_kept_in_step_both_ways() {
+    let p = plan(
+        &[VersionedCmd::AlterType {
+            column: "id".into(),
+            type_sql: "bigint".into(),
+            using: None,
+        }],
+        &[],
+        &[],
+    )
+    .unwrap();
+    assert_eq!(p.view_columns[0], ("_new_id".into(), "id".into()));
+    assert_eq!(
+        p.syncs,
+        vec![Sync {
+            old: "id".into(),
+            new: "_new_id".into(),
+            up: "id::bigint".into(),
+            down: "id::integer".into()
+        }]
+    );
+    assert_eq!(p.backfill, vec!["_new_id"]);
+    assert_eq!(
+        p.contract_sql,
+        vec![
+            "ALTER TABLE public.t ALTER COLUMN _new_id SET NOT NULL",
+            "ALTER TABLE public.t DROP CONSTRAINT t__new_id_nn",
+            "ALTER TABLE public.t DROP COLUMN id",
+            "ALTER TABLE public.t RENAME COLUMN _new_id TO id",
+            "ALTER TABLE public.t ALTER COLUMN id SET DEFAULT (nextval('t_id_seq'::regclass))::bigint",
+        ]
+    );
+    // USING is the default up; up and down override.
+    let p = plan(
+        &[VersionedCmd::AlterType {
+            column: "name".into(),
+            type_sql: "boolean".into(),
+            using: Some("name IS NOT NULL".into()),
+        }],
+        &[],
+        &[("name", "CASE WHEN name THEN 'yes' END")],
+    )
+    .unwrap();
+    assert_eq!(p.syncs[0].up, "name IS NOT NULL");
+    assert_eq!(p.syncs[0].down, "CASE WHEN name THEN 'yes' END");
+    assert!(p.validate_sql.is_empty(), "name is nullable");
+    let f = fill_function(
+        &QualifiedName::new("migrate", "version_1"),
+        &QualifiedName::new("public", "t"),
+        &[
+            "id".into(),
+            "name".into(),
+            "legacy".into(),
+            "_new_name".into(),
+        ],
+        &p.view_columns,
+        &p,
+    )
+    .unwrap();
+    assert!(
+        f.contains("ELSIF NEW._new_name IS DISTINCT FROM OLD._new_name THEN"),
+        "{f}"
+    );
+    assert!(
+        f.contains("name public.t._new_name%TYPE := NEW._new_name;"),
+        "down reads the new column as name: {f}"
+    );
 }
 
 #[test]

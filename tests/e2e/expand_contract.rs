@@ -488,3 +488,121 @@ fn refusals_change_nothing() {
     assert!(!schema_exists(&mut c, "public_v2"));
     assert_eq!(leftovers(&mut c), 0);
 }
+
+#[test]
+fn type_changes_kept_in_step_both_ways_then_contracted() {
+    let cluster = Cluster::start();
+    let mut c = cluster.client();
+    for t in ["acc", "acc_control"] {
+        c.batch_execute(&format!(
+            "CREATE TABLE {t} (id int PRIMARY KEY, flag text, amount int NOT NULL DEFAULT 7);
+             INSERT INTO {t} SELECT g, (ARRAY['yes', 'no', NULL, 'maybe'])[1 + g % 4], g
+               FROM generate_series(1, 20000) g;"
+        ))
+        .unwrap();
+    }
+    let alter =
+        "ALTER COLUMN flag TYPE boolean USING flag = 'yes', ALTER COLUMN amount TYPE bigint";
+    let down = r#"{"flag": "CASE WHEN flag THEN 'yes' WHEN NOT flag THEN 'no' END"}"#;
+    // A column an index uses cannot change type this way.
+    let e = c
+        .batch_execute(
+            "SELECT migrate.start('acc', 'ALTER COLUMN id TYPE bigint', version => 'v2')",
+        )
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "0A000", "{e}");
+    c.query_one(
+        "SELECT migrate.start('acc', $1, version => 'v2', down => $2::text::jsonb, batch_rows => 1000)",
+        &[&alter, &down],
+    )
+    .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let old = client_loop(&cluster, "public", &stop, |c, i| {
+        let mut tx = c.transaction()?;
+        let (id, k) = ((100_000 + i) as i32, ((i * 37) % 20_000 + 1) as i32);
+        let flag = ["yes", "no", "maybe"][(i % 3) as usize];
+        for t in ["acc", "acc_control"] {
+            tx.execute(
+                &format!("INSERT INTO {t} (id, flag) VALUES ($1, $2)"),
+                &[&id, &flag],
+            )?;
+            tx.execute(
+                &format!("UPDATE {t} SET flag = NULL, amount = amount + 1 WHERE id = $1"),
+                &[&k],
+            )?;
+        }
+        tx.commit()
+    });
+    let new = client_loop(&cluster, "public_v2, public", &stop, |c, i| {
+        let mut tx = c.transaction()?;
+        let (id, k) = ((200_000 + i) as i32, ((i * 53) % 20_000 + 1) as i32);
+        let flag = if i % 3 == 0 { None } else { Some(i % 2 == 0) };
+        let amount: i64 = 5_000_000_000 % 1_000_000 + i;
+        tx.execute(
+            "INSERT INTO acc (id, flag, amount) VALUES ($1, $2, $3)",
+            &[&id, &flag, &amount],
+        )?;
+        tx.execute(
+            "INSERT INTO public.acc_control (id, flag, amount)
+             VALUES ($1, CASE WHEN $2::bool THEN 'yes' WHEN NOT $2::bool THEN 'no' END, $3::bigint)",
+            &[&id, &flag, &amount],
+        )?;
+        tx.execute(
+            "UPDATE acc SET flag = NOT coalesce(flag, false) WHERE id = $1",
+            &[&k],
+        )?;
+        tx.execute(
+            "UPDATE public.acc_control SET flag = CASE WHEN coalesce(flag = 'yes', false) THEN 'no' ELSE 'yes' END WHERE id = $1",
+            &[&k],
+        )?;
+        tx.commit()
+    });
+    wait_until("the expansion", || {
+        c.query_one("SELECT phase FROM migrate.status('acc')", &[])
+            .unwrap()
+            .get::<_, String>(0)
+            == "expanded"
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let (o, n) = (old.join().unwrap(), new.join().unwrap());
+    assert!(o.0 > 10 && o.1 == 0, "old clients: {o:?}");
+    assert!(n.0 > 10 && n.1 == 0, "new clients: {n:?}");
+    // Each version reads the other's writes in its own shape.
+    let row = c
+        .query_one(
+            "SELECT count(*) FROM acc a JOIN public_v2.acc v USING (id)
+              WHERE v.flag IS DISTINCT FROM (a.flag = 'yes') OR a.amount <> v.amount",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), 0, "the two shapes differ");
+    c.batch_execute("SELECT migrate.finish('acc'); SELECT migrate.drop_version('public_v2');")
+        .unwrap();
+    c.batch_execute(&format!("ALTER TABLE acc_control {alter}"))
+        .unwrap();
+    let diff: i64 = c
+        .query_one(
+            "SELECT (SELECT count(*) FROM (SELECT id, flag, amount FROM acc
+                                           EXCEPT ALL SELECT id, flag, amount FROM acc_control) a)
+                  + (SELECT count(*) FROM (SELECT id, flag, amount FROM acc_control
+                                           EXCEPT ALL SELECT id, flag, amount FROM acc) b)",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(diff, 0, "acc differs from its control after the contract");
+    let shape: String = c
+        .query_one(
+            "SELECT string_agg(attname || ' ' || format_type(atttypid, atttypmod) || ' ' || attnotnull, ', ' ORDER BY attname)
+               FROM pg_attribute WHERE attrelid = 'acc'::regclass AND attnum > 0 AND NOT attisdropped",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        shape,
+        "amount bigint true, flag boolean false, id integer true"
+    );
+    assert_eq!(leftovers(&mut c), 0);
+}

@@ -70,6 +70,7 @@ pub fn start(oid: Oid, alter: &str, opts: &Options, req: &Request) -> Result<(i6
     };
     let cmds = versioned_cmds(alter)?;
     refuse_dropped_in_use(oid, &cmds)?;
+    refuse_type_change_dependents(oid, &cmds)?;
     let plan = vplan::build(&Input {
         table: &table,
         columns: &columns,
@@ -77,6 +78,7 @@ pub fn start(oid: Oid, alter: &str, opts: &Options, req: &Request) -> Result<(i6
         up: &up,
         down: &down,
         check_name: &check_name,
+        new_column_name: &|col: &str| new_column_name(&req.version, col),
     })?;
     for text in &plan.must_be_instant {
         let steps = setup::plan(oid, text, false)?.steps;
@@ -96,6 +98,33 @@ pub fn start(oid: Oid, alter: &str, opts: &Options, req: &Request) -> Result<(i6
         expand(oid, &table, &plan, &schema, shared, facts.namespace)
     })?;
     record(oid, &table, alter, opts, req, &plan, &schema)
+}
+
+/// The new column of a column whose type changes: `_halo_<version>_<col>`
+/// (shortened to fit a name).
+fn new_column_name(version: &str, column: &str) -> String {
+    sqlgen::make_object_name(&format!("_halo_{version}"), Some(column), "")
+}
+
+/// A column whose type changes by a second column must have nothing that
+/// depends on it (an index, a constraint, a view, …): the contract drops
+/// the old column, and with it all of that.
+fn refuse_type_change_dependents(oid: Oid, cmds: &[vplan::VersionedCmd]) -> Result<()> {
+    let versions = vstate::all_schemas()?;
+    for c in cmds {
+        if let vplan::VersionedCmd::AlterType { column, .. } = c {
+            if let Some(what) = cat::column_dependents(oid, column, &versions)? {
+                return Err(MigrateError::not_supported(
+                    "a type change in a versioned migration of a column that other objects use",
+                    format!("{what} depends on column \"{column}\"."),
+                    "A versioned type change gives the column a new, second column and drops the \
+                     old one at the contract, with what depends on it. Change the type with \
+                     migrate.start() without version, or drop the dependent object first.",
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A column the contract drops must not be used outside the version
@@ -208,11 +237,11 @@ fn expand(
     for sql in &plan.expand_sql {
         spi::exec(sql, &[])?;
     }
-    if !plan.fills.is_empty() {
+    if !plan.fills.is_empty() || !plan.syncs.is_empty() {
         let base: Vec<String> = cat::columns(oid)?.into_iter().map(|c| c.name).collect();
         let function = fill_function(oid);
         spi::exec(
-            &vplan::fill_function(&function, table, &base, &plan.view_columns, &plan.fills)?,
+            &vplan::fill_function(&function, table, &base, &plan.view_columns, plan)?,
             &[],
         )?;
         spi::exec(
@@ -241,13 +270,18 @@ fn expand(
     // Each expression is resolved now against its shape, so that a typo
     // fails start(), not the first write or the backfill.
     let view = QualifiedName::new(schema, &plan.view_name);
-    for f in &plan.fills {
-        let from = if f.side == vplan::Side::Old {
+    let exprs = plan.fills.iter().map(|f| (f.side, &f.expr)).chain(
+        plan.syncs
+            .iter()
+            .flat_map(|s| [(vplan::Side::Old, &s.up), (vplan::Side::New, &s.down)]),
+    );
+    for (side, expr) in exprs {
+        let from = if side == vplan::Side::Old {
             table
         } else {
             &view
         };
-        spi::exec(&format!("SELECT ({}) FROM {from} LIMIT 0", f.expr), &[])?;
+        spi::exec(&format!("SELECT ({expr}) FROM {from} LIMIT 0"), &[])?;
     }
     Ok(())
 }
