@@ -29,6 +29,11 @@ Examples:
   halo_migrate -d shop -t accounts --revert
   halo_migrate -d shop -t accounts --forget
 
+  # Expand/contract: serve the new shape as schema public_v2 beside the old one;
+  # move the application over, then contract (or roll back with --abort)
+  halo_migrate -d shop -t accounts -a 'RENAME COLUMN name TO full_name' --execute --version=v2
+  halo_migrate -d shop -t accounts --finish
+
 Exit codes: 0 done, 1 migration failed, 2 bad usage, 3 cannot connect,
 4 extension not installed, 5 table missing, 6 permission denied,
 130 interrupted by Ctrl-C.";
@@ -37,6 +42,7 @@ Exit codes: 0 done, 1 migration failed, 2 bad usage, 3 cannot connect,
 #[command(
     name = "halo_migrate",
     version,
+    disable_version_flag = true,
     about = "Online ALTER TABLE for PostgreSQL, over the halo_migrate extension.",
     long_about = "Online ALTER TABLE for PostgreSQL, over the halo_migrate extension.\n\n\
                   Without --execute, prints the plan and changes nothing.",
@@ -87,6 +93,15 @@ pub struct Args {
     /// With --revertible: how long the change stays revertible (default: halo_migrate.revert_window)
     #[arg(long, value_name = "INTERVAL", requires = "revertible")]
     pub revert_window: Option<String>,
+    /// Expand/contract: keep the table's old shape and serve the new one as the views of schema <schema>_NAME, until --finish (or --abort); --version alone prints the program's version
+    #[arg(long = "version", value_name = "NAME", num_args = 0..=1, default_missing_value = "")]
+    pub schema_version: Option<String>,
+    /// With --version: new columns' values from the old row, as JSON: '{"col": "SQL expression"}'
+    #[arg(long, value_name = "JSON")]
+    pub up: Option<String>,
+    /// With --version or --revertible: old columns' values from the new row, as JSON: '{"col": "SQL expression"}'
+    #[arg(long, value_name = "JSON")]
+    pub down: Option<String>,
     /// At the cut-over, sessions whose locks keep the swap waiting: wait for them, cancel their statements, or terminate them
     #[arg(long, value_name = "POLICY", default_value = "wait", value_parser = ["wait", "cancel", "terminate"])]
     pub blockers: String,
@@ -135,6 +150,9 @@ pub struct Args {
     /// Print help
     #[arg(short = '?', long, action = ArgAction::Help)]
     pub help: Option<bool>,
+    /// Print the program's version
+    #[arg(short = 'V', action = ArgAction::Version)]
+    pub print_version: Option<bool>,
 }
 
 /// Settings passed through to `migrate.start()` and `migrate.throttle()`.
@@ -151,6 +169,10 @@ pub struct Settings {
     pub revertible: Option<bool>,
     /// `--revert-window`; None leaves it to `halo_migrate.revert_window`.
     pub revert_window: Option<String>,
+    /// `--version NAME`, `--up`, `--down`: a versioned migration's.
+    pub version: Option<String>,
+    pub up: Option<String>,
+    pub down: Option<String>,
 }
 
 impl Settings {
@@ -234,6 +256,9 @@ impl Args {
             verify: self.verify.then_some(true),
             revertible: self.revertible.then_some(true),
             revert_window: self.revert_window.as_deref().map(interval),
+            version: self.schema_version.clone().filter(|v| !v.is_empty()),
+            up: self.up.clone(),
+            down: self.down.clone(),
         }
     }
 
@@ -265,6 +290,28 @@ impl Args {
                 "--abort-on-interrupt goes with --execute or --finish",
             ));
         }
+        let versioned = self
+            .schema_version
+            .as_deref()
+            .is_some_and(|v| !v.is_empty());
+        if versioned && !(self.execute && !self.alter.is_empty()) {
+            return Err(Failure::usage(
+                "--version=NAME starts a versioned migration: it goes with --alter and --execute",
+            ));
+        }
+        if self.up.is_some() && !versioned {
+            return Err(Failure::usage("--up goes with --version=NAME"));
+        }
+        if self.down.is_some() && !versioned && !self.revertible {
+            return Err(Failure::usage(
+                "--down goes with --version=NAME or --revertible",
+            ));
+        }
+        if versioned && (self.revertible || self.verify) {
+            return Err(Failure::usage(
+                "--version=NAME changes the table in place at its contract: it cannot be combined with --revertible or --verify",
+            ));
+        }
         if self.alter.iter().any(|a| a.trim().is_empty()) {
             return Err(Failure::usage("--alter must not be empty"));
         }
@@ -290,7 +337,9 @@ impl Args {
                 Action::Execute {
                     table: table()?,
                     alter,
-                    finish: !self.no_finish,
+                    // A versioned migration stops once expanded: the
+                    // contract waits for the application (--finish).
+                    finish: !self.no_finish && !versioned,
                 }
             } else {
                 Action::Plan {

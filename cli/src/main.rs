@@ -31,6 +31,11 @@ fn main() {
 }
 
 fn run(args: &Args) -> Result<()> {
+    if args.schema_version.as_deref() == Some("") {
+        // --version without a name: the program's version, as -V.
+        println!("halo_migrate {}", env!("CARGO_PKG_VERSION"));
+        return Ok(());
+    }
     let action = args.action()?;
     let interrupted = watch::interrupt_flag();
     let (mut c, target) = connect::connect(&args.conn())?;
@@ -72,10 +77,17 @@ fn run(args: &Args) -> Result<()> {
             finish,
         } => {
             let table = session::check_table(&mut c, &table)?;
-            say(&render::plan(
-                &table,
-                &session::plan(&mut c, &table, &alter, args.revertible)?,
-            ));
+            match &settings.version {
+                // migrate.plan() shows how the ALTER would run at once; a
+                // versioned migration expands first (doc/expand-contract.md).
+                Some(v) => say(&format!(
+                    "Versioned migration {v}: the table keeps its shape; the new one is served by the version schema's views.\n"
+                )),
+                None => say(&render::plan(
+                    &table,
+                    &session::plan(&mut c, &table, &alter, args.revertible)?,
+                )),
+            }
             say("\n");
             let id = session::start(&mut c, &table, &alter, &settings)?;
             if settings.throttles() {

@@ -76,21 +76,45 @@ pub fn start(c: &mut Client, table: &str, alter: &str, s: &Settings) -> Result<i
     let sql = if s.lock_timeout.is_some() {
         "SELECT migrate.start($1::text::regclass, $2, batch_rows => $3::int4, verify => $4::bool,
                               revertible => $5::bool, revert_window => $6::text::interval,
-                              lock_timeout => $7::text::interval)"
+                              version => $7::text, up => $8::text::jsonb, down => $9::text::jsonb,
+                              lock_timeout => $10::text::interval)"
     } else {
         "SELECT migrate.start($1::text::regclass, $2, batch_rows => $3::int4, verify => $4::bool,
-                              revertible => $5::bool, revert_window => $6::text::interval)"
+                              revertible => $5::bool, revert_window => $6::text::interval,
+                              version => $7::text, up => $8::text::jsonb, down => $9::text::jsonb)"
     };
     let (rev, window) = (&s.revertible, &s.revert_window);
+    let (version, up, down) = (&s.version, &s.up, &s.down);
     let row = if let Some(lt) = &s.lock_timeout {
         c.query_one(
             sql,
-            &[&table, &alter, &s.batch_rows, &s.verify, rev, window, lt],
+            &[
+                &table,
+                &alter,
+                &s.batch_rows,
+                &s.verify,
+                rev,
+                window,
+                version,
+                up,
+                down,
+                lt,
+            ],
         )
     } else {
         c.query_one(
             sql,
-            &[&table, &alter, &s.batch_rows, &s.verify, rev, window],
+            &[
+                &table,
+                &alter,
+                &s.batch_rows,
+                &s.verify,
+                rev,
+                window,
+                version,
+                up,
+                down,
+            ],
         )
     }
     .map_err(|e| Failure::from_db("starting the migration", &e))?;

@@ -65,6 +65,13 @@ fn next(s: &Status, want_finish: bool, finishing: bool) -> Next {
     match s.phase.as_str() {
         "done" | "failed" | "aborted" => Next::Ended,
         "interrupted" if !finishing => Next::Interrupted,
+        "expanded" if s.strategy == "versioned" && !finishing => {
+            if want_finish {
+                Next::Finish
+            } else {
+                Next::LeaveForLater
+            }
+        }
         "replaying" | "ready" if s.strategy == "rewrite" && !finishing => {
             if want_finish {
                 Next::Finish
@@ -121,6 +128,13 @@ pub fn follow(
                 let (table, blockers) = (w.table.clone(), w.blockers.clone());
                 let handle = std::thread::spawn(move || call_finish(&mut c, &table, &blockers));
                 call = Some((handle, token));
+            }
+            Next::LeaveForLater if s.strategy == "versioned" => {
+                display.clear();
+                return Ok(format!(
+                    "migration {} of {} is expanded: the old shape is served by the table, the new one by its version schema (SELECT * FROM migrate.versions()).\nContract once the application has moved over:\n  halo_migrate{} --table={} --finish\nor roll back:\n  halo_migrate{} --table={} --abort",
+                    s.id, s.table_name, w.conn_flags, shell_quote(&s.table_name), w.conn_flags, shell_quote(&s.table_name)
+                ));
             }
             Next::LeaveForLater => {
                 display.clear();

@@ -268,6 +268,71 @@ fn execute_a_rewrite_of_a_partitioned_table() {
 }
 
 #[test]
+fn a_versioned_migration_expands_then_finish_contracts() {
+    let cluster = Cluster::start();
+    let mut c = cluster.client();
+    c.batch_execute(
+        "CREATE TABLE acc (id int PRIMARY KEY, name text, legacy int NOT NULL);
+         INSERT INTO acc SELECT g, 'n' || g, g FROM generate_series(1, 3000) g;",
+    )
+    .unwrap();
+    let (code, out, err) = run(
+        &cluster,
+        &[
+            "-t",
+            "acc",
+            "-a",
+            "DROP COLUMN legacy",
+            "-a",
+            "ADD COLUMN score int NOT NULL",
+            "--execute",
+            "--version=v2",
+            "--up",
+            r#"{"score": "length(name)"}"#,
+            "--down",
+            r#"{"legacy": "0"}"#,
+        ],
+    );
+    assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
+    assert!(out.contains("is expanded"), "{out}");
+    assert!(out.contains("--finish"), "{out}");
+    // Both shapes are served until the contract.
+    let old: i64 = one(&mut c, "SELECT sum(legacy)::bigint FROM acc");
+    let new: i64 = one(&mut c, "SELECT sum(score)::bigint FROM public_v2.acc");
+    assert_eq!((old, new), (4_501_500, 13_893));
+    let (code, out, err) = run(&cluster, &["-t", "acc", "--finish"]);
+    assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
+    assert!(out.contains("done"), "{out}");
+    let gone: i64 = one(
+        &mut c,
+        "SELECT count(*) FROM pg_attribute WHERE attrelid = 'acc'::regclass AND attname = 'legacy' AND NOT attisdropped",
+    );
+    assert_eq!(gone, 0);
+    // --version alone prints the program's version; a name needs --execute.
+    let (code, out, _) = run(&cluster, &["--version"]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("halo_migrate "), "{out}");
+    let (code, _, err) = run(
+        &cluster,
+        &["-t", "acc", "-a", "RENAME COLUMN name TO n", "--version=v3"],
+    );
+    assert_eq!(code, 2, "{err}");
+    let (code, _, err) = run(
+        &cluster,
+        &[
+            "-t",
+            "acc",
+            "-a",
+            "RENAME COLUMN name TO n",
+            "--execute",
+            "--up",
+            "{}",
+        ],
+    );
+    assert_eq!(code, 2, "{err}");
+}
+
+#[test]
 fn execute_a_verified_rewrite() {
     let cluster = Cluster::start();
     let mut c = cluster.client();
