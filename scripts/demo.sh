@@ -130,3 +130,26 @@ echo "   rows differing from control:  $diff (of $(psql -Atc "SELECT count(*) FR
 echo "   accounts.id is now:           $(psql -Atc "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'accounts'::regclass AND attname = 'id'")"
 echo "   indexes, view, sequence kept: $(psql -Atc "SELECT string_agg(indexrelid::regclass::text, ', ') FROM pg_index WHERE indrelid = 'accounts'::regclass"), rich ($(psql -Atc "SELECT count(*) FROM rich") rows), $(psql -Atc "SELECT pg_get_serial_sequence('accounts', 'id')")"
 [ "$diff" = 0 ]
+
+echo
+echo "== expand/contract: RENAME COLUMN note TO memo, with the old and the new application version writing at once"
+psql -Atc "SELECT '   migration ' || migrate.start('accounts', 'RENAME COLUMN note TO memo', version => 'v2') || ' expanded'"
+psql -P pager=off -c "SELECT version, version_schema, table_name, phase FROM migrate.versions()"
+printf '%s\n' '\set id random(1, :rows)' "UPDATE accounts SET note = 'old app ' || :id WHERE id = :id;" > "$dir/old_app.sql"
+printf '%s\n' '\set id random(1, :rows)' "UPDATE accounts SET memo = 'new app ' || :id WHERE id = :id;" > "$dir/new_app.sql"
+bench() { PGHOST=127.0.0.1 PGPORT=$port PGUSER=postgres pgbench -n -c 2 -j 1 -R 100 -D rows="$ROWS" "$@" postgres 2>&1; }
+echo "   old version: search_path = public (sees note); new version: search_path = public_v2, public (sees memo)"
+bench -T 3 -f "$dir/old_app.sql" > "$dir/old_app.out" &
+old_app=$!
+PGOPTIONS='-c search_path=public_v2,public' bench -T 7 -f "$dir/new_app.sql" > "$dir/new_app.out" &
+new_app=$!
+wait $old_app
+echo "   the old version wrote $(psql -Atc "SELECT count(*) FROM accounts WHERE note LIKE 'old app%'") rows, which the new version reads as memo: $(PGOPTIONS='-c search_path=public_v2,public' psql -Atc "SELECT count(*) FROM accounts WHERE memo LIKE 'old app%'")"
+echo "   the old version is retired; the new one keeps writing through the contract:"
+echo "== SELECT migrate.finish('accounts');"
+psql -Atc "SELECT '   ' || migrate.finish('accounts')"
+wait $new_app
+echo "   new version: $(grep -E '^number of (transactions actually processed|failed transactions)' "$dir/new_app.out" | tr '\n' ' ')"
+echo "   clients of the new version aborted: $(grep -c 'aborted' "$dir/new_app.out" || true)"
+echo "   accounts now has: $(psql -Atc "SELECT string_agg(attname, ', ' ORDER BY attnum) FROM pg_attribute WHERE attrelid = 'accounts'::regclass AND attnum > 0 AND NOT attisdropped")"
+! grep -q 'aborted' "$dir/new_app.out"
