@@ -95,6 +95,28 @@ fn a_rename_served_to_two_versions_then_contracted() {
         .unwrap()
         .get(0);
     assert_eq!(seen, "from v2");
+    // Through the view: RETURNING, ON CONFLICT, and the table's own checks.
+    let r = c
+        .query_one(
+            "INSERT INTO public_v2.acc (id, full_name, legacy) VALUES (900001, 'again', 2)
+             ON CONFLICT (id) DO UPDATE SET full_name = excluded.full_name RETURNING full_name, legacy",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(
+        (r.get::<_, String>(0), r.get::<_, i32>(1)),
+        ("again".into(), 1)
+    );
+    c.batch_execute("UPDATE acc_control SET name = 'again' WHERE id = 900001")
+        .unwrap();
+    let e = c
+        .batch_execute("INSERT INTO public_v2.acc (id, full_name) VALUES (900002, 'no legacy')")
+        .unwrap_err();
+    assert_eq!(
+        sqlstate(&e),
+        "23502",
+        "NOT NULL holds through the view: {e}"
+    );
     let stop_old = Arc::new(AtomicBool::new(false));
     let stop_new = Arc::new(AtomicBool::new(false));
     let old = client_loop(&cluster, "public", &stop_old, |c, i| {
