@@ -137,7 +137,8 @@ ALTER TABLE migrate.migrations
     ADD COLUMN version_schema text,
     ADD COLUMN up_sql jsonb,
     ADD COLUMN expand_undo text[] NOT NULL DEFAULT '{}',
-    ADD COLUMN contract_sql text[] NOT NULL DEFAULT '{}';
+    ADD COLUMN contract_sql text[] NOT NULL DEFAULT '{}',
+    ADD COLUMN backfill_sql text;
 CREATE FUNCTION migrate.stamp_phase() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
 BEGIN

@@ -154,3 +154,14 @@ pub fn column_dependents(oid: Oid, column: &str, versions: &[String]) -> Result<
         |r| get(r, 1),
     )
 }
+
+/// The expression of CHECK constraint `name` of table `oid`, as PostgreSQL
+/// deparses it (column names as in the table).
+pub fn check_expression(oid: Oid, name: &str) -> Result<String> {
+    spi::one(
+        "SELECT pg_catalog.pg_get_expr(c.conbin, c.conrelid) FROM pg_catalog.pg_constraint c
+          WHERE c.conrelid = $1 AND c.conname = $2 AND c.contype = 'c'",
+        &[oid.into(), name.into()],
+        |r| get(r, 1),
+    )
+}

@@ -287,7 +287,10 @@ unsafe fn cmd_kind(node: *mut pg_sys::Node, text: &str) -> Result<CmdKind> {
 
 /// # Safety
 /// `c` must be the Constraint of an ADD CONSTRAINT subcommand.
-unsafe fn constraint_spec(c: *mut pg_sys::Constraint, text: &str) -> Result<ConstraintSpec> {
+pub(super) unsafe fn constraint_spec(
+    c: *mut pg_sys::Constraint,
+    text: &str,
+) -> Result<ConstraintSpec> {
     // SAFETY: guaranteed by the caller (# Safety above).
     unsafe {
         let c = &*c;

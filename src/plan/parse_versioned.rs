@@ -6,7 +6,7 @@
 //! a table; parse trees never leave this module.
 
 use crate::error::{MigrateError, Result};
-use crate::plan::parse::{cstr, first_stmt, is_a, with_raw_parse, PREFIX};
+use crate::plan::parse::{constraint_spec, cstr, first_stmt, is_a, with_raw_parse, PREFIX};
 use crate::plan::split::split_top_level;
 use crate::plan::versioned::VersionedCmd;
 use pgrx::pg_sys;
@@ -66,6 +66,15 @@ unsafe fn cmd(node: *mut pg_sys::Node, text: &str) -> Result<VersionedCmd> {
                 text: text.to_string(),
             },
             AT_SetNotNull => VersionedCmd::SetNotNull { column: name },
+            AT_AddConstraint
+                if (*(c.def as *mut pg_sys::Constraint)).contype
+                    == pg_sys::ConstrType::CONSTR_CHECK =>
+            {
+                VersionedCmd::AddCheck {
+                    spec: constraint_spec(c.def as *mut pg_sys::Constraint, text)?,
+                    text: text.to_string(),
+                }
+            }
             AT_AlterColumnType => alter_type(&*(c.def as *mut pg_sys::ColumnDef), name, text)?,
             AT_AddColumn => {
                 add_column(&*(c.def as *mut pg_sys::ColumnDef), text)?.unwrap_or_else(unsupported)

@@ -20,7 +20,8 @@
 
 use crate::error::{MigrateError, Result};
 use crate::pg::ident::{Ident, QualifiedName};
-use crate::plan::sqlgen::alter;
+use crate::plan::model::ConstraintSpec;
+use crate::plan::sqlgen::{add_not_valid, alter};
 use std::collections::BTreeMap;
 
 /// A subcommand as a versioned migration sees it.
@@ -54,6 +55,13 @@ pub enum VersionedCmd {
         column: String,
         type_sql: String,
         using: Option<String>,
+    },
+    /// `ADD [CONSTRAINT name] CHECK (…)`: added NOT VALID and validated;
+    /// with `up` for one of its columns, a row that fails it gets that
+    /// column from `up` (old clients' writes, and the backfill).
+    AddCheck {
+        spec: ConstraintSpec,
+        text: String,
     },
     /// Anything else: refused, saying what it is.
     Unsupported {
@@ -106,6 +114,18 @@ pub struct Sync {
     pub down: String,
 }
 
+/// A CHECK whose failures `up` maps: a row for which `expr` is false gets
+/// `column` from `up`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckFill {
+    pub constraint: String,
+    pub column: String,
+    pub up: String,
+    /// The check's expression, as PostgreSQL deparses it once added
+    /// (filled in after the expand phase).
+    pub expr: String,
+}
+
 /// What a versioned migration does, decided up front.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct VersionPlan {
@@ -121,6 +141,7 @@ pub struct VersionPlan {
     pub undo_sql: Vec<String>,
     pub fills: Vec<Fill>,
     pub syncs: Vec<Sync>,
+    pub checks: Vec<CheckFill>,
     /// Columns the backfill fills in existing rows (through the trigger).
     pub backfill: Vec<String>,
     /// Checks validated before the contract.
@@ -136,8 +157,9 @@ pub struct Input<'a> {
     pub cmds: &'a [VersionedCmd],
     pub up: &'a BTreeMap<String, String>,
     pub down: &'a BTreeMap<String, String>,
-    /// The name of the helper check for a column's NOT NULL.
-    pub check_name: &'a dyn Fn(&str) -> Result<String>,
+    /// A free constraint name as PostgreSQL chooses one: table, then the
+    /// given part (a column), then the label.
+    pub constraint_name: &'a dyn Fn(Option<&str>, &str) -> Result<String>,
     /// The name of the new column of a column whose type changes.
     pub new_column_name: &'a dyn Fn(&str) -> String,
 }
@@ -263,12 +285,14 @@ fn apply(i: &Input, p: &mut VersionPlan, cmd: &VersionedCmd) -> Result<()> {
             type_sql,
             using,
         } => alter_type(i, p, column, type_sql, using.as_deref())?,
+        VersionedCmd::AddCheck { spec, text } => add_check(i, p, spec, text)?,
         VersionedCmd::Unsupported { text } => {
             return Err(MigrateError::not_supported(
                 "this subcommand in a versioned migration",
                 format!("\"{text}\""),
-                "A versioned migration takes RENAME COLUMN, RENAME TO, DROP COLUMN, ADD COLUMN and \
-                 ALTER COLUMN … SET NOT NULL. Run other changes with migrate.start() without version.",
+                "A versioned migration takes RENAME COLUMN, RENAME TO, DROP COLUMN, ADD COLUMN, \
+                 SET NOT NULL, ADD CHECK and ALTER COLUMN … TYPE. Run other changes with \
+                 migrate.start() without version.",
             ))
         }
     }
@@ -348,11 +372,57 @@ fn alter_type(
     Ok(())
 }
 
+/// ADD CHECK: NOT VALID at the expand, validated before the contract (which
+/// has nothing left to do); `up` for its columns maps rows that fail it.
+fn add_check(i: &Input, p: &mut VersionPlan, spec: &ConstraintSpec, text: &str) -> Result<()> {
+    let t = i.table;
+    if spec.not_valid {
+        return Err(MigrateError::not_supported(
+            "ADD CHECK … NOT VALID in a versioned migration",
+            format!("\"{text}\" would not be validated at the contract."),
+            "Add it with migrate.start() without version.",
+        ));
+    }
+    let name = match &spec.name {
+        Some(n) => n.clone(),
+        None => {
+            let single = spec.columns.first().filter(|_| spec.columns.len() == 1);
+            (i.constraint_name)(single.map(String::as_str), "check")?
+        }
+    };
+    for column in &spec.columns {
+        if !i.columns.iter().any(|c| &c.name == column) {
+            return Err(MigrateError::UndefinedColumn {
+                column: column.clone(),
+                table: t.to_string(),
+            });
+        }
+    }
+    p.expand_sql.push(add_not_valid(t, text, spec, &name));
+    p.undo_sql.push(alter(
+        t,
+        &format!("DROP CONSTRAINT IF EXISTS {}", Ident::new(&name)),
+    ));
+    p.validate_sql.push(alter(
+        t,
+        &format!("VALIDATE CONSTRAINT {}", Ident::new(&name)),
+    ));
+    for column in spec.columns.iter().filter(|c| i.up.contains_key(*c)) {
+        p.checks.push(CheckFill {
+            constraint: name.clone(),
+            column: column.clone(),
+            up: i.up[column].clone(),
+            expr: String::new(),
+        });
+    }
+    Ok(())
+}
+
 /// The expand phase's `CHECK (col IS NOT NULL) NOT VALID`, validated before
 /// the contract, which then sets NOT NULL without a scan and drops it.
 fn not_null_check(i: &Input, p: &mut VersionPlan, column: &str) -> Result<()> {
     let t = i.table;
-    let check = (i.check_name)(column)?;
+    let check = (i.constraint_name)(Some(column), "not_null_check")?;
     let c = Ident::new(&check);
     p.expand_sql.push(alter(
         t,
@@ -417,13 +487,14 @@ fn check_keys_used(i: &Input, p: &VersionPlan) -> Result<()> {
                 ))
                 || i.cmds
                     .iter()
-                    .any(|c| matches!(c, VersionedCmd::AlterType { column, .. } if column == key));
+                    .any(|c| matches!(c, VersionedCmd::AlterType { column, .. } if column == key))
+                || (side == Side::Old && p.checks.iter().any(|c| c.column == *key));
             if !used {
                 return Err(MigrateError::InvalidParameter {
                     name,
                     detail: format!("No subcommand uses \"{key}\"."),
                     hint: if side == Side::Old {
-                        "up gives columns that ADD COLUMN or SET NOT NULL need, from the old columns.".into()
+                        "up gives columns that ADD COLUMN, SET NOT NULL, a type change or an ADD CHECK (for rows that fail it) need, from the old columns.".into()
                     } else {
                         "down gives columns that DROP COLUMN removes, from the new columns.".into()
                     },
@@ -511,10 +582,26 @@ pub fn fill_function(
             assign(table, vars(f.side), &f.column, &f.expr, option)?
         ));
     }
+    for c in &plan.checks {
+        body.push_str(&check_block(table, &old_vars, c)?);
+    }
     body.push_str("    RETURN NEW;\nEND\n");
     Ok(format!(
         "CREATE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql SET search_path FROM CURRENT AS {BODY_TAG}\n{body}{BODY_TAG}"
     ))
+}
+
+/// A block that gives a row that fails a CHECK its column from `up`.
+fn check_block(table: &QualifiedName, vars: &[(String, String)], c: &CheckFill) -> Result<String> {
+    let assign = assign(table, vars, &c.column, &c.up, "up")?;
+    // The same declarations, with the assignment made conditional.
+    let guarded = assign.replacen(
+        "        BEGIN\n",
+        &format!("        BEGIN\n          IF ({}) IS FALSE THEN\n", c.expr),
+        1,
+    );
+    let guarded = guarded.replacen("        END;\n", "          END IF;\n        END;\n", 1);
+    Ok(format!("    BEGIN\n{guarded}    END;\n"))
 }
 
 /// A block that sets `NEW.target` to `expr`, with `vars` (table column,
@@ -556,19 +643,33 @@ fn shadows_trigger_name(name: &str) -> bool {
 
 /// One batch of the backfill: touch the rows of heap blocks `[from, to)`
 /// (`$1`, `$2`: `'(from,0)'` and `'(to,0)'`) that have a NULL in a column
-/// to fill, so that the trigger fills them.
-pub fn backfill_batch(table: &QualifiedName, columns: &[String]) -> String {
-    let set = columns
-        .iter()
-        .map(|c| format!("{0} = {0}", Ident::new(c)))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let nulls = columns
+/// to fill or fail a mapped CHECK, so that the trigger fills them.
+/// `None` when nothing needs a backfill.
+pub fn backfill_batch(table: &QualifiedName, plan: &VersionPlan) -> Option<String> {
+    let mut set: Vec<&String> = plan.backfill.iter().collect();
+    let mut when: Vec<String> = plan
+        .backfill
         .iter()
         .map(|c| format!("{} IS NULL", Ident::new(c)))
+        .collect();
+    for c in &plan.checks {
+        if !set.contains(&&c.column) {
+            set.push(&c.column);
+        }
+        when.push(format!("({}) IS FALSE", c.expr));
+    }
+    if set.is_empty() {
+        return None;
+    }
+    let set = set
+        .iter()
+        .map(|c| format!("{0} = {0}", Ident::new(c.as_str())))
         .collect::<Vec<_>>()
-        .join(" OR ");
-    format!("UPDATE {table} SET {set} WHERE ctid >= $1::tid AND ctid < $2::tid AND ({nulls})")
+        .join(", ");
+    Some(format!(
+        "UPDATE {table} SET {set} WHERE ctid >= $1::tid AND ctid < $2::tid AND ({})",
+        when.join(" OR ")
+    ))
 }
 
 #[cfg(test)]

@@ -35,7 +35,17 @@ fn plan(cmds: &[VersionedCmd], up: &[(&str, &str)], down: &[(&str, &str)]) -> Re
         cmds,
         up: &up,
         down: &down,
-        check_name: &|c: &str| Ok(format!("t_{c}_nn")),
+        constraint_name: &|c: Option<&str>, label: &str| {
+            Ok(format!(
+                "t_{}_{}",
+                c.unwrap_or(""),
+                if label == "not_null_check" {
+                    "nn"
+                } else {
+                    label
+                }
+            ))
+        },
         new_column_name: &|c: &str| format!("_new_{c}"),
     })
 }
@@ -308,9 +318,78 @@ fn a_type_change_gets_a_new_column_kept_in_step_both_ways() {
 }
 
 #[test]
-fn the_backfill_touches_only_rows_with_a_null_to_fill() {
+fn the_backfill_touches_only_rows_with_a_null_to_fill_or_a_failed_check() {
+    let mut p = VersionPlan::default();
+    assert_eq!(backfill_batch(&QualifiedName::new("public", "t"), &p), None);
+    p.backfill = vec!["a".into(), "b".into()];
+    p.checks.push(CheckFill {
+        constraint: "t_c_check".into(),
+        column: "c".into(),
+        up: "0".into(),
+        expr: "c >= 0".into(),
+    });
     assert_eq!(
-        backfill_batch(&QualifiedName::new("public", "t"), &["a".into(), "b".into()]),
-        "UPDATE public.t SET a = a, b = b WHERE ctid >= $1::tid AND ctid < $2::tid AND (a IS NULL OR b IS NULL)"
+        backfill_batch(&QualifiedName::new("public", "t"), &p).unwrap(),
+        "UPDATE public.t SET a = a, b = b, c = c WHERE ctid >= $1::tid AND ctid < $2::tid AND (a IS NULL OR b IS NULL OR (c >= 0) IS FALSE)"
+    );
+}
+
+#[test]
+fn a_check_is_added_not_valid_validated_and_mapped_by_up() {
+    let spec = |name: Option<&str>| {
+        let mut s = crate::plan::model::ConstraintSpec::new(
+            crate::plan::model::ConstraintType::Check,
+            vec!["legacy".into()],
+            4,
+        );
+        s.name = name.map(str::to_string);
+        s
+    };
+    let text = "ADD CHECK (legacy >= 0)".to_string();
+    let p = plan(
+        &[VersionedCmd::AddCheck {
+            spec: spec(None),
+            text: text.clone(),
+        }],
+        &[("legacy", "0")],
+        &[],
+    )
+    .unwrap();
+    assert_eq!(
+        p.expand_sql,
+        vec!["ALTER TABLE public.t ADD CONSTRAINT t_legacy_check CHECK (legacy >= 0) NOT VALID"]
+    );
+    assert_eq!(
+        p.validate_sql,
+        vec!["ALTER TABLE public.t VALIDATE CONSTRAINT t_legacy_check"]
+    );
+    assert!(p.contract_sql.is_empty());
+    assert_eq!(p.checks[0].column, "legacy");
+    let mut p = p;
+    p.checks[0].expr = "(legacy >= 0)".into();
+    let f = fill_function(
+        &QualifiedName::new("migrate", "version_1"),
+        &QualifiedName::new("public", "t"),
+        &["id".into(), "legacy".into()],
+        &p.view_columns,
+        &p,
+    )
+    .unwrap();
+    assert!(f.contains("IF ((legacy >= 0)) IS FALSE THEN"), "{f}");
+    assert!(f.contains("NEW.legacy := (0);"), "{f}");
+    // Without up, only the constraint.
+    let p = plan(
+        &[VersionedCmd::AddCheck {
+            spec: spec(Some("pos")),
+            text,
+        }],
+        &[],
+        &[],
+    )
+    .unwrap();
+    assert!(p.checks.is_empty());
+    assert_eq!(
+        p.validate_sql,
+        vec!["ALTER TABLE public.t VALIDATE CONSTRAINT pos"]
     );
 }

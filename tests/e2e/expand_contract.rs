@@ -628,3 +628,75 @@ fn type_changes_kept_in_step_both_ways_then_contracted() {
     );
     assert_eq!(leftovers(&mut c), 0);
 }
+
+#[test]
+fn a_check_whose_failures_up_maps_under_old_writers() {
+    let cluster = Cluster::start();
+    let mut c = cluster.client();
+    for t in ["acc", "acc_control"] {
+        c.batch_execute(&format!(
+            "CREATE TABLE {t} (id int PRIMARY KEY, amount int);
+             INSERT INTO {t} SELECT g, CASE WHEN g % 5 = 0 THEN -g WHEN g % 7 = 0 THEN NULL ELSE g END
+               FROM generate_series(1, 30000) g;"
+        ))
+        .unwrap();
+    }
+    // The control gets what the check's mapping gives: 0 for a negative amount.
+    c.batch_execute("UPDATE acc_control SET amount = 0 WHERE amount < 0")
+        .unwrap();
+    c.query_one(
+        "SELECT migrate.start('acc', 'ADD CONSTRAINT amount_nonneg CHECK (amount >= 0)', version => 'v2',
+                              up => '{\"amount\": \"0\"}', batch_rows => 2000)",
+        &[],
+    )
+    .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let old = client_loop(&cluster, "public", &stop, |c, i| {
+        let mut tx = c.transaction()?;
+        let (id, amount) = (
+            (100_000 + i) as i32,
+            if i % 2 == 0 { -(i as i32) } else { i as i32 },
+        );
+        tx.execute(
+            "INSERT INTO acc (id, amount) VALUES ($1, $2)",
+            &[&id, &amount],
+        )?;
+        tx.execute(
+            "INSERT INTO acc_control (id, amount) VALUES ($1, greatest($2, 0))",
+            &[&id, &amount],
+        )?;
+        let k = ((i * 37) % 30_000 + 1) as i32;
+        tx.execute("UPDATE acc SET amount = -1 WHERE id = $1", &[&k])?;
+        tx.execute("UPDATE acc_control SET amount = 0 WHERE id = $1", &[&k])?;
+        tx.commit()
+    });
+    wait_until("the expansion", || {
+        c.query_one("SELECT phase FROM migrate.status('acc')", &[])
+            .unwrap()
+            .get::<_, String>(0)
+            == "expanded"
+    });
+    stop.store(true, Ordering::Relaxed);
+    let o = old.join().unwrap();
+    assert!(o.0 > 10 && o.1 == 0, "old clients: {o:?}");
+    let valid: bool = c
+        .query_one(
+            "SELECT convalidated FROM pg_constraint WHERE conname = 'amount_nonneg'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(valid, "validated before the contract");
+    c.batch_execute("SELECT migrate.finish('acc'); SELECT migrate.drop_version('public_v2');")
+        .unwrap();
+    assert_same_rows(&mut c, "acc");
+    let e = c
+        .batch_execute("INSERT INTO acc (id, amount) VALUES (1, -5) ON CONFLICT (id) DO UPDATE SET amount = -5")
+        .unwrap_err();
+    assert_eq!(
+        sqlstate(&e),
+        "23514",
+        "the check holds after the contract: {e}"
+    );
+    assert_eq!(leftovers(&mut c), 0);
+}

@@ -17,6 +17,8 @@ pub struct Versioned {
     pub version_schema: String,
     pub expand_undo: Vec<String>,
     pub contract_sql: Vec<String>,
+    /// One batch of the backfill (`$1`, `$2`: the heap block range as tids).
+    pub backfill_sql: Option<String>,
 }
 
 /// Record the versioned parts of new migration `id`: its version, `up`,
@@ -34,7 +36,7 @@ pub fn record(
     update(
         id,
         "version = $2, version_schema = $3, up_sql = $4::jsonb, expand_undo = $5, contract_sql = $6,
-         index_sql = $7, copy_end = $8, rows_total = $9",
+         index_sql = $7, copy_end = $8, rows_total = $9, backfill_sql = $10",
         vec![
             v.version.clone().into(),
             v.version_schema.clone().into(),
@@ -44,13 +46,14 @@ pub fn record(
             validate_sql.to_vec().into(),
             blocks.into(),
             rows.into(),
+            v.backfill_sql.clone().into(),
         ],
     )
 }
 
 pub fn load(id: i64) -> Result<Option<Versioned>> {
     spi::opt(
-        "SELECT version, version_schema, expand_undo, contract_sql
+        "SELECT version, version_schema, expand_undo, contract_sql, backfill_sql
            FROM migrate.migrations WHERE id = $1 AND version IS NOT NULL",
         &[id.into()],
         |r| {
@@ -59,6 +62,7 @@ pub fn load(id: i64) -> Result<Option<Versioned>> {
                 version_schema: get(r, 2)?,
                 expand_undo: get(r, 3)?,
                 contract_sql: get(r, 4)?,
+                backfill_sql: r.get(5)?,
             })
         },
     )

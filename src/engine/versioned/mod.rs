@@ -63,8 +63,8 @@ pub fn start(oid: Oid, alter: &str, opts: &Options, req: &Request) -> Result<(i6
     let up = expressions(req.up.as_deref(), "up")?;
     let down = expressions(req.down.as_deref(), "down")?;
     let columns = cat::columns(oid)?;
-    let check_name = |col: &str| {
-        sqlgen::choose_name(&facts.name, Some(col), "not_null_check", &|n: &str| {
+    let constraint_name = |col: Option<&str>, label: &str| {
+        sqlgen::choose_name(&facts.name, col, label, &|n: &str| {
             catalog::constraint_name_taken(facts.namespace, n)
         })
     };
@@ -77,7 +77,7 @@ pub fn start(oid: Oid, alter: &str, opts: &Options, req: &Request) -> Result<(i6
         cmds: &cmds,
         up: &up,
         down: &down,
-        check_name: &check_name,
+        constraint_name: &constraint_name,
         new_column_name: &|col: &str| new_column_name(&req.version, col),
     })?;
     for text in &plan.must_be_instant {
@@ -93,11 +93,11 @@ pub fn start(oid: Oid, alter: &str, opts: &Options, req: &Request) -> Result<(i6
     }
     let schema = version_schema(&facts.schema, &req.version)?;
     let shared = claim_schema(&schema)?;
-    locks::retry("expand the table", opts.lock_timeout_ms, 50, || {
+    let backfill = locks::retry("expand the table", opts.lock_timeout_ms, 50, || {
         let _pass = crate::pg::ddl_pass::Pass::for_this_transaction();
         expand(oid, &table, &plan, &schema, shared, facts.namespace)
     })?;
-    record(oid, &table, alter, opts, req, &plan, &schema)
+    record(oid, &table, alter, opts, req, &plan, &schema, backfill)
 }
 
 /// The new column of a column whose type changes: `_halo_<version>_<col>`
@@ -225,7 +225,8 @@ fn claim_schema(schema: &str) -> Result<bool> {
     }
 }
 
-/// The expand phase's changes, in one attempt under the lock timeout.
+/// The expand phase's changes, in one attempt under the lock timeout; the
+/// backfill's statement, if rows need one.
 fn expand(
     oid: Oid,
     table: &QualifiedName,
@@ -233,11 +234,17 @@ fn expand(
     schema: &str,
     shared: bool,
     namespace: u32,
-) -> Result<()> {
+) -> Result<Option<String>> {
     for sql in &plan.expand_sql {
         spi::exec(sql, &[])?;
     }
-    if !plan.fills.is_empty() || !plan.syncs.is_empty() {
+    // A mapped CHECK's expression as PostgreSQL reads it, now that it exists.
+    let mut plan = plan.clone();
+    for c in &mut plan.checks {
+        c.expr = cat::check_expression(oid, &c.constraint)?;
+    }
+    let plan = &plan;
+    if !plan.fills.is_empty() || !plan.syncs.is_empty() || !plan.checks.is_empty() {
         let base: Vec<String> = cat::columns(oid)?.into_iter().map(|c| c.name).collect();
         let function = fill_function(oid);
         spi::exec(
@@ -270,11 +277,16 @@ fn expand(
     // Each expression is resolved now against its shape, so that a typo
     // fails start(), not the first write or the backfill.
     let view = QualifiedName::new(schema, &plan.view_name);
-    let exprs = plan.fills.iter().map(|f| (f.side, &f.expr)).chain(
-        plan.syncs
-            .iter()
-            .flat_map(|s| [(vplan::Side::Old, &s.up), (vplan::Side::New, &s.down)]),
-    );
+    let exprs = plan
+        .fills
+        .iter()
+        .map(|f| (f.side, &f.expr))
+        .chain(
+            plan.syncs
+                .iter()
+                .flat_map(|s| [(vplan::Side::Old, &s.up), (vplan::Side::New, &s.down)]),
+        )
+        .chain(plan.checks.iter().map(|c| (vplan::Side::Old, &c.up)));
     for (side, expr) in exprs {
         let from = if side == vplan::Side::Old {
             table
@@ -283,7 +295,7 @@ fn expand(
         };
         spi::exec(&format!("SELECT ({expr}) FROM {from} LIMIT 0"), &[])?;
     }
-    Ok(())
+    Ok(vplan::backfill_batch(table, plan))
 }
 
 /// A view in a version schema, writable by whoever may write the table.
@@ -321,8 +333,9 @@ fn record(
     req: &Request,
     plan: &VersionPlan,
     schema: &str,
+    backfill: Option<String>,
 ) -> Result<(i64, bool)> {
-    let phase = if !plan.backfill.is_empty() {
+    let phase = if backfill.is_some() {
         Phase::Copying
     } else if !plan.validate_sql.is_empty() {
         Phase::Indexing
@@ -346,13 +359,14 @@ fn record(
     })?;
     let (blocks, _) = cat::blocks_and_density(oid)?;
     let density = rows_per_block(oid, table)?;
+    let backfill_blocks = if backfill.is_some() { blocks } else { 0 };
     let v = vstate::Versioned {
         version: req.version.clone(),
         version_schema: schema.to_string(),
         expand_undo: plan.undo_sql.clone(),
         contract_sql: plan.contract_sql.clone(),
+        backfill_sql: backfill,
     };
-    let backfill_blocks = if plan.backfill.is_empty() { 0 } else { blocks };
     vstate::record(
         id,
         &v,
@@ -360,10 +374,6 @@ fn record(
         &plan.validate_sql,
         backfill_blocks,
         (blocks as f64 * density) as i64,
-    )?;
-    spi::exec(
-        "UPDATE migrate.migrations SET key_columns = $2 WHERE id = $1",
-        &[id.into(), plan.backfill.clone().into()],
     )?;
     if phase == Phase::Ready {
         vstate::set_expanded(id)?;
@@ -397,8 +407,9 @@ fn backfill_step(m: &Migration, table: &QualifiedName) -> Result<Outcome> {
     let blocks = ((m.batch_rows as f64 / density).ceil() as i64).max(1);
     let from = m.copy_next;
     let to = (from + blocks).min(m.copy_end);
-    // The backfill's columns are kept in key_columns (a versioned migration has no key).
-    let sql = vplan::backfill_batch(table, &m.key_columns);
+    let sql = vstate::load(m.id)?
+        .and_then(|v| v.backfill_sql)
+        .ok_or_else(|| MigrateError::Internal(format!("migration {} has no backfill", m.id)))?;
     let t0 = std::time::Instant::now();
     let rows = spi::exec_count(
         &sql,
