@@ -212,6 +212,11 @@ BEGIN
            CASE WHEN m.phase = 'done' THEN 100.0
                 WHEN m.strategy IN ('concurrent', 'two-phase') OR m.phase = 'indexing'
                 THEN round(100.0 * least(i.done / greatest(cardinality(m.index_sql), 1), 1), 1)
+                -- a versioned migration's backfill: heap blocks (only rows
+                -- that need a value are written, so rows say little)
+                WHEN m.strategy = 'versioned' AND m.phase = 'copying'
+                THEN round(100.0 * least(m.copy_next, m.copy_end) / greatest(m.copy_end, 1), 1)
+                WHEN m.strategy = 'versioned' AND m.phase = 'ready' THEN 100.0
                 WHEN m.rows_total > 0 THEN round(100.0 * least(m.rows_copied, m.rows_total) / m.rows_total, 1)
                 WHEN m.phase <> 'copying' THEN 100.0 END,
            m.backlog,

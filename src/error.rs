@@ -71,6 +71,9 @@ pub enum MigrateError {
     #[error("schema \"{schema}\" already exists")]
     VersionSchemaTaken { schema: String },
 
+    #[error("migration {id} of {table} is not expanded yet")]
+    NotExpanded { id: i64, table: String },
+
     #[error("\"{schema}\" is not a version schema of halo_migrate")]
     NoVersion { schema: String },
 
@@ -299,6 +302,7 @@ impl MigrateError {
             MigrateError::UndefinedColumn { .. } => ERRCODE_UNDEFINED_COLUMN,
             MigrateError::DuplicateColumn { .. } => ERRCODE_DUPLICATE_COLUMN,
             MigrateError::VersionSchemaTaken { .. } => ERRCODE_DUPLICATE_SCHEMA,
+            MigrateError::NotExpanded { .. } => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             MigrateError::NoVersion { .. } => ERRCODE_INVALID_SCHEMA_NAME,
             MigrateError::VersionInUse { .. } => ERRCODE_OBJECT_IN_USE,
             MigrateError::NoKey { .. } => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
@@ -573,6 +577,9 @@ impl MigrateError {
                 "Only a migration started with revertible => true can be reverted, until its \
                  window closes (see revertible_until in migrate.status()).".into(),
             ),
+            MigrateError::NotExpanded { table, .. } => Some(format!(
+                "Its backfill or validation is still running: wait for it with CALL migrate.wait('{table}') (or drive it with migrate.step() without a worker), then finish."
+            )),
             MigrateError::VersionSchemaTaken { .. } => Some(
                 "Choose another version name, or drop or rename that schema.".into(),
             ),

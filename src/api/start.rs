@@ -219,6 +219,7 @@ fn start_versioned(
     version: String,
 ) -> Result<i64> {
     for (name, given) in [
+        ("auto_finish", req.auto_finish == Some(true)),
         ("verify", req.verify == Some(true)),
         ("revertible", req.revertible == Some(true)),
         ("jobs", req.jobs.is_some()),
@@ -226,7 +227,7 @@ fn start_versioned(
         if given {
             return Err(MigrateError::InvalidParameter {
                 name,
-                detail: "A versioned migration changes the table in place at its contract: there is no copy to verify, keep or share out.".into(),
+                detail: "A versioned migration contracts only when finish() is called, once the application has moved over; it changes the table in place, with no copy to verify, keep or share out.".into(),
                 hint: format!("Leave {name} out, or start the migration without version."),
             });
         }

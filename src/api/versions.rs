@@ -10,5 +10,10 @@ use pgrx::prelude::*;
 /// schema, or an older version's.
 #[pg_extern(volatile, parallel_unsafe)]
 fn drop_version(version_schema: Option<&str>) {
-    call(|| crate::engine::versioned::drop_version(required(version_schema, "version_schema")?))
+    call(|| {
+        crate::engine::versioned::contract::drop_version(required(
+            version_schema,
+            "version_schema",
+        )?)
+    })
 }

@@ -32,18 +32,6 @@ pub fn columns(oid: Oid) -> Result<Vec<BaseColumn>> {
     )
 }
 
-/// The tables of schema `namespace` a version schema shows: ordinary and
-/// partitioned tables, not partitions. (name, oid), by name.
-pub fn tables_of_schema(namespace: u32) -> Result<Vec<(String, Oid)>> {
-    spi::query(
-        "SELECT c.relname::text, c.oid FROM pg_catalog.pg_class c
-          WHERE c.relnamespace = $1 AND c.relkind IN ('r', 'p') AND NOT c.relispartition
-          ORDER BY c.relname",
-        &[Oid::from(namespace).into()],
-        |r| Ok((get(r, 1)?, get(r, 2)?)),
-    )
-}
-
 /// The views in schema `schema` that read table `oid`.
 pub fn views_reading(schema: &str, oid: Oid) -> Result<Vec<String>> {
     spi::query(
@@ -70,16 +58,44 @@ pub fn schema_exists(name: &str) -> Result<bool> {
     )
 }
 
-/// The table's heap blocks and rows per block (from the last ANALYZE or
-/// VACUUM; at least 1).
-pub fn blocks_and_density(oid: Oid) -> Result<(i64, f64)> {
+/// The heap blocks of the table's largest leaf (a plain table is its own
+/// only leaf; a backfill batch covers the same block range in every leaf),
+/// how many leaves it has, and whether their statistics are known, with
+/// rows per block from them (at least 1).
+pub fn extent(oid: Oid) -> Result<Extent> {
     spi::one(
-        "SELECT (pg_catalog.pg_relation_size($1) / pg_catalog.current_setting('block_size')::bigint),
-                greatest(coalesce(c.reltuples / nullif(c.relpages, 0), 1), 1)::float8
-           FROM pg_catalog.pg_class c WHERE c.oid = $1",
+        "SELECT coalesce(max(pg_catalog.pg_relation_size(c.oid)), 0)
+                    / pg_catalog.current_setting('block_size')::bigint,
+                count(*),
+                (coalesce(sum(pg_catalog.pg_relation_size(c.oid)), 0)
+                    / pg_catalog.current_setting('block_size')::bigint)::bigint,
+                coalesce(bool_and(c.reltuples >= 0) AND sum(c.relpages) > 0, false),
+                greatest(coalesce(sum(greatest(c.reltuples, 0)) / nullif(sum(c.relpages), 0), 1), 1)::float8
+           FROM pg_catalog.pg_class c
+          -- the leaves of a partitioned table, or the table itself
+          WHERE c.oid IN (SELECT t.relid FROM pg_catalog.pg_partition_tree($1) t WHERE t.isleaf)
+             OR (c.oid = $1 AND c.relkind <> 'p')",
         &[oid.into()],
-        |r| Ok((get(r, 1)?, get(r, 2)?)),
+        |r| {
+            Ok(Extent {
+                blocks: get(r, 1)?,
+                leaves: get(r, 2)?,
+                pages: get(r, 3)?,
+                known: get(r, 4)?,
+                density: get(r, 5)?,
+            })
+        },
     )
+}
+
+/// See [`extent`].
+pub struct Extent {
+    pub blocks: i64,
+    pub leaves: i64,
+    /// Heap blocks of all leaves.
+    pub pages: i64,
+    pub known: bool,
+    pub density: f64,
 }
 
 /// What, outside the version schemas `versions`, uses one of `columns` of
@@ -136,8 +152,13 @@ pub fn column_dependents(oid: Oid, column: &str, versions: &[String]) -> Result<
                FROM pg_catalog.pg_depend d
                JOIN pg_catalog.pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
               WHERE d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
-                AND d.refobjid = $1 AND a.attname = $2
-                AND NOT (d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objid = $1)
+                -- every member of a partitioned table's tree
+                AND (d.refobjid = $1
+                     OR d.refobjid IN (SELECT t.relid FROM pg_catalog.pg_partition_tree($1) t))
+                AND a.attname = $2
+                AND NOT (d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+                         AND (d.objid = $1
+                              OR d.objid IN (SELECT t.relid FROM pg_catalog.pg_partition_tree($1) t)))
                 -- its default moves to the new column; a NOT NULL
                 -- constraint (PostgreSQL 18) is the NOT NULL, which does too
                 AND d.classid <> 'pg_catalog.pg_attrdef'::pg_catalog.regclass
@@ -162,6 +183,30 @@ pub fn check_expression(oid: Oid, name: &str) -> Result<String> {
         "SELECT pg_catalog.pg_get_expr(c.conbin, c.conrelid) FROM pg_catalog.pg_constraint c
           WHERE c.conrelid = $1 AND c.conname = $2 AND c.contype = 'c'",
         &[oid.into(), name.into()],
+        |r| get(r, 1),
+    )
+}
+
+/// The mark halo_migrate puts on a version schema (its comment), so that
+/// a schema of the same name made by someone else is never taken for one.
+pub const VERSION_SCHEMA_MARK: &str = "halo_migrate version schema";
+
+/// Whether `schema` exists and carries halo_migrate's mark.
+pub fn is_version_schema(schema: &str) -> Result<bool> {
+    spi::one(
+        "SELECT coalesce(pg_catalog.obj_description(n.oid, 'pg_namespace') LIKE $2 || '%', false)
+           FROM (SELECT NULL) x LEFT JOIN pg_catalog.pg_namespace n ON n.nspname = $1",
+        &[schema.into(), VERSION_SCHEMA_MARK.into()],
+        |r| get(r, 1),
+    )
+}
+
+/// Whether column `column` of table `oid` has privileges of its own.
+pub fn has_column_privileges(oid: Oid, column: &str) -> Result<bool> {
+    spi::one(
+        "SELECT EXISTS (SELECT FROM pg_catalog.pg_attribute
+                         WHERE attrelid = $1 AND attname = $2 AND attacl IS NOT NULL)",
+        &[oid.into(), column.into()],
         |r| get(r, 1),
     )
 }

@@ -49,9 +49,10 @@ pub fn abort(m: Migration) -> Result<()> {
         crate::engine::tree::stop_workers(&m, true)?;
     } else if let Some(pid) = m.worker_pid {
         if state::worker_alive(Some(pid))? {
-            if m.runs_statements() {
+            if m.runs_statements() || m.strategy == crate::plan::model::Strategy::Versioned {
                 // SIGTERM is only looked at between statements; a CREATE
-                // INDEX CONCURRENTLY can wait for long, so cancel it.
+                // INDEX CONCURRENTLY (or a backfill batch, a validation)
+                // can wait for long, so cancel it.
                 spi::exec("SELECT pg_catalog.pg_cancel_backend($1)", &[pid.into()])?;
                 cancelled = true;
             }

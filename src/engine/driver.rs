@@ -69,7 +69,7 @@ pub fn step(id: i64, cutover: Cutover) -> Result<Outcome> {
         )));
     }
     if m.strategy == crate::plan::model::Strategy::Versioned {
-        return crate::engine::versioned::step(&m, cutover);
+        return crate::engine::versioned::backfill::step(&m, cutover);
     }
     if m.is_tree() {
         return crate::engine::tree::step(&m, cutover);

@@ -22,6 +22,7 @@ pub mod sqlgen;
 pub mod tree;
 pub mod verify;
 pub mod versioned;
+pub mod versioned_sql;
 
 use crate::error::{MigrateError, Result};
 use crate::pg::ident::QualifiedName;

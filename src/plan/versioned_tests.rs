@@ -214,36 +214,31 @@ fn unused_keys_and_other_subcommands_are_refused() {
 
 #[test]
 fn the_fill_function_reads_each_shape_by_its_names() {
-    let table = QualifiedName::new("public", "t");
     let mut p = VersionPlan::default();
     p.fills.push(Fill {
         column: "id".into(),
         expr: "key + 1".into(),
         side: Side::New,
     });
-    let f = fill_function(
-        &QualifiedName::new("migrate", "version_1"),
-        &table,
-        &["id".into(), "new".into()],
-        &[("id".into(), "key".into())],
-        &p,
-    )
-    .unwrap();
-    assert!(f.contains("key public.t.id%TYPE := NEW.id;"), "{f}");
-    assert!(f.contains("NEW.id := (key + 1);"), "{f}");
+    let function = QualifiedName::new("migrate", "version_1");
+    let base = [
+        ("id".to_string(), "integer".to_string()),
+        ("new".to_string(), "integer".to_string()),
+    ];
+    let f = fill_function(&function, &base, &[("id".into(), "key".into())], &p).unwrap();
     assert!(
-        !f.contains(" new public.t"),
+        f.starts_with("CREATE FUNCTION migrate.version_1() RETURNS trigger"),
+        "{f}"
+    );
+    assert!(f.contains("#variable_conflict use_column"), "{f}");
+    assert!(f.contains("\"key\" integer := NEW.\"id\";"), "{f}");
+    assert!(f.contains("NEW.\"id\" := (key + 1);"), "{f}");
+    assert!(
+        !f.contains("\"new\" integer"),
         "a column named new is not declared: {f}"
     );
     p.fills[0].expr = "$halo_migrate_body$".into();
-    let e = fill_function(
-        &QualifiedName::new("migrate", "version_1"),
-        &table,
-        &["id".into()],
-        &[],
-        &p,
-    )
-    .unwrap_err();
+    let e = fill_function(&function, &base, &[], &p).unwrap_err();
     assert!(matches!(e, MigrateError::InvalidParameter { .. }));
 }
 
@@ -294,25 +289,25 @@ fn a_type_change_gets_a_new_column_kept_in_step_both_ways() {
     assert_eq!(p.syncs[0].up, "name IS NOT NULL");
     assert_eq!(p.syncs[0].down, "CASE WHEN name THEN 'yes' END");
     assert!(p.validate_sql.is_empty(), "name is nullable");
+    let base = [
+        ("id".to_string(), "integer".to_string()),
+        ("name".to_string(), "text".to_string()),
+        ("legacy".to_string(), "integer".to_string()),
+        ("_new_name".to_string(), "boolean".to_string()),
+    ];
     let f = fill_function(
         &QualifiedName::new("migrate", "version_1"),
-        &QualifiedName::new("public", "t"),
-        &[
-            "id".into(),
-            "name".into(),
-            "legacy".into(),
-            "_new_name".into(),
-        ],
+        &base,
         &p.view_columns,
         &p,
     )
     .unwrap();
     assert!(
-        f.contains("ELSIF NEW._new_name IS DISTINCT FROM OLD._new_name THEN"),
+        f.contains("ELSIF NEW.\"_new_name\"::text IS DISTINCT FROM OLD.\"_new_name\"::text THEN"),
         "{f}"
     );
     assert!(
-        f.contains("name public.t._new_name%TYPE := NEW._new_name;"),
+        f.contains("\"name\" boolean := NEW.\"_new_name\";"),
         "down reads the new column as name: {f}"
     );
 }
@@ -367,16 +362,19 @@ fn a_check_is_added_not_valid_validated_and_mapped_by_up() {
     assert_eq!(p.checks[0].column, "legacy");
     let mut p = p;
     p.checks[0].expr = "(legacy >= 0)".into();
+    let base = [
+        ("id".to_string(), "integer".to_string()),
+        ("legacy".to_string(), "integer".to_string()),
+    ];
     let f = fill_function(
         &QualifiedName::new("migrate", "version_1"),
-        &QualifiedName::new("public", "t"),
-        &["id".into(), "legacy".into()],
+        &base,
         &p.view_columns,
         &p,
     )
     .unwrap();
     assert!(f.contains("IF ((legacy >= 0)) IS FALSE THEN"), "{f}");
-    assert!(f.contains("NEW.legacy := (0);"), "{f}");
+    assert!(f.contains("NEW.\"legacy\" := (0);"), "{f}");
     // Without up, only the constraint.
     let p = plan(
         &[VersionedCmd::AddCheck {

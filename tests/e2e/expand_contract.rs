@@ -441,15 +441,24 @@ fn two_tables_share_a_version_and_other_versions_follow_a_contract() {
         .batch_execute("SELECT migrate.drop_version('public_v2')")
         .unwrap_err();
     assert_eq!(sqlstate(&e), "55006", "{e}");
-    // A new version of a: v3 shows b as it is (y, not renamed yet).
+    // A new version of a: v3 holds only a's view; with search_path
+    // public_v3, public, b is the table as it is (y, not renamed yet).
     c.batch_execute("SELECT migrate.start('a', 'DROP COLUMN gone', version => 'v3')")
         .unwrap();
-    let e = c.batch_execute("SELECT y2 FROM public_v3.b").unwrap_err();
+    let mut v3 = cluster.client();
+    v3.batch_execute("SET search_path = public_v3, public")
+        .unwrap();
+    let e = v3.batch_execute("SELECT y2 FROM b").unwrap_err();
     assert_eq!(sqlstate(&e), "42703", "{e}");
     c.batch_execute("SELECT migrate.finish('b')").unwrap();
-    // b's contract remade v3's view of b in b's new shape.
-    c.batch_execute("SELECT y2 FROM public_v3.b LIMIT 1")
+    v3.batch_execute("SELECT y2 FROM b LIMIT 1; SELECT x2 FROM a LIMIT 1")
         .unwrap();
+    let e = v3.batch_execute("SELECT gone FROM a").unwrap_err();
+    assert_eq!(
+        sqlstate(&e),
+        "42703",
+        "v3 does not show the dropped column: {e}"
+    );
     // a's second contract drops a's earlier version, v2, which b's
     // migration (done) no longer needs.
     c.batch_execute("SELECT migrate.finish('a')").unwrap();
@@ -481,7 +490,9 @@ fn refusals_change_nothing() {
         ("SELECT migrate.start('acc', 'RENAME COLUMN name TO n', version => 'taken')", "42P06"),
         ("SELECT migrate.start('acc', 'RENAME COLUMN name TO n', version => 'v2', verify => true)", "22023"),
         ("SELECT migrate.start('acc', 'RENAME COLUMN nope TO n', version => 'v2')", "42703"),
-        ("SELECT migrate.start('pt', 'RENAME COLUMN id TO k', version => 'v2')", "0A000"),
+        ("SELECT migrate.start('pt1', 'RENAME COLUMN id TO k', version => 'v2')", "0A000"),
+        ("SELECT migrate.start('pt', 'DROP COLUMN id', version => 'v2')", "0A000"),
+        ("SELECT migrate.start('acc', 'RENAME COLUMN name TO n', version => 'v2', auto_finish => true)", "22023"),
         ("SELECT migrate.start('acc', 'RENAME COLUMN name TO n', up => '{}')", "22023"),
         ("SELECT migrate.drop_version('public')", "3F000"),
     ] {
@@ -699,4 +710,183 @@ fn a_check_whose_failures_up_maps_under_old_writers() {
         "the check holds after the contract: {e}"
     );
     assert_eq!(leftovers(&mut c), 0);
+}
+
+#[test]
+fn a_partitioned_table_expanded_backfilled_and_contracted_under_writers() {
+    let cluster = Cluster::start();
+    let mut c = cluster.client();
+    c.batch_execute(
+        "CREATE TABLE pt (id int PRIMARY KEY, name text) PARTITION BY RANGE (id);
+         CREATE TABLE pt_1 PARTITION OF pt FOR VALUES FROM (MINVALUE) TO (10000);
+         CREATE TABLE pt_2 PARTITION OF pt FOR VALUES FROM (10000) TO (20000);
+         CREATE TABLE pt_d PARTITION OF pt DEFAULT;
+         CREATE TABLE pt_control (id int PRIMARY KEY, name text);
+         INSERT INTO pt SELECT g, 'n' || g FROM generate_series(1, 30000) g;
+         INSERT INTO pt_control SELECT * FROM pt;",
+    )
+    .unwrap();
+    c.batch_execute(
+        "ALTER TABLE pt_control ADD COLUMN score int; UPDATE pt_control SET score = length(name);",
+    )
+    .unwrap();
+    c.query_one(
+        "SELECT migrate.start('pt', 'ADD COLUMN score int NOT NULL', version => 'v2',
+                              up => '{\"score\": \"length(name)\"}', batch_rows => 1500)",
+        &[],
+    )
+    .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let old = client_loop(&cluster, "public", &stop, |c, i| {
+        let mut tx = c.transaction()?;
+        // New rows land in every partition, the default one too.
+        let id = (40_000 + i * 7 % 30_000 + i * 30_000) as i32;
+        tx.execute(
+            "INSERT INTO pt (id, name) VALUES ($1, 'o' || $1::int)",
+            &[&id],
+        )?;
+        tx.execute(
+            "INSERT INTO pt_control (id, name, score) VALUES ($1, 'o' || $1::int, length('o' || $1::int))",
+            &[&id],
+        )?;
+        tx.commit()
+    });
+    let new = client_loop(&cluster, "public_v2, public", &stop, |c, i| {
+        let mut tx = c.transaction()?;
+        let (id, k) = ((-(i as i32)), ((i * 37) % 30_000 + 1) as i32);
+        tx.execute(
+            "INSERT INTO pt (id, name, score) VALUES ($1, NULL, 5)",
+            &[&id],
+        )?;
+        tx.execute(
+            "INSERT INTO public.pt_control (id, name, score) VALUES ($1, NULL, 5)",
+            &[&id],
+        )?;
+        // A key update that moves the row to another partition.
+        tx.execute(
+            "UPDATE pt SET id = id + 1000000000 WHERE id = $1 AND id < 5000",
+            &[&k],
+        )?;
+        tx.execute(
+            "UPDATE public.pt_control SET id = id + 1000000000 WHERE id = $1 AND id < 5000",
+            &[&k],
+        )?;
+        tx.commit()
+    });
+    wait_until("the expansion", || {
+        c.query_one("SELECT phase FROM migrate.status('pt')", &[])
+            .unwrap()
+            .get::<_, String>(0)
+            == "expanded"
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let (o, n) = (old.join().unwrap(), new.join().unwrap());
+    assert!(o.0 > 10 && o.1 == 0, "old clients: {o:?}");
+    assert!(n.0 > 10 && n.1 == 0, "new clients: {n:?}");
+    c.batch_execute("SELECT migrate.finish('pt'); SELECT migrate.drop_version('public_v2');")
+        .unwrap();
+    c.batch_execute("ALTER TABLE pt_control ALTER COLUMN score SET NOT NULL")
+        .unwrap();
+    assert_same_rows(&mut c, "pt");
+    let not_null: i64 = c
+        .query_one(
+            "SELECT count(*) FROM pg_attribute WHERE attname = 'score' AND attnotnull
+                AND attrelid IN ('pt'::regclass, 'pt_1'::regclass, 'pt_2'::regclass, 'pt_d'::regclass)",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(not_null, 4, "the parent and every partition");
+    assert_eq!(leftovers(&mut c), 0);
+}
+
+#[test]
+fn awkward_types_names_and_expressions_and_a_held_contract() {
+    let cluster = Cluster::start();
+    let mut c = cluster.client();
+    c.batch_execute(
+        r#"CREATE TABLE countries (id int PRIMARY KEY, name text);
+           INSERT INTO countries VALUES (1, 'France'), (2, 'Peru');
+           CREATE TABLE acc (id int PRIMARY KEY, name text, "loop" int, data json, country_id int);
+           INSERT INTO acc SELECT g, 'n' || g, g, json_build_object('g', g), 1 + g % 2
+             FROM generate_series(1, 2000) g;"#,
+    )
+    .unwrap();
+    // json has no equality operator; "loop" is reserved in PL/pgSQL; up reads
+    // another table with a column of the same name as acc's.
+    c.batch_execute(
+        r#"SELECT migrate.start('acc', 'ALTER COLUMN data TYPE jsonb, ADD COLUMN country text',
+                                version => 'v2', background => false,
+                                up => '{"country": "(SELECT name FROM countries c WHERE c.id = country_id)"}')"#,
+    )
+    .unwrap();
+    // finish() does not backfill in its own transaction.
+    let e = c.batch_execute("SELECT migrate.finish('acc')").unwrap_err();
+    assert_eq!(sqlstate(&e), "55000", "{e}");
+    for _ in 0..20 {
+        c.batch_execute("SELECT migrate.step('acc')").unwrap();
+    }
+    assert_eq!(
+        c.query_one("SELECT phase FROM migrate.status('acc')", &[])
+            .unwrap()
+            .get::<_, String>(0),
+        "expanded"
+    );
+    c.batch_execute(
+        r#"UPDATE acc SET "loop" = -1 WHERE id = 1;
+           UPDATE public_v2.acc SET data = '{"v": 2}' WHERE id = 2;
+           INSERT INTO acc (id, name, data, country_id) VALUES (3000, 'x', '{"o": 1}', 2);"#,
+    )
+    .unwrap();
+    let rows = c
+        .query(
+            "SELECT id, data::text, country FROM public_v2.acc WHERE id IN (1, 2, 3, 3000) ORDER BY id",
+            &[],
+        )
+        .unwrap();
+    let got: Vec<(i32, String, Option<String>)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (1, r#"{"g": 1}"#.into(), Some("Peru".into())),
+            (2, r#"{"v": 2}"#.into(), Some("France".into())),
+            (3, r#"{"g": 3}"#.into(), Some("Peru".into())),
+            (3000, r#"{"o": 1}"#.into(), Some("Peru".into())),
+        ]
+    );
+    let old: String = c
+        .query_one("SELECT data::text FROM acc WHERE id = 2", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        old, r#"{"v": 2}"#,
+        "a new client's write reaches the old column"
+    );
+    // A reader holds the table: the contract waits, finish() times out, and
+    // the migration stays expanded; once the reader is gone it contracts.
+    let mut reader = cluster.client();
+    reader
+        .batch_execute("BEGIN; SELECT count(*) FROM acc;")
+        .unwrap();
+    let e = c
+        .batch_execute("SELECT migrate.finish('acc', timeout => '1s')")
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "57014", "{e}");
+    assert_eq!(
+        c.query_one("SELECT phase FROM migrate.status('acc')", &[])
+            .unwrap()
+            .get::<_, String>(0),
+        "expanded"
+    );
+    reader.batch_execute("COMMIT").unwrap();
+    c.batch_execute("SELECT migrate.finish('acc')").unwrap();
+    let t: String = c
+        .query_one("SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'acc'::regclass AND attname = 'data'", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(t, "jsonb");
 }

@@ -90,17 +90,6 @@ pub fn other_user_of_schema(schema: &str, id: i64) -> Result<Option<(i64, String
     )
 }
 
-/// The version schemas that live versioned migrations other than `id` use.
-pub fn live_schemas_except(id: i64) -> Result<Vec<String>> {
-    spi::query(
-        "SELECT DISTINCT version_schema FROM migrate.migrations
-          WHERE version_schema IS NOT NULL AND id <> $1
-            AND phase NOT IN ('done', 'failed', 'aborted')",
-        &[id.into()],
-        |r| get(r, 1),
-    )
-}
-
 /// The version schemas of this table's earlier, contracted migrations.
 pub fn earlier_schemas_of_table(relid: pgrx::pg_sys::Oid, id: i64) -> Result<Vec<String>> {
     spi::query(
@@ -120,12 +109,6 @@ pub fn other_user_live(schema: &str, id: i64) -> Result<Option<(i64, String)>> {
         &[schema.into(), id.into()],
         |r| Ok((get(r, 1)?, get(r, 2)?)),
     )
-}
-
-/// Whether any migration the caller may see (not failed or aborted) made
-/// `schema` as its version schema.
-pub fn is_version_schema(schema: &str) -> Result<bool> {
-    Ok(other_user_of_schema(schema, 0)?.is_some())
 }
 
 /// Every version schema of a migration the caller may see (not failed or
