@@ -327,3 +327,19 @@ CREATE FUNCTION migrate."drop_version"(
 VOLATILE PARALLEL UNSAFE
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'drop_version_wrapper';
+
+-- Versioned migrations: their dry run.
+CREATE FUNCTION migrate."plan_version"(
+	"tbl" regclass,
+	"alter" TEXT,
+	"version" TEXT,
+	"up" jsonb DEFAULT NULL,
+	"down" jsonb DEFAULT NULL
+) RETURNS TABLE (
+	"step" INT,
+	"phase" TEXT,
+	"sql" TEXT
+)
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'plan_version_wrapper';

@@ -111,7 +111,7 @@ CREATE TABLE migrate.migrations (
     up_sql          jsonb,                          -- column => expression over the old row
     expand_undo     text[] NOT NULL DEFAULT '{}',   -- what takes the expand phase's changes back, in order
     contract_sql    text[] NOT NULL DEFAULT '{}',   -- the contract, in one transaction at finish()
-    backfill_sql    text,                           -- one backfill batch ($1, $2: its heap blocks as tids)
+    backfill_sql    text,                           -- one backfill batch after UPDATE <table> ($1, $2: heap blocks as tids)
     CONSTRAINT migrations_phase_check CHECK (phase IN
         ('copying', 'indexing', 'replaying', 'verifying', 'ready', 'swapping', 'validating', 'done', 'failed', 'aborted'))
 );

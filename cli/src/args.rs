@@ -294,9 +294,9 @@ impl Args {
             .schema_version
             .as_deref()
             .is_some_and(|v| !v.is_empty());
-        if versioned && !(self.execute && !self.alter.is_empty()) {
+        if versioned && self.alter.is_empty() {
             return Err(Failure::usage(
-                "--version=NAME starts a versioned migration: it goes with --alter and --execute",
+                "--version=NAME makes a migration versioned: it goes with --alter (a dry run; add --execute to run it)",
             ));
         }
         if self.up.is_some() && !versioned {

@@ -65,6 +65,20 @@ fn run(args: &Args) -> Result<()> {
                 render::status_table(&session::status(&mut c, table.as_deref())?)
             );
         }
+        Action::Plan { table, alter } if settings.version.is_some() => {
+            let table = session::check_table(&mut c, &table)?;
+            println!(
+                "Versioned migration {} of {table}:",
+                settings.version.as_deref().unwrap_or_default()
+            );
+            for (i, (phase, what)) in session::plan_version(&mut c, &table, &alter, &settings)?
+                .iter()
+                .enumerate()
+            {
+                println!("{:>3}. {phase:<9} {what}", i + 1);
+            }
+            println!("\nDry run: nothing was changed. Add --execute to carry it out.");
+        }
         Action::Plan { table, alter } => {
             let table = session::check_table(&mut c, &table)?;
             let steps = session::plan(&mut c, &table, &alter, args.revertible)?;

@@ -68,6 +68,23 @@ pub fn plan(c: &mut Client, table: &str, alter: &str, revertible: bool) -> Resul
         .collect())
 }
 
+/// `migrate.plan_version()`: a versioned migration's dry run, as (phase, what).
+pub fn plan_version(
+    c: &mut Client,
+    table: &str,
+    alter: &str,
+    s: &Settings,
+) -> Result<Vec<(String, String)>> {
+    let rows = c
+        .query(
+            "SELECT phase, sql FROM migrate.plan_version($1::text::regclass, $2, $3::text,
+                                                       up => $4::text::jsonb, down => $5::text::jsonb)",
+            &[&table, &alter, &s.version, &s.up, &s.down],
+        )
+        .map_err(|e| Failure::from_db("planning", &e))?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
 /// `migrate.start()`; the migration's id.
 pub fn start(c: &mut Client, table: &str, alter: &str, s: &Settings) -> Result<i64> {
     // lock_timeout is named only when given, so the server's default holds;

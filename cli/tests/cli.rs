@@ -308,14 +308,26 @@ fn a_versioned_migration_expands_then_finish_contracts() {
         "SELECT count(*) FROM pg_attribute WHERE attrelid = 'acc'::regclass AND attname = 'legacy' AND NOT attisdropped",
     );
     assert_eq!(gone, 0);
-    // --version alone prints the program's version; a name needs --execute.
+    // --version alone prints the program's version; with a name and no
+    // --execute, a dry run that changes nothing.
     let (code, out, _) = run(&cluster, &["--version"]);
     assert_eq!(code, 0);
     assert!(out.starts_with("halo_migrate "), "{out}");
-    let (code, _, err) = run(
+    let (code, out, err) = run(
         &cluster,
         &["-t", "acc", "-a", "RENAME COLUMN name TO n", "--version=v3"],
     );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("contract") && out.contains("RENAME COLUMN name TO n"),
+        "{out}"
+    );
+    let schemas: i64 = one(
+        &mut c,
+        "SELECT count(*) FROM pg_namespace WHERE nspname = 'public_v3'",
+    );
+    assert_eq!(schemas, 0, "a dry run changes nothing");
+    let (code, _, err) = run(&cluster, &["-t", "acc", "--version=v3"]);
     assert_eq!(code, 2, "{err}");
     let (code, _, err) = run(
         &cluster,

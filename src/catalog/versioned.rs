@@ -176,15 +176,57 @@ pub fn column_dependents(oid: Oid, column: &str, versions: &[String]) -> Result<
     )
 }
 
-/// The expression of CHECK constraint `name` of table `oid`, as PostgreSQL
-/// deparses it (column names as in the table).
-pub fn check_expression(oid: Oid, name: &str) -> Result<String> {
-    spi::one(
-        "SELECT pg_catalog.pg_get_expr(c.conbin, c.conrelid) FROM pg_catalog.pg_constraint c
-          WHERE c.conrelid = $1 AND c.conname = $2 AND c.contype = 'c'",
+/// The condition that a row meets when constraint `name` of table `oid`
+/// holds for it, as (the trigger's form, the backfill's form): a CHECK's
+/// own expression, as PostgreSQL deparses it (column names as in the
+/// table, which the trigger declares as variables); for a foreign key on
+/// `column`, that its referenced row exists (the trigger reads NEW, the
+/// backfill the table's row).
+pub fn constraint_condition(
+    oid: Oid,
+    name: &str,
+    column: &str,
+    _table: &crate::pg::ident::QualifiedName,
+) -> Result<(String, String)> {
+    let (kind, check, referenced, refcol) = spi::one(
+        "SELECT c.contype::text, pg_catalog.pg_get_expr(c.conbin, c.conrelid),
+                CASE WHEN c.contype = 'f' THEN pg_catalog.format('%I.%I', rn.nspname, r.relname) END,
+                (SELECT a.attname::text FROM pg_catalog.pg_attribute a
+                  WHERE a.attrelid = c.confrelid AND a.attnum = c.confkey[1])
+           FROM pg_catalog.pg_constraint c
+           LEFT JOIN pg_catalog.pg_class r ON r.oid = c.confrelid
+           LEFT JOIN pg_catalog.pg_namespace rn ON rn.oid = r.relnamespace
+          WHERE c.conrelid = $1 AND c.conname = $2",
         &[oid.into(), name.into()],
-        |r| get(r, 1),
-    )
+        |r| {
+            Ok((
+                get::<String>(r, 1)?,
+                r.get::<String>(2)?,
+                r.get::<String>(3)?,
+                r.get::<String>(4)?,
+            ))
+        },
+    )?;
+    match (kind.as_str(), check, referenced, refcol) {
+        ("c", Some(expr), _, _) => Ok((expr.clone(), expr)),
+        ("f", _, Some(referenced), Some(refcol)) => {
+            let col = crate::pg::ident::Ident::new(column);
+            let refcol = crate::pg::ident::Ident::new(refcol);
+            let exists = |value: String| {
+                format!(
+                    "{value} IS NULL OR EXISTS (SELECT FROM {referenced} halo_r WHERE halo_r.{refcol} = {value})"
+                )
+            };
+            use crate::plan::versioned_sql::{BACKFILL_ALIAS, NEW_ROW};
+            Ok((
+                exists(format!("{NEW_ROW}.{col}")),
+                exists(format!("{BACKFILL_ALIAS}.{col}")),
+            ))
+        }
+        _ => Err(crate::error::MigrateError::Internal(format!(
+            "constraint {name} is neither a CHECK nor a foreign key"
+        ))),
+    }
 }
 
 /// The mark halo_migrate puts on a version schema (its comment), so that

@@ -66,13 +66,18 @@ unsafe fn cmd(node: *mut pg_sys::Node, text: &str) -> Result<VersionedCmd> {
                 text: text.to_string(),
             },
             AT_SetNotNull => VersionedCmd::SetNotNull { column: name },
-            AT_AddConstraint
-                if (*(c.def as *mut pg_sys::Constraint)).contype
-                    == pg_sys::ConstrType::CONSTR_CHECK =>
-            {
-                VersionedCmd::AddCheck {
-                    spec: constraint_spec(c.def as *mut pg_sys::Constraint, text)?,
-                    text: text.to_string(),
+            AT_AddConstraint => {
+                let def = c.def as *mut pg_sys::Constraint;
+                match (*def).contype {
+                    pg_sys::ConstrType::CONSTR_CHECK => VersionedCmd::AddCheck {
+                        spec: constraint_spec(def, text)?,
+                        text: text.to_string(),
+                    },
+                    pg_sys::ConstrType::CONSTR_FOREIGN => VersionedCmd::AddForeignKey {
+                        spec: constraint_spec(def, text)?,
+                        text: text.to_string(),
+                    },
+                    _ => unsupported(),
                 }
             }
             AT_AlterColumnType => alter_type(&*(c.def as *mut pg_sys::ColumnDef), name, text)?,
@@ -137,6 +142,7 @@ unsafe fn add_column(def: &pg_sys::ColumnDef, text: &str) -> Result<Option<Versi
         column,
         text: text.to_string(),
         nullable_text,
+        has_default,
     }))
 }
 

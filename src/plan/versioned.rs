@@ -45,6 +45,8 @@ pub enum VersionedCmd {
         column: String,
         text: String,
         nullable_text: Option<String>,
+        /// It has a DEFAULT (which then fills it, never `up`).
+        has_default: bool,
     },
     SetNotNull {
         column: String,
@@ -60,6 +62,13 @@ pub enum VersionedCmd {
     /// with `up` for one of its columns, a row that fails it gets that
     /// column from `up` (old clients' writes, and the backfill).
     AddCheck {
+        spec: ConstraintSpec,
+        text: String,
+    },
+    /// `ADD [CONSTRAINT name] FOREIGN KEY (…) REFERENCES …`: added NOT VALID
+    /// and validated; with `up` for its (one) column, a row whose
+    /// referenced row is missing gets that column from `up`.
+    AddForeignKey {
         spec: ConstraintSpec,
         text: String,
     },
@@ -114,16 +123,19 @@ pub struct Sync {
     pub down: String,
 }
 
-/// A CHECK whose failures `up` maps: a row for which `expr` is false gets
-/// `column` from `up`.
+/// A CHECK or FOREIGN KEY whose failures `up` maps: a row for which the
+/// constraint's condition is false gets `column` from `up`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CheckFill {
     pub constraint: String,
     pub column: String,
     pub up: String,
-    /// The check's expression, as PostgreSQL deparses it once added
-    /// (filled in after the expand phase).
+    /// The condition in the trigger (over the row's columns as variables,
+    /// or NEW), read once the constraint exists (filled in after the
+    /// expand phase).
     pub expr: String,
+    /// The same condition in the backfill's WHERE (over the table's columns).
+    pub table_expr: String,
 }
 
 /// What a versioned migration does, decided up front.
@@ -175,11 +187,54 @@ pub fn build(i: &Input) -> Result<VersionPlan> {
             .collect(),
         ..Default::default()
     };
+    one_subcommand_per_column(i)?;
     for cmd in i.cmds {
         apply(i, &mut p, cmd)?;
     }
     check_keys_used(i, &p)?;
     Ok(p)
+}
+
+/// A column is named by at most one subcommand of a versioned migration,
+/// and a constraint added in it may not use a column that it drops or
+/// whose type it changes (the contract drops the old column, and with it
+/// anything on it): the expand phase could not serve both.
+fn one_subcommand_per_column(i: &Input) -> Result<()> {
+    let mut named: Vec<&String> = Vec::new();
+    let mut replaced: Vec<&String> = Vec::new();
+    for cmd in i.cmds {
+        let column = match cmd {
+            VersionedCmd::RenameColumn { from, .. } => from,
+            VersionedCmd::AddColumn { column, .. } | VersionedCmd::SetNotNull { column } => column,
+            VersionedCmd::DropColumn { column, .. } | VersionedCmd::AlterType { column, .. } => {
+                replaced.push(column);
+                column
+            }
+            _ => continue,
+        };
+        if named.contains(&column) {
+            return Err(MigrateError::not_supported(
+                "two subcommands on one column in a versioned migration",
+                format!("Column \"{column}\" is named by more than one subcommand."),
+                "Give the column its final form in one subcommand (ADD COLUMN … NOT NULL, \
+                 or the new type), or use two versioned migrations one after the other.",
+            ));
+        }
+        named.push(column);
+    }
+    for cmd in i.cmds {
+        if let VersionedCmd::AddCheck { spec, .. } | VersionedCmd::AddForeignKey { spec, .. } = cmd
+        {
+            if let Some(c) = spec.columns.iter().find(|c| replaced.contains(c)) {
+                return Err(MigrateError::not_supported(
+                    "a constraint on a column that the same versioned migration drops or retypes",
+                    format!("Column \"{c}\" is dropped or changes type in this migration."),
+                    "Add the constraint in a later migration, once the column has its new form.",
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn apply(i: &Input, p: &mut VersionPlan, cmd: &VersionedCmd) -> Result<()> {
@@ -205,6 +260,15 @@ fn apply(i: &Input, p: &mut VersionPlan, cmd: &VersionedCmd) -> Result<()> {
             let at = view_position(i, p, column)?;
             let (base, _) = p.view_columns.remove(at);
             let col = i.columns.iter().find(|c| c.name == base);
+            if i.down.contains_key(column) && col.is_some_and(|c| c.has_default) {
+                return Err(MigrateError::InvalidParameter {
+                    name: "down",
+                    detail: format!(
+                        "Column \"{column}\" has a default, which fills it for the new version's writes: down would never apply."
+                    ),
+                    hint: "Leave down out for it (or drop its default in an earlier migration).".into(),
+                });
+            }
             match i.down.get(column) {
                 Some(expr) => p.fills.push(Fill {
                     column: base,
@@ -230,7 +294,17 @@ fn apply(i: &Input, p: &mut VersionPlan, cmd: &VersionedCmd) -> Result<()> {
             column,
             text,
             nullable_text,
+            has_default,
         } => {
+            if *has_default && i.up.contains_key(column) {
+                return Err(MigrateError::InvalidParameter {
+                    name: "up",
+                    detail: format!(
+                        "Column \"{column}\" has a DEFAULT, which fills it for every write and row that leave it out: up would never apply."
+                    ),
+                    hint: "Give either the DEFAULT or up.".into(),
+                });
+            }
             if p.view_columns.iter().any(|(_, a)| a == column) {
                 return Err(duplicate_column(column, i.table));
             }
@@ -285,14 +359,25 @@ fn apply(i: &Input, p: &mut VersionPlan, cmd: &VersionedCmd) -> Result<()> {
             type_sql,
             using,
         } => alter_type(i, p, column, type_sql, using.as_deref())?,
-        VersionedCmd::AddCheck { spec, text } => add_check(i, p, spec, text)?,
+        VersionedCmd::AddCheck { spec, text } => add_constraint(i, p, spec, text, "check")?,
+        VersionedCmd::AddForeignKey { spec, text } => {
+            if spec.columns.len() > 1 && spec.columns.iter().any(|c| i.up.contains_key(c)) {
+                return Err(MigrateError::not_supported(
+                    "up for a foreign key of several columns",
+                    format!("\"{text}\" has {} columns.", spec.columns.len()),
+                    "Add the key without up (rows that break it then fail), or map each \
+                     column's values before the migration.",
+                ));
+            }
+            add_constraint(i, p, spec, text, "fkey")?
+        }
         VersionedCmd::Unsupported { text } => {
             return Err(MigrateError::not_supported(
                 "this subcommand in a versioned migration",
                 format!("\"{text}\""),
                 "A versioned migration takes RENAME COLUMN, RENAME TO, DROP COLUMN, ADD COLUMN, \
-                 SET NOT NULL, ADD CHECK and ALTER COLUMN … TYPE. Run other changes with \
-                 migrate.start() without version.",
+                 SET NOT NULL, ADD CHECK, ADD FOREIGN KEY and ALTER COLUMN … TYPE. Run other \
+                 changes with migrate.start() without version.",
             ))
         }
     }
@@ -372,22 +457,33 @@ fn alter_type(
     Ok(())
 }
 
-/// ADD CHECK: NOT VALID at the expand, validated before the contract (which
-/// has nothing left to do); `up` for its columns maps rows that fail it.
-fn add_check(i: &Input, p: &mut VersionPlan, spec: &ConstraintSpec, text: &str) -> Result<()> {
+/// ADD CHECK or FOREIGN KEY: NOT VALID at the expand, validated before the
+/// contract (which has nothing left to do); `up` for its columns maps rows
+/// that fail it. `label`: "check" or "fkey", as PostgreSQL names them.
+fn add_constraint(
+    i: &Input,
+    p: &mut VersionPlan,
+    spec: &ConstraintSpec,
+    text: &str,
+    label: &str,
+) -> Result<()> {
     let t = i.table;
     if spec.not_valid {
         return Err(MigrateError::not_supported(
-            "ADD CHECK … NOT VALID in a versioned migration",
+            "ADD CONSTRAINT … NOT VALID in a versioned migration",
             format!("\"{text}\" would not be validated at the contract."),
             "Add it with migrate.start() without version.",
         ));
     }
     let name = match &spec.name {
         Some(n) => n.clone(),
+        None if label == "fkey" => (i.constraint_name)(
+            Some(&crate::plan::sqlgen::columns_addition(&spec.columns)),
+            label,
+        )?,
         None => {
             let single = spec.columns.first().filter(|_| spec.columns.len() == 1);
-            (i.constraint_name)(single.map(String::as_str), "check")?
+            (i.constraint_name)(single.map(String::as_str), label)?
         }
     };
     for column in &spec.columns {
@@ -413,6 +509,7 @@ fn add_check(i: &Input, p: &mut VersionPlan, spec: &ConstraintSpec, text: &str) 
             column: column.clone(),
             up: i.up[column].clone(),
             expr: String::new(),
+            table_expr: String::new(),
         });
     }
     Ok(())
@@ -494,7 +591,7 @@ fn check_keys_used(i: &Input, p: &VersionPlan) -> Result<()> {
                     name,
                     detail: format!("No subcommand uses \"{key}\"."),
                     hint: if side == Side::Old {
-                        "up gives columns that ADD COLUMN, SET NOT NULL, a type change or an ADD CHECK (for rows that fail it) need, from the old columns.".into()
+                        "up gives columns that ADD COLUMN, SET NOT NULL, a type change, or an ADD CHECK or FOREIGN KEY (for rows that break it) need, from the old columns.".into()
                     } else {
                         "down gives columns that DROP COLUMN removes, from the new columns.".into()
                     },

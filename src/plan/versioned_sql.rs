@@ -84,9 +84,12 @@ pub fn fill_function(
     };
     let decl = |side: Side| -> Result<String> {
         let mut b = String::from("        DECLARE\n");
-        for (base, var) in vars(side).iter().filter(|(_, v)| !shadows_trigger_name(v)) {
+        for (base, var) in vars(side)
+            .iter()
+            .filter(|(_, v)| v != NEW_ROW && v != OLD_ROW)
+        {
             b.push_str(&format!(
-                "            {} {} := NEW.{};\n",
+                "            {} {} := {NEW_ROW}.{};\n",
                 quoted(var),
                 types(base)?,
                 quoted(base)
@@ -102,9 +105,13 @@ pub fn fill_function(
                 hint: "Write it without that dollar-quote tag.".into(),
             });
         }
-        Ok(format!("NEW.{} := ({expr});", quoted(target)))
+        Ok(format!("{NEW_ROW}.{} := ({expr});", quoted(target)))
     };
-    let mut body = String::from("#variable_conflict use_column\nBEGIN\n");
+    // NEW and OLD by names no column takes: a column named new, old or
+    // tg_op is then an ordinary variable in the nested blocks.
+    let mut body = format!(
+        "#variable_conflict use_column\nDECLARE\n    {NEW_ROW} ALIAS FOR new;\n    {OLD_ROW} ALIAS FOR old;\nBEGIN\n"
+    );
     for s in &plan.syncs {
         let (old, new) = (quoted(&s.old), quoted(&s.new));
         let up = format!(
@@ -120,15 +127,15 @@ pub fn fill_function(
         // Compared as text: a type without an equality operator (json)
         // still tells a changed value from an unchanged one.
         body.push_str(&format!(
-            "    IF TG_OP = 'INSERT' THEN\n        IF NEW.{new} IS NOT NULL THEN\n{down}        ELSE\n{up}        END IF;\n    \
-             ELSIF NEW.{new}::text IS DISTINCT FROM OLD.{new}::text THEN\n{down}    \
-             ELSIF NEW.{old}::text IS DISTINCT FROM OLD.{old}::text OR NEW.{new} IS NULL THEN\n{up}    END IF;\n"
+            "    IF TG_OP = 'INSERT' THEN\n        IF {NEW_ROW}.{new} IS NOT NULL THEN\n{down}        ELSE\n{up}        END IF;\n    \
+             ELSIF {NEW_ROW}.{new}::text IS DISTINCT FROM {OLD_ROW}.{new}::text THEN\n{down}    \
+             ELSIF {NEW_ROW}.{old}::text IS DISTINCT FROM {OLD_ROW}.{old}::text OR {NEW_ROW}.{new} IS NULL THEN\n{up}    END IF;\n"
         ));
     }
     for f in &plan.fills {
         let option = if f.side == Side::Old { "up" } else { "down" };
         body.push_str(&format!(
-            "    IF NEW.{} IS NULL THEN\n{}        BEGIN\n            {}\n        END;\n    END IF;\n",
+            "    IF {NEW_ROW}.{} IS NULL THEN\n{}        BEGIN\n            {}\n        END;\n    END IF;\n",
             quoted(&f.column),
             decl(f.side)?,
             set(&f.column, &f.expr, option)?
@@ -142,7 +149,7 @@ pub fn fill_function(
             set(&c.column, &c.up, "up")?
         ));
     }
-    body.push_str("    RETURN NEW;\nEND\n");
+    body.push_str(&format!("    RETURN {NEW_ROW};\nEND\n"));
     Ok(format!(
         "CREATE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql SET search_path FROM CURRENT AS {BODY_TAG}\n{body}{BODY_TAG}"
     ))
@@ -154,36 +161,33 @@ fn quoted(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// A variable of this name would hide PL/pgSQL's own NEW or OLD: such a
-/// column cannot be read by name in an `up`/`down` expression.
-fn shadows_trigger_name(name: &str) -> bool {
-    matches!(name.to_ascii_lowercase().as_str(), "new" | "old") || name.starts_with("tg_")
-}
+/// The trigger's names for NEW and OLD (no column of the table may take
+/// them; `refuse` checks).
+pub const NEW_ROW: &str = "halo_migrate_new_row";
+pub const OLD_ROW: &str = "halo_migrate_old_row";
+
+/// The backfill's alias for the table, which a foreign key's condition
+/// names (the statement is kept without the table's name).
+pub const BACKFILL_ALIAS: &str = "halo_migrate_t";
 
 /// One batch of the backfill: touch the rows of heap blocks `[from, to)`
 /// (`$1`, `$2`: `'(from,0)'` and `'(to,0)'`) that have a NULL in a column
 /// to fill or fail a mapped CHECK, so that the trigger fills them.
 /// `None` when nothing needs a backfill.
 pub fn backfill_batch(table: &QualifiedName, plan: &VersionPlan) -> Option<String> {
-    let mut set: Vec<&String> = plan.backfill.iter().collect();
-    // A second column whose old column is NULL stays NULL: nothing to do.
-    let mut when: Vec<String> = plan
-        .backfill
-        .iter()
-        .map(|c| match plan.syncs.iter().find(|s| &s.new == c) {
-            Some(s) => format!(
-                "({} IS NULL AND {} IS NOT NULL)",
-                Ident::new(c),
-                Ident::new(&s.old)
-            ),
-            None => format!("{} IS NULL", Ident::new(c)),
-        })
-        .collect();
+    let mut set: Vec<&String> = Vec::new();
+    let mut when: Vec<String> = Vec::new();
+    for c in &plan.backfill {
+        if !set.contains(&c) {
+            set.push(c);
+            when.push(format!("{} IS NULL", Ident::new(c)));
+        }
+    }
     for c in &plan.checks {
         if !set.contains(&&c.column) {
             set.push(&c.column);
         }
-        when.push(format!("({}) IS FALSE", c.expr));
+        when.push(format!("({}) IS FALSE", c.table_expr));
     }
     if set.is_empty() {
         return None;
@@ -194,7 +198,7 @@ pub fn backfill_batch(table: &QualifiedName, plan: &VersionPlan) -> Option<Strin
         .collect::<Vec<_>>()
         .join(", ");
     Some(format!(
-        "UPDATE {table} SET {set} WHERE ctid >= $1::tid AND ctid < $2::tid AND ({})",
+        "UPDATE {table} AS {BACKFILL_ALIAS} SET {set} WHERE ctid >= $1::tid AND ctid < $2::tid AND ({})",
         when.join(" OR ")
     ))
 }

@@ -131,6 +131,7 @@ fn a_not_null_column_without_default_is_added_nullable_filled_and_checked() {
         column: "score".into(),
         text: "ADD COLUMN score int NOT NULL".into(),
         nullable_text: Some("ADD COLUMN score int".into()),
+        has_default: false,
     }];
     let e = plan(&add, &[], &[]).unwrap_err();
     assert!(matches!(
@@ -225,17 +226,29 @@ fn the_fill_function_reads_each_shape_by_its_names() {
         ("id".to_string(), "integer".to_string()),
         ("new".to_string(), "integer".to_string()),
     ];
-    let f = fill_function(&function, &base, &[("id".into(), "key".into())], &p).unwrap();
+    let f = fill_function(
+        &function,
+        &base,
+        &[("id".into(), "key".into()), ("new".into(), "new".into())],
+        &p,
+    )
+    .unwrap();
     assert!(
         f.starts_with("CREATE FUNCTION migrate.version_1() RETURNS trigger"),
         "{f}"
     );
     assert!(f.contains("#variable_conflict use_column"), "{f}");
-    assert!(f.contains("\"key\" integer := NEW.\"id\";"), "{f}");
-    assert!(f.contains("NEW.\"id\" := (key + 1);"), "{f}");
     assert!(
-        !f.contains("\"new\" integer"),
-        "a column named new is not declared: {f}"
+        f.contains("\"key\" integer := halo_migrate_new_row.\"id\";"),
+        "{f}"
+    );
+    assert!(
+        f.contains("halo_migrate_new_row.\"id\" := (key + 1);"),
+        "{f}"
+    );
+    assert!(
+        f.contains("\"new\" integer := halo_migrate_new_row.\"new\";"),
+        "a column named new is a variable like any other: {f}"
     );
     p.fills[0].expr = "$halo_migrate_body$".into();
     let e = fill_function(&function, &base, &[], &p).unwrap_err();
@@ -303,11 +316,11 @@ fn a_type_change_gets_a_new_column_kept_in_step_both_ways() {
     )
     .unwrap();
     assert!(
-        f.contains("ELSIF NEW.\"_new_name\"::text IS DISTINCT FROM OLD.\"_new_name\"::text THEN"),
+        f.contains("ELSIF halo_migrate_new_row.\"_new_name\"::text IS DISTINCT FROM halo_migrate_old_row.\"_new_name\"::text THEN"),
         "{f}"
     );
     assert!(
-        f.contains("\"name\" boolean := NEW.\"_new_name\";"),
+        f.contains("\"name\" boolean := halo_migrate_new_row.\"_new_name\";"),
         "down reads the new column as name: {f}"
     );
 }
@@ -322,10 +335,11 @@ fn the_backfill_touches_only_rows_with_a_null_to_fill_or_a_failed_check() {
         column: "c".into(),
         up: "0".into(),
         expr: "c >= 0".into(),
+        table_expr: "c >= 0".into(),
     });
     assert_eq!(
         backfill_batch(&QualifiedName::new("public", "t"), &p).unwrap(),
-        "UPDATE public.t SET a = a, b = b, c = c WHERE ctid >= $1::tid AND ctid < $2::tid AND (a IS NULL OR b IS NULL OR (c >= 0) IS FALSE)"
+        "UPDATE public.t AS halo_migrate_t SET a = a, b = b, c = c WHERE ctid >= $1::tid AND ctid < $2::tid AND (a IS NULL OR b IS NULL OR (c >= 0) IS FALSE)"
     );
 }
 
@@ -374,7 +388,7 @@ fn a_check_is_added_not_valid_validated_and_mapped_by_up() {
     )
     .unwrap();
     assert!(f.contains("IF ((legacy >= 0)) IS FALSE THEN"), "{f}");
-    assert!(f.contains("NEW.\"legacy\" := (0);"), "{f}");
+    assert!(f.contains("halo_migrate_new_row.\"legacy\" := (0);"), "{f}");
     // Without up, only the constraint.
     let p = plan(
         &[VersionedCmd::AddCheck {
@@ -389,5 +403,117 @@ fn a_check_is_added_not_valid_validated_and_mapped_by_up() {
     assert_eq!(
         p.validate_sql,
         vec!["ALTER TABLE public.t VALIDATE CONSTRAINT pos"]
+    );
+}
+
+#[test]
+fn a_foreign_key_is_named_as_postgresql_names_it_and_one_column_may_be_mapped() {
+    let spec = |columns: Vec<&str>| {
+        crate::plan::model::ConstraintSpec::new(
+            crate::plan::model::ConstraintType::ForeignKey,
+            columns.into_iter().map(str::to_string).collect(),
+            4,
+        )
+    };
+    let text = "ADD FOREIGN KEY (legacy) REFERENCES owners".to_string();
+    let p = plan(
+        &[VersionedCmd::AddForeignKey {
+            spec: spec(vec!["legacy"]),
+            text: text.clone(),
+        }],
+        &[("legacy", "NULL")],
+        &[],
+    )
+    .unwrap();
+    assert_eq!(
+        p.expand_sql,
+        vec!["ALTER TABLE public.t ADD CONSTRAINT t_legacy_fkey FOREIGN KEY (legacy) REFERENCES owners NOT VALID"]
+    );
+    assert_eq!(
+        p.validate_sql,
+        vec!["ALTER TABLE public.t VALIDATE CONSTRAINT t_legacy_fkey"]
+    );
+    assert_eq!(p.checks[0].constraint, "t_legacy_fkey");
+    let e = plan(
+        &[VersionedCmd::AddForeignKey {
+            spec: spec(vec!["legacy", "name"]),
+            text: "ADD FOREIGN KEY (legacy, name) REFERENCES owners".into(),
+        }],
+        &[("legacy", "NULL")],
+        &[],
+    )
+    .unwrap_err();
+    assert!(matches!(e, MigrateError::NotSupported { .. }), "{e:?}");
+}
+
+#[test]
+fn one_subcommand_per_column_and_no_constraint_on_a_replaced_column() {
+    let e = plan(
+        &[
+            VersionedCmd::AlterType {
+                column: "name".into(),
+                type_sql: "varchar(9)".into(),
+                using: None,
+            },
+            VersionedCmd::SetNotNull {
+                column: "name".into(),
+            },
+        ],
+        &[],
+        &[],
+    )
+    .unwrap_err();
+    assert!(matches!(e, MigrateError::NotSupported { .. }), "{e:?}");
+    let check = crate::plan::model::ConstraintSpec::new(
+        crate::plan::model::ConstraintType::Check,
+        vec!["name".into()],
+        4,
+    );
+    let e = plan(
+        &[
+            VersionedCmd::AlterType {
+                column: "name".into(),
+                type_sql: "varchar(9)".into(),
+                using: None,
+            },
+            VersionedCmd::AddCheck {
+                spec: check,
+                text: "ADD CHECK (name <> '')".into(),
+            },
+        ],
+        &[],
+        &[],
+    )
+    .unwrap_err();
+    assert!(matches!(e, MigrateError::NotSupported { .. }), "{e:?}");
+    // A default fills the column: up for it would never apply.
+    let e = plan(
+        &[VersionedCmd::AddColumn {
+            column: "x".into(),
+            text: "ADD COLUMN x int DEFAULT 1".into(),
+            nullable_text: None,
+            has_default: true,
+        }],
+        &[("x", "2")],
+        &[],
+    )
+    .unwrap_err();
+    assert!(
+        matches!(e, MigrateError::InvalidParameter { name: "up", .. }),
+        "{e:?}"
+    );
+    // Dropping a column with a default: down would never apply.
+    let e = plan(
+        &[VersionedCmd::DropColumn {
+            column: "id".into(),
+            text: "DROP COLUMN id".into(),
+        }],
+        &[],
+        &[("id", "1")],
+    )
+    .unwrap_err();
+    assert!(
+        matches!(e, MigrateError::InvalidParameter { name: "down", .. }),
+        "{e:?}"
     );
 }

@@ -450,21 +450,85 @@ fn two_tables_share_a_version_and_other_versions_follow_a_contract() {
         .unwrap();
     let e = v3.batch_execute("SELECT y2 FROM b").unwrap_err();
     assert_eq!(sqlstate(&e), "42703", "{e}");
-    c.batch_execute("SELECT migrate.finish('b')").unwrap();
-    v3.batch_execute("SELECT y2 FROM b LIMIT 1; SELECT x2 FROM a LIMIT 1")
+    // a's v3 contracts while b's migration still uses v2, whose view of a
+    // reads "gone": the contract drops that view and makes it again
+    // without the column; v2 stays.
+    c.batch_execute("SELECT migrate.finish('a')").unwrap();
+    assert!(schema_exists(&mut c, "public_v2"));
+    c.batch_execute("SELECT x2 FROM public_v2.a LIMIT 1")
         .unwrap();
-    let e = v3.batch_execute("SELECT gone FROM a").unwrap_err();
+    let e = c.batch_execute("SELECT gone FROM public_v2.a").unwrap_err();
     assert_eq!(
         sqlstate(&e),
         "42703",
-        "v3 does not show the dropped column: {e}"
+        "v2's view of a follows a's contract: {e}"
     );
-    // a's second contract drops a's earlier version, v2, which b's
-    // migration (done) no longer needs.
-    c.batch_execute("SELECT migrate.finish('a')").unwrap();
-    assert!(!schema_exists(&mut c, "public_v2"));
+    let e = v3.batch_execute("SELECT gone FROM a").unwrap_err();
+    assert_eq!(sqlstate(&e), "42703", "{e}");
+    c.batch_execute("SELECT migrate.finish('b')").unwrap();
+    v3.batch_execute("SELECT y2 FROM b LIMIT 1; SELECT x2 FROM a LIMIT 1")
+        .unwrap();
     assert!(schema_exists(&mut c, "public_v3"));
     c.batch_execute("SELECT gone FROM a").unwrap_err();
+    // A later versioned migration of a drops a's earlier versions no live
+    // migration uses: v2 (b's is done) and v3.
+    c.batch_execute(
+        "SELECT migrate.start('a', 'RENAME COLUMN x2 TO x3', version => 'v4');
+         SELECT migrate.finish('a');",
+    )
+    .unwrap();
+    assert!(!schema_exists(&mut c, "public_v2"));
+    assert!(!schema_exists(&mut c, "public_v3"));
+    assert!(schema_exists(&mut c, "public_v4"));
+}
+
+#[test]
+fn the_dry_run_shows_every_phase_and_changes_nothing() {
+    let cluster = Cluster::start();
+    let mut c = cluster.client();
+    make(&mut c, 100);
+    let before = facts(&mut c);
+    let rows = c
+        .query(
+            "SELECT phase, sql FROM migrate.plan_version('acc',
+                 'DROP COLUMN legacy, ADD COLUMN score int NOT NULL, ALTER COLUMN note TYPE varchar(20)',
+                 'v2', up => '{\"score\": \"length(name)\"}', down => '{\"legacy\": \"0\"}') ORDER BY step",
+            &[],
+        )
+        .unwrap();
+    let steps: Vec<(String, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    let text = format!("{steps:#?}");
+    let phases: Vec<&str> = steps.iter().map(|(p, _)| p.as_str()).collect();
+    for p in ["expand", "backfill", "validate", "expanded", "contract"] {
+        assert!(phases.contains(&p), "no {p} step: {text}");
+    }
+    for needle in [
+        "ADD COLUMN score int",
+        "CREATE SCHEMA public_v2",
+        "CREATE VIEW public_v2.acc",
+        "_halo_v2_note AS note",
+        "score := length(name)",
+        "legacy := 0",
+        "VALIDATE CONSTRAINT",
+        "DROP COLUMN legacy",
+        "RENAME COLUMN _halo_v2_note TO note",
+    ] {
+        assert!(text.contains(needle), "{needle} missing: {text}");
+    }
+    assert_eq!(facts(&mut c), before);
+    assert!(!schema_exists(&mut c, "public_v2"));
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM migrate.migrations", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+    // The dry run refuses what start() refuses.
+    let e = c
+        .batch_execute(
+            "SELECT * FROM migrate.plan_version('acc', 'ADD COLUMN s int NOT NULL', 'v2')",
+        )
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "22023", "{e}");
 }
 
 #[test]
@@ -534,8 +598,9 @@ fn type_changes_kept_in_step_both_ways_then_contracted() {
         ))
         .unwrap();
     }
+    // USING maps NULL to a value: the backfill must fill those rows too.
     let alter =
-        "ALTER COLUMN flag TYPE boolean USING flag = 'yes', ALTER COLUMN amount TYPE bigint";
+        "ALTER COLUMN flag TYPE boolean USING coalesce(flag = 'yes', false), ALTER COLUMN amount TYPE bigint";
     let down = r#"{"flag": "CASE WHEN flag THEN 'yes' WHEN NOT flag THEN 'no' END"}"#;
     // A column an index uses cannot change type this way.
     let e = c
@@ -569,8 +634,10 @@ fn type_changes_kept_in_step_both_ways_then_contracted() {
     let new = client_loop(&cluster, "public_v2, public", &stop, |c, i| {
         let mut tx = c.transaction()?;
         let (id, k) = ((200_000 + i) as i32, ((i * 53) % 20_000 + 1) as i32);
-        let flag = if i % 3 == 0 { None } else { Some(i % 2 == 0) };
-        let amount: i64 = 5_000_000_000 % 1_000_000 + i;
+        // Never NULL: the plain ALTER of the control would map its NULL to
+        // false, where a new client's NULL stays NULL.
+        let flag = Some(i % 2 == 0);
+        let amount: i64 = 1_000_000 + i;
         tx.execute(
             "INSERT INTO acc (id, flag, amount) VALUES ($1, $2, $3)",
             &[&id, &flag, &amount],
@@ -605,7 +672,7 @@ fn type_changes_kept_in_step_both_ways_then_contracted() {
     let row = c
         .query_one(
             "SELECT count(*) FROM acc a JOIN public_v2.acc v USING (id)
-              WHERE v.flag IS DISTINCT FROM (a.flag = 'yes') OR a.amount <> v.amount",
+              WHERE v.flag IS DISTINCT FROM coalesce(a.flag = 'yes', false) OR a.amount <> v.amount",
             &[],
         )
         .unwrap();
@@ -637,6 +704,20 @@ fn type_changes_kept_in_step_both_ways_then_contracted() {
         shape,
         "amount bigint true, flag boolean false, id integer true"
     );
+    // The default moved to the new column.
+    let amount: i64 = c
+        .query_one(
+            "INSERT INTO acc (id, flag) VALUES (999999, true) RETURNING amount",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(amount, 7);
+    let nulls: i64 = c
+        .query_one("SELECT count(*) FROM acc WHERE flag IS NULL", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(nulls, 0, "USING gave NULLs a value, in the backfill too");
     assert_eq!(leftovers(&mut c), 0);
 }
 
@@ -681,26 +762,7 @@ fn a_check_whose_failures_up_maps_under_old_writers() {
         tx.execute("UPDATE acc_control SET amount = 0 WHERE id = $1", &[&k])?;
         tx.commit()
     });
-    wait_until("the expansion", || {
-        c.query_one("SELECT phase FROM migrate.status('acc')", &[])
-            .unwrap()
-            .get::<_, String>(0)
-            == "expanded"
-    });
-    stop.store(true, Ordering::Relaxed);
-    let o = old.join().unwrap();
-    assert!(o.0 > 10 && o.1 == 0, "old clients: {o:?}");
-    let valid: bool = c
-        .query_one(
-            "SELECT convalidated FROM pg_constraint WHERE conname = 'amount_nonneg'",
-            &[],
-        )
-        .unwrap()
-        .get(0);
-    assert!(valid, "validated before the contract");
-    c.batch_execute("SELECT migrate.finish('acc'); SELECT migrate.drop_version('public_v2');")
-        .unwrap();
-    assert_same_rows(&mut c, "acc");
+    contract_a_mapped_constraint(&mut c, stop, old, "amount_nonneg");
     let e = c
         .batch_execute("INSERT INTO acc (id, amount) VALUES (1, -5) ON CONFLICT (id) DO UPDATE SET amount = -5")
         .unwrap_err();
@@ -889,4 +951,78 @@ fn awkward_types_names_and_expressions_and_a_held_contract() {
         .unwrap()
         .get(0);
     assert_eq!(t, "jsonb");
+}
+
+#[test]
+fn a_foreign_key_whose_missing_rows_up_maps_under_old_writers() {
+    let cluster = Cluster::start();
+    let mut c = cluster.client();
+    c.batch_execute(
+        "CREATE TABLE owners (id int PRIMARY KEY);
+         INSERT INTO owners SELECT generate_series(1, 50);
+         CREATE TABLE acc (id int PRIMARY KEY, owner int);
+         INSERT INTO acc SELECT g, g % 80 FROM generate_series(1, 20000) g;
+         CREATE TABLE acc_control AS SELECT * FROM acc;
+         ALTER TABLE acc_control ADD PRIMARY KEY (id);
+         -- the mapping: an owner that does not exist becomes NULL
+         UPDATE acc_control SET owner = NULL WHERE owner NOT IN (SELECT id FROM owners);",
+    )
+    .unwrap();
+    c.batch_execute(
+        "SELECT migrate.start('acc', 'ADD FOREIGN KEY (owner) REFERENCES owners (id)', version => 'v2',
+                              up => '{\"owner\": \"NULL\"}', batch_rows => 1000)",
+    )
+    .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let old = client_loop(&cluster, "public", &stop, |c, i| {
+        let mut tx = c.transaction()?;
+        let (id, owner) = ((100_000 + i) as i32, (i % 90) as i32);
+        tx.execute(
+            "INSERT INTO acc (id, owner) VALUES ($1, $2)",
+            &[&id, &owner],
+        )?;
+        tx.execute(
+            "INSERT INTO acc_control (id, owner)
+             VALUES ($1, CASE WHEN $2 IN (SELECT id FROM owners) THEN $2 END)",
+            &[&id, &owner],
+        )?;
+        tx.commit()
+    });
+    contract_a_mapped_constraint(&mut c, stop, old, "acc_owner_fkey");
+    let e = c
+        .batch_execute("DELETE FROM owners WHERE id = 1")
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "23503", "the key holds: {e}");
+    assert_eq!(leftovers(&mut c), 0);
+}
+
+/// The end of a mapped constraint's test: once expanded, stop the old
+/// clients (none failed), check the constraint was validated before the
+/// contract, contract, and compare with the control.
+fn contract_a_mapped_constraint(
+    c: &mut Client,
+    stop: Arc<AtomicBool>,
+    old: JoinHandle<(u64, u64, Vec<String>)>,
+    constraint: &str,
+) {
+    wait_until("the expansion", || {
+        c.query_one("SELECT phase FROM migrate.status('acc')", &[])
+            .unwrap()
+            .get::<_, String>(0)
+            == "expanded"
+    });
+    stop.store(true, Ordering::Relaxed);
+    let o = old.join().unwrap();
+    assert!(o.0 > 10 && o.1 == 0, "old clients: {o:?}");
+    let valid: bool = c
+        .query_one(
+            "SELECT convalidated FROM pg_constraint WHERE conname = $1",
+            &[&constraint],
+        )
+        .unwrap()
+        .get(0);
+    assert!(valid, "validated before the contract");
+    c.batch_execute("SELECT migrate.finish('acc'); SELECT migrate.drop_version('public_v2');")
+        .unwrap();
+    assert_same_rows(c, "acc");
 }

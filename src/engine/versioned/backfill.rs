@@ -53,9 +53,10 @@ fn backfill_step(m: &Migration, table: &QualifiedName) -> Result<Outcome> {
     let blocks = ((m.batch_rows as f64 / (density * leaves)).ceil() as i64).max(1);
     let from = m.copy_next;
     let to = (from + blocks).min(m.copy_end);
-    let sql = vstate::load(m.id)?
+    let rest = vstate::load(m.id)?
         .and_then(|v| v.backfill_sql)
         .ok_or_else(|| MigrateError::Internal(format!("migration {} has no backfill", m.id)))?;
+    let sql = format!("UPDATE {table} {rest}");
     let t0 = std::time::Instant::now();
     let range = [format!("({from},0)"), format!("({to},0)")];
     let rows = match locks::once("backfill", m.lock_timeout_ms, || {

@@ -30,10 +30,16 @@ pub fn contract_or_rest(m: &Migration, table: &QualifiedName, cutover: Cutover) 
         contract(m, table)
     }) {
         Ok(()) => Ok(Outcome::Progress("contracted".into())),
-        Err(e) if locks::is_lock_timeout(&e) => {
+        Err(e)
+            if locks::is_lock_timeout(&e)
+                || e.sqlstate() == pgrx::PgSqlErrorCode::ERRCODE_T_R_DEADLOCK_DETECTED =>
+        {
             // Counted like a swap attempt: finish() then acts on the
             // sessions in the way (blockers) before the next one.
             let n = state::count_swap_attempt(m.id)?;
+            pgrx::notice!(
+                "halo_migrate: contract attempt {n} of {table} did not get its locks in time; retrying"
+            );
             Ok(Outcome::Idle {
                 ms: locks::backoff_ms(n.max(1) as u32, locks::jitter()?),
                 note: format!("the contract waits for a lock: {e}"),

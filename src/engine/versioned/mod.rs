@@ -74,9 +74,17 @@ pub fn fill_function(oid: Oid) -> QualifiedName {
     QualifiedName::new("migrate", format!("version_{}", oid.to_u32()))
 }
 
-/// Expand: set the versioned migration up in the caller's transaction; its
-/// id, and whether it wants a worker (a backfill or validations to run).
-pub fn start(oid: Oid, alter: &str, opts: &Options, req: &Request) -> Result<(i64, bool)> {
+/// A versioned migration decided and checked, nothing changed yet.
+struct Prepared {
+    table: QualifiedName,
+    plan: VersionPlan,
+    schema: String,
+    /// The version schema exists already (another migration's version).
+    shared: bool,
+}
+
+/// Check everything `start()` checks and decide the plan.
+fn prepare(oid: Oid, alter: &str, req: &Request) -> Result<Prepared> {
     let facts = &catalog::load_table(oid)?;
     let table = QualifiedName::new(&facts.schema, &facts.name);
     crate::plan::check_privileges(facts, &crate::plan::parse::parse_alter(alter)?)?;
@@ -94,6 +102,7 @@ pub fn start(oid: Oid, alter: &str, opts: &Options, req: &Request) -> Result<(i6
     refuse::dropped_in_use(oid, &cmds)?;
     refuse::type_change_dependents(oid, &cmds)?;
     refuse::partition_key(facts, &cmds)?;
+    refuse::foreign_key_on_tree(facts, &cmds)?;
     let plan = vplan::build(&Input {
         table: &table,
         columns: &columns,
@@ -103,6 +112,7 @@ pub fn start(oid: Oid, alter: &str, opts: &Options, req: &Request) -> Result<(i6
         constraint_name: &constraint_name,
         new_column_name: &|col: &str| new_column_name(&req.version, col),
     })?;
+    refuse::trigger_targets(facts, &plan)?;
     for text in &plan.must_be_instant {
         let steps = setup::plan(oid, text, false)?.steps;
         if steps.iter().any(|s| s.strategy != Strategy::Instant) {
@@ -116,11 +126,112 @@ pub fn start(oid: Oid, alter: &str, opts: &Options, req: &Request) -> Result<(i6
     }
     let schema = refuse::version_schema(&facts.schema, &req.version)?;
     let shared = refuse::claim_schema(&schema)?;
+    Ok(Prepared {
+        table,
+        plan,
+        schema,
+        shared,
+    })
+}
+
+/// Expand: set the versioned migration up in the caller's transaction; its
+/// id, and whether it wants a worker (a backfill or validations to run).
+pub fn start(oid: Oid, alter: &str, opts: &Options, req: &Request) -> Result<(i64, bool)> {
+    let Prepared {
+        table,
+        plan,
+        schema,
+        shared,
+    } = prepare(oid, alter, req)?;
     let backfill = locks::retry("expand the table", opts.lock_timeout_ms, 50, || {
         let _pass = crate::pg::ddl_pass::Pass::for_this_transaction();
         expand(oid, &table, &plan, &schema, shared, opts.lock_timeout_ms)
     })?;
     record(oid, &table, alter, opts, req, &plan, &schema, backfill)
+}
+
+/// The dry run of a versioned migration (`migrate.plan_version()`): what
+/// `start()` and `finish()` would do, phase by phase, as (phase, what).
+/// Changes nothing.
+pub fn describe(oid: Oid, alter: &str, req: &Request) -> Result<Vec<(&'static str, String)>> {
+    let Prepared {
+        table,
+        mut plan,
+        schema,
+        shared,
+    } = prepare(oid, alter, req)?;
+    let mut out: Vec<(&'static str, String)> = Vec::new();
+    for sql in &plan.expand_sql {
+        out.push(("expand", sql.clone()));
+    }
+    if !shared {
+        out.push((
+            "expand",
+            format!(
+                "CREATE SCHEMA {} (marked as halo_migrate's; USAGE to PUBLIC)",
+                Ident::new(&schema)
+            ),
+        ));
+    }
+    out.push((
+        "expand",
+        format!(
+            "{} (SELECT, INSERT, UPDATE, DELETE to PUBLIC; the reader's own rights on the table apply)",
+            vplan::create_view(&schema, &plan.view_name, &table, &plan.view_columns)
+        ),
+    ));
+    for s in &plan.syncs {
+        out.push((
+            "expand",
+            format!(
+                "trigger {}: keeps {} and {} in step: {} := {} (old clients), {} := {} (new clients)",
+                fill_trigger(oid), s.old, s.new, s.new, s.up, s.old, s.down
+            ),
+        ));
+    }
+    for f in &plan.fills {
+        let (who, shape) = match f.side {
+            vplan::Side::Old => ("old clients' writes", "old"),
+            vplan::Side::New => ("new clients' writes", "new"),
+        };
+        out.push((
+            "expand",
+            format!(
+                "trigger {}: {} := {} when a write leaves it NULL ({who}; over the {shape} columns)",
+                fill_trigger(oid), f.column, f.expr
+            ),
+        ));
+    }
+    for c in &mut plan.checks {
+        out.push((
+            "expand",
+            format!(
+                "trigger {}: {} := {} when a write breaks {}",
+                fill_trigger(oid),
+                c.column,
+                c.up,
+                c.constraint
+            ),
+        ));
+        c.table_expr = format!("<the row breaks {}>", c.constraint);
+    }
+    if let Some(b) = vplan::backfill_batch(&table, &plan) {
+        out.push((
+            "backfill",
+            format!("{b}, in batches of heap blocks ($1, $2), each its own transaction"),
+        ));
+    }
+    for sql in &plan.validate_sql {
+        out.push(("validate", sql.clone()));
+    }
+    out.push((
+        "expanded",
+        "both shapes served until finish() or abort()".into(),
+    ));
+    for sql in &plan.contract_sql {
+        out.push(("contract", sql.clone()));
+    }
+    Ok(out)
 }
 
 /// The new column of a column whose type changes: `_halo_<version>_<col>`
@@ -151,7 +262,7 @@ fn expand(
     // A mapped CHECK's expression as PostgreSQL reads it, now that it exists.
     let mut plan = plan.clone();
     for c in &mut plan.checks {
-        c.expr = cat::check_expression(oid, &c.constraint)?;
+        (c.expr, c.table_expr) = cat::constraint_condition(oid, &c.constraint, &c.column, table)?;
     }
     let plan = &plan;
     if trigger {
@@ -286,7 +397,12 @@ fn record(
         version_schema: schema.to_string(),
         expand_undo: subs(&plan.undo_sql),
         contract_sql: subs(&plan.contract_sql),
-        backfill_sql: backfill,
+        // Kept without the table's name too: "AS halo_migrate_t SET …".
+        backfill_sql: backfill.map(|b| {
+            b.strip_prefix(&format!("UPDATE {table} "))
+                .unwrap_or(&b)
+                .to_string()
+        }),
     };
     vstate::record(
         id,

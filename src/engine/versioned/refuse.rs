@@ -26,6 +26,23 @@ pub fn table_kind(facts: &TableFacts, table: &QualifiedName) -> Result<()> {
     Ok(())
 }
 
+/// PostgreSQL 15 to 17 cannot add a foreign key NOT VALID on a
+/// partitioned table, which the expand phase needs.
+pub fn foreign_key_on_tree(facts: &TableFacts, cmds: &[VersionedCmd]) -> Result<()> {
+    if facts.leaves.is_some()
+        && cmds
+            .iter()
+            .any(|c| matches!(c, VersionedCmd::AddForeignKey { .. }))
+    {
+        return Err(MigrateError::not_supported(
+            "ADD FOREIGN KEY on a partitioned table in a versioned migration",
+            "The expand phase adds the key NOT VALID, which PostgreSQL refuses on a partitioned table.",
+            "Add the key with migrate.start() without version: it validates each partition online.",
+        ));
+    }
+    Ok(())
+}
+
 /// A partition key's column cannot be dropped, nor change type by a second
 /// column: PostgreSQL refuses to drop it.
 pub fn partition_key(facts: &TableFacts, cmds: &[VersionedCmd]) -> Result<()> {
@@ -48,6 +65,48 @@ pub fn partition_key(facts: &TableFacts, cmds: &[VersionedCmd]) -> Result<()> {
                 ),
                 "PostgreSQL cannot drop a partition key's column; change its type with \
                  migrate.start() without version.",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The trigger may not set a partition key's column (PostgreSQL refuses a
+/// BEFORE trigger that moves a row to another partition), and no column
+/// may take the names the trigger gives NEW and OLD.
+pub fn trigger_targets(facts: &TableFacts, plan: &vplan::VersionPlan) -> Result<()> {
+    use crate::plan::versioned_sql::{NEW_ROW, OLD_ROW};
+    if let Some(c) = facts
+        .columns
+        .iter()
+        .find(|c| c.name == NEW_ROW || c.name == OLD_ROW)
+    {
+        return Err(MigrateError::not_supported(
+            "a versioned migration of a table with this column name",
+            format!(
+                "Column \"{}\" has a name the migration's trigger uses.",
+                c.name
+            ),
+            "Rename the column first.",
+        ));
+    }
+    let set = plan
+        .fills
+        .iter()
+        .map(|f| &f.column)
+        .chain(plan.checks.iter().map(|c| &c.column))
+        .chain(plan.syncs.iter().map(|s| &s.old));
+    for column in set {
+        if facts
+            .partition_keys
+            .iter()
+            .any(|k| k.columns.contains(column))
+        {
+            return Err(MigrateError::not_supported(
+                "up or down for a partition key's column in a versioned migration",
+                format!("Column \"{column}\" is in a partition key of the tree."),
+                "A trigger cannot move a row to another partition: map the key's values \
+                 before the migration.",
             ));
         }
     }
