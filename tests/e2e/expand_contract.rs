@@ -308,7 +308,7 @@ fn drop_and_add_backfilled_through_a_crash_then_contracted() {
         "SELECT migrate.throttle('acc', batch_pause => '0'); SELECT migrate.resume('acc');",
     )
     .unwrap();
-    wait_until("the expansion", || phase(&mut c, id) == "expanded");
+    wait_expanded(&mut c, "acc");
     std::thread::sleep(Duration::from_millis(500));
     stop.store(true, Ordering::Relaxed);
     let (o, n) = (old.join().unwrap(), new.join().unwrap());
@@ -657,12 +657,7 @@ fn type_changes_kept_in_step_both_ways_then_contracted() {
         )?;
         tx.commit()
     });
-    wait_until("the expansion", || {
-        c.query_one("SELECT phase FROM migrate.status('acc')", &[])
-            .unwrap()
-            .get::<_, String>(0)
-            == "expanded"
-    });
+    wait_expanded(&mut c, "acc");
     std::thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::Relaxed);
     let (o, n) = (old.join().unwrap(), new.join().unwrap());
@@ -835,12 +830,7 @@ fn a_partitioned_table_expanded_backfilled_and_contracted_under_writers() {
         )?;
         tx.commit()
     });
-    wait_until("the expansion", || {
-        c.query_one("SELECT phase FROM migrate.status('pt')", &[])
-            .unwrap()
-            .get::<_, String>(0)
-            == "expanded"
-    });
+    wait_expanded(&mut c, "pt");
     std::thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::Relaxed);
     let (o, n) = (old.join().unwrap(), new.join().unwrap());
@@ -1005,12 +995,7 @@ fn contract_a_mapped_constraint(
     old: JoinHandle<(u64, u64, Vec<String>)>,
     constraint: &str,
 ) {
-    wait_until("the expansion", || {
-        c.query_one("SELECT phase FROM migrate.status('acc')", &[])
-            .unwrap()
-            .get::<_, String>(0)
-            == "expanded"
-    });
+    wait_expanded(c, "acc");
     stop.store(true, Ordering::Relaxed);
     let o = old.join().unwrap();
     assert!(o.0 > 10 && o.1 == 0, "old clients: {o:?}");
@@ -1025,4 +1010,98 @@ fn contract_a_mapped_constraint(
     c.batch_execute("SELECT migrate.finish('acc'); SELECT migrate.drop_version('public_v2');")
         .unwrap();
     assert_same_rows(c, "acc");
+}
+
+#[test]
+fn set_not_null_with_up_and_a_table_rename_under_two_versions() {
+    let cluster = Cluster::start();
+    let mut c = cluster.client();
+    make(&mut c, 20_000);
+    // SET NOT NULL: old clients' NULLs become up's value, as do the rows
+    // that hold one; the control gets the same.
+    c.batch_execute(
+        r#"SELECT migrate.start('acc', 'ALTER COLUMN name SET NOT NULL', version => 'v2',
+                                up => '{"name": "''anon'' || id"}', batch_rows => 2000);
+           UPDATE acc_control SET name = 'anon' || id WHERE name IS NULL;"#,
+    )
+    .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let old = client_loop(&cluster, "public", &stop, |c, i| {
+        let mut tx = c.transaction()?;
+        let id = (100_000 + i) as i32;
+        tx.execute(
+            "INSERT INTO acc (id, name, legacy) VALUES ($1, NULL, 1)",
+            &[&id],
+        )?;
+        tx.execute(
+            "INSERT INTO acc_control (id, name, legacy) VALUES ($1, 'anon' || $1::int, 1)",
+            &[&id],
+        )?;
+        tx.commit()
+    });
+    wait_expanded(&mut c, "acc");
+    stop.store(true, Ordering::Relaxed);
+    let o = old.join().unwrap();
+    assert!(o.0 > 10 && o.1 == 0, "old clients: {o:?}");
+    c.batch_execute("SELECT migrate.finish('acc'); SELECT migrate.drop_version('public_v2');")
+        .unwrap();
+    assert_same_rows(&mut c, "acc");
+    let (not_null, checks): (bool, i64) = {
+        let r = c
+            .query_one(
+                "SELECT (SELECT attnotnull FROM pg_attribute WHERE attrelid = 'acc'::regclass AND attname = 'name'),
+                        (SELECT count(*) FROM pg_constraint WHERE conrelid = 'acc'::regclass AND contype = 'c')",
+                &[],
+            )
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert!(not_null);
+    assert_eq!(checks, 0, "the helper check is gone");
+
+    // RENAME TO: new clients see the table as people, old ones as acc;
+    // after the contract the table is people and the version's view too.
+    c.batch_execute("SELECT migrate.start('acc', 'RENAME TO people', version => 'v3')")
+        .unwrap();
+    let mut v3 = cluster.client();
+    v3.batch_execute(
+        "SET search_path = public_v3, public;
+         INSERT INTO people (id, name, legacy) VALUES (900001, 'via v3', 1);",
+    )
+    .unwrap();
+    c.batch_execute("UPDATE acc SET name = 'via base' WHERE id = 900001")
+        .unwrap();
+    let seen: String = v3
+        .query_one("SELECT name FROM people WHERE id = 900001", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(seen, "via base");
+    c.batch_execute("SELECT migrate.finish('acc')").unwrap();
+    v3.batch_execute("INSERT INTO people (id, name, legacy) VALUES (900002, 'after', 1)")
+        .unwrap();
+    let n: i64 = c
+        .query_one(
+            "SELECT count(*) FROM public.people WHERE id IN (900001, 900002)",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 2);
+    let e = c.batch_execute("SELECT 1 FROM public.acc").unwrap_err();
+    assert_eq!(sqlstate(&e), "42P01", "{e}");
+}
+
+/// Wait until the table's migration is expanded; a failure says why at once.
+fn wait_expanded(c: &mut Client, table: &str) {
+    wait_until("the expansion", || {
+        let r = c
+            .query_one(
+                "SELECT phase, error FROM migrate.status($1::text::regclass)",
+                &[&table],
+            )
+            .unwrap();
+        let (phase, error): (String, Option<String>) = (r.get(0), r.get(1));
+        assert!(phase != "failed", "the migration failed: {error:?}");
+        phase == "expanded"
+    });
 }

@@ -97,10 +97,16 @@ fn backfill_step(m: &Migration, table: &QualifiedName) -> Result<Outcome> {
     })
 }
 
-/// A lock not had within the lock timeout, or a deadlock with the
-/// application: the unit rolled back and is tried again.
+/// A lock not had within the lock timeout, a deadlock with the
+/// application, or a row that a concurrent update moved to another
+/// partition (40001): the unit rolled back and is tried again.
 fn retried_later(e: &MigrateError) -> bool {
-    locks::is_lock_timeout(e) || e.sqlstate() == pgrx::PgSqlErrorCode::ERRCODE_T_R_DEADLOCK_DETECTED
+    use pgrx::PgSqlErrorCode::*;
+    locks::is_lock_timeout(e)
+        || matches!(
+            e.sqlstate(),
+            ERRCODE_T_R_DEADLOCK_DETECTED | ERRCODE_T_R_SERIALIZATION_FAILURE
+        )
 }
 
 /// Validate the next check (SHARE UPDATE EXCLUSIVE: writes go on).
