@@ -31,6 +31,11 @@ fn main() {
 }
 
 fn run(args: &Args) -> Result<()> {
+    if args.schema_version.as_deref() == Some("") && (args.execute || !args.alter.is_empty()) {
+        return Err(exit::Failure::usage(
+            "--version takes a name with --alter (--version=v2); alone it prints the program's version",
+        ));
+    }
     if args.schema_version.as_deref() == Some("") {
         // --version without a name: the program's version, as -V.
         println!("halo_migrate {}", env!("CARGO_PKG_VERSION"));

@@ -329,6 +329,12 @@ fn a_versioned_migration_expands_then_finish_contracts() {
     assert_eq!(schemas, 0, "a dry run changes nothing");
     let (code, _, err) = run(&cluster, &["-t", "acc", "--version=v3"]);
     assert_eq!(code, 2, "{err}");
+    // A bare --version after an action is a mistake, not a version query.
+    let (code, _, err) = run(
+        &cluster,
+        &["-t", "acc", "-a", "RENAME COLUMN name TO n", "--execute", "--version"],
+    );
+    assert_eq!(code, 2, "{err}");
     let (code, _, err) = run(
         &cluster,
         &[

@@ -188,11 +188,12 @@ pub fn constraint_condition(
     column: &str,
     _table: &crate::pg::ident::QualifiedName,
 ) -> Result<(String, String)> {
-    let (kind, check, referenced, refcol) = spi::one(
+    let (kind, check, referenced, refcol, itself, secured) = spi::one(
         "SELECT c.contype::text, pg_catalog.pg_get_expr(c.conbin, c.conrelid),
                 CASE WHEN c.contype = 'f' THEN pg_catalog.format('%I.%I', rn.nspname, r.relname) END,
                 (SELECT a.attname::text FROM pg_catalog.pg_attribute a
-                  WHERE a.attrelid = c.confrelid AND a.attnum = c.confkey[1])
+                  WHERE a.attrelid = c.confrelid AND a.attnum = c.confkey[1]),
+                c.confrelid = c.conrelid, coalesce(r.relrowsecurity, false)
            FROM pg_catalog.pg_constraint c
            LEFT JOIN pg_catalog.pg_class r ON r.oid = c.confrelid
            LEFT JOIN pg_catalog.pg_namespace rn ON rn.oid = r.relnamespace
@@ -204,24 +205,41 @@ pub fn constraint_condition(
                 r.get::<String>(2)?,
                 r.get::<String>(3)?,
                 r.get::<String>(4)?,
+                get::<bool>(r, 5)?,
+                get::<bool>(r, 6)?,
             ))
         },
     )?;
+    if secured {
+        // PostgreSQL checks a key as the referenced table's owner, with row
+        // security off; the trigger's lookup would run as the writer and
+        // take a row hidden from the writer for a missing one.
+        return Err(crate::error::MigrateError::not_supported(
+            "up for a foreign key to a table with row-level security",
+            format!("The table that {name} references has row-level security enabled."),
+            "Add the key without up, or map the values before the migration.",
+        ));
+    }
     match (kind.as_str(), check, referenced, refcol) {
         ("c", Some(expr), _, _) => Ok((expr.clone(), expr)),
         ("f", _, Some(referenced), Some(refcol)) => {
             let col = crate::pg::ident::Ident::new(column);
             let refcol = crate::pg::ident::Ident::new(refcol);
-            let exists = |value: String| {
+            // A key on the table itself: the row being written may be its
+            // own referenced row, which the lookup cannot see yet.
+            let exists = |row: &str| {
+                let value = format!("{row}.{col}");
+                let own = if itself {
+                    format!(" OR {value} = {row}.{refcol}")
+                } else {
+                    String::new()
+                };
                 format!(
-                    "{value} IS NULL OR EXISTS (SELECT FROM {referenced} halo_r WHERE halo_r.{refcol} = {value})"
+                    "{value} IS NULL{own} OR EXISTS (SELECT FROM {referenced} halo_r WHERE halo_r.{refcol} = {value})"
                 )
             };
             use crate::plan::versioned_sql::{BACKFILL_ALIAS, NEW_ROW};
-            Ok((
-                exists(format!("{NEW_ROW}.{col}")),
-                exists(format!("{BACKFILL_ALIAS}.{col}")),
-            ))
+            Ok((exists(NEW_ROW), exists(BACKFILL_ALIAS)))
         }
         _ => Err(crate::error::MigrateError::Internal(format!(
             "constraint {name} is neither a CHECK nor a foreign key"

@@ -361,6 +361,13 @@ fn apply(i: &Input, p: &mut VersionPlan, cmd: &VersionedCmd) -> Result<()> {
         } => alter_type(i, p, column, type_sql, using.as_deref())?,
         VersionedCmd::AddCheck { spec, text } => add_constraint(i, p, spec, text, "check")?,
         VersionedCmd::AddForeignKey { spec, text } => {
+            if spec.deferrable && spec.columns.iter().any(|c| i.up.contains_key(c)) {
+                return Err(MigrateError::not_supported(
+                    "up for a deferrable foreign key",
+                    format!("\"{text}\" may be checked at commit, when a row's referenced row may exist; the trigger maps at once."),
+                    "Add the key without up, or NOT DEFERRABLE.",
+                ));
+            }
             if spec.columns.len() > 1 && spec.columns.iter().any(|c| i.up.contains_key(c)) {
                 return Err(MigrateError::not_supported(
                     "up for a foreign key of several columns",

@@ -539,7 +539,9 @@ fn refusals_change_nothing() {
     c.batch_execute(
         "CREATE TABLE pt (id int) PARTITION BY RANGE (id);
          CREATE TABLE pt1 PARTITION OF pt FOR VALUES FROM (0) TO (10);
-         CREATE SCHEMA public_taken;",
+         CREATE SCHEMA public_taken;
+         CREATE TABLE secured (id int PRIMARY KEY);
+         ALTER TABLE secured ENABLE ROW LEVEL SECURITY;",
     )
     .unwrap();
     let before = facts(&mut c);
@@ -559,6 +561,9 @@ fn refusals_change_nothing() {
         ("SELECT migrate.start('acc', 'RENAME COLUMN name TO n', version => 'v2', auto_finish => true)", "22023"),
         ("SELECT migrate.start('acc', 'RENAME COLUMN name TO n', up => '{}')", "22023"),
         ("SELECT migrate.drop_version('public')", "3F000"),
+        (r#"SELECT migrate.start('acc', 'ADD FOREIGN KEY (legacy) REFERENCES acc (id) DEFERRABLE', version => 'v2', up => '{"legacy": "0"}')"#, "0A000"),
+        (r#"SELECT migrate.start('acc', 'ADD FOREIGN KEY (legacy) REFERENCES secured (id)', version => 'v2', up => '{"legacy": "0"}')"#, "0A000"),
+        ("SELECT migrate.start('acc', 'ADD COLUMN halo_migrate_new_row int', version => 'v2')", "0A000"),
     ] {
         let e = c.batch_execute(sql).unwrap_err();
         assert_eq!(sqlstate(&e), code, "{sql}: {e}");
@@ -860,17 +865,19 @@ fn awkward_types_names_and_expressions_and_a_held_contract() {
     c.batch_execute(
         r#"CREATE TABLE countries (id int PRIMARY KEY, name text);
            INSERT INTO countries VALUES (1, 'France'), (2, 'Peru');
-           CREATE TABLE acc (id int PRIMARY KEY, name text, "loop" int, data json, country_id int);
-           INSERT INTO acc SELECT g, 'n' || g, g, json_build_object('g', g), 1 + g % 2
+           CREATE TABLE acc (id int PRIMARY KEY, name text, "loop" int, data json, country_id int,
+                             "new" int, "old" int, tg_op text);
+           INSERT INTO acc SELECT g, 'n' || g, g, json_build_object('g', g), 1 + g % 2, g, -g, 'x'
              FROM generate_series(1, 2000) g;"#,
     )
     .unwrap();
     // json has no equality operator; "loop" is reserved in PL/pgSQL; up reads
     // another table with a column of the same name as acc's.
     c.batch_execute(
-        r#"SELECT migrate.start('acc', 'ALTER COLUMN data TYPE jsonb, ADD COLUMN country text',
+        r#"SELECT migrate.start('acc', 'ALTER COLUMN data TYPE jsonb, ADD COLUMN country text, ADD COLUMN sum int',
                                 version => 'v2', background => false,
-                                up => '{"country": "(SELECT name FROM countries c WHERE c.id = country_id)"}')"#,
+                                up => '{"country": "(SELECT name FROM countries c WHERE c.id = country_id)",
+                                        "sum": "\"new\" + \"old\" + length(tg_op)"}')"#,
     )
     .unwrap();
     // finish() does not backfill in its own transaction.
@@ -885,8 +892,16 @@ fn awkward_types_names_and_expressions_and_a_held_contract() {
             .get::<_, String>(0),
         "expanded"
     );
+    // Columns named new, old and tg_op are plain variables in up.
+    let sums: i64 = c
+        .query_one("SELECT count(*) FROM acc WHERE sum IS DISTINCT FROM 1", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(sums, 0, "every row's sum is new + old + length(tg_op) = 1");
     c.batch_execute(
-        r#"UPDATE acc SET "loop" = -1 WHERE id = 1;
+        r#"UPDATE acc SET "new" = "new" + 1 WHERE id = 5;
+           UPDATE public_v2.acc SET "old" = 0 WHERE id = 6;
+           UPDATE acc SET "loop" = -1 WHERE id = 1;
            UPDATE public_v2.acc SET data = '{"v": 2}' WHERE id = 2;
            INSERT INTO acc (id, name, data, country_id) VALUES (3000, 'x', '{"o": 1}', 2);"#,
     )
@@ -996,6 +1011,8 @@ fn contract_a_mapped_constraint(
     constraint: &str,
 ) {
     wait_expanded(c, "acc");
+    // Old clients write on once expanded too.
+    std::thread::sleep(Duration::from_millis(400));
     stop.store(true, Ordering::Relaxed);
     let o = old.join().unwrap();
     assert!(o.0 > 10 && o.1 == 0, "old clients: {o:?}");
@@ -1040,6 +1057,7 @@ fn set_not_null_with_up_and_a_table_rename_under_two_versions() {
         tx.commit()
     });
     wait_expanded(&mut c, "acc");
+    std::thread::sleep(Duration::from_millis(400));
     stop.store(true, Ordering::Relaxed);
     let o = old.join().unwrap();
     assert!(o.0 > 10 && o.1 == 0, "old clients: {o:?}");
@@ -1104,4 +1122,40 @@ fn wait_expanded(c: &mut Client, table: &str) {
         assert!(phase != "failed", "the migration failed: {error:?}");
         phase == "expanded"
     });
+}
+
+#[test]
+fn a_self_referencing_key_keeps_rows_that_reference_themselves() {
+    let cluster = Cluster::start();
+    let mut c = cluster.client();
+    c.batch_execute(
+        "CREATE TABLE node (id int PRIMARY KEY, parent int);
+         INSERT INTO node SELECT g, CASE WHEN g % 10 = 0 THEN g + 100000 ELSE g / 2 END
+           FROM generate_series(1, 3000) g;
+         SELECT migrate.start('node', 'ADD FOREIGN KEY (parent) REFERENCES node (id)', version => 'v2',
+                              up => '{\"parent\": \"NULL\"}', background => false);",
+    )
+    .unwrap();
+    // A row that references itself is valid: its parent stays.
+    c.batch_execute("INSERT INTO node VALUES (5000, 5000), (5001, 999999)")
+        .unwrap();
+    for _ in 0..20 {
+        c.batch_execute("SELECT migrate.step('node')").unwrap();
+    }
+    c.batch_execute("SELECT migrate.finish('node')").unwrap();
+    let r = c
+        .query_one(
+            "SELECT (SELECT parent FROM node WHERE id = 5000),
+                    (SELECT parent FROM node WHERE id = 5001),
+                    (SELECT count(*) FROM node WHERE id % 10 = 0 AND id <= 3000 AND parent IS NOT NULL),
+                    (SELECT count(*) FROM node WHERE id % 10 <> 0 AND id <= 3000 AND parent IS DISTINCT FROM id / 2)",
+            &[],
+        )
+        .unwrap();
+    let got: (Option<i32>, Option<i32>, i64, i64) = (r.get(0), r.get(1), r.get(2), r.get(3));
+    assert_eq!(
+        got,
+        (Some(5000), None, 0, 1),
+        "row 1's parent 0 does not exist: mapped to NULL"
+    );
 }

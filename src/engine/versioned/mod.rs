@@ -84,12 +84,23 @@ struct Prepared {
 }
 
 /// Check everything `start()` checks and decide the plan.
-fn prepare(oid: Oid, alter: &str, req: &Request) -> Result<Prepared> {
+fn prepare(oid: Oid, alter: &str, req: &Request, dry_run: bool) -> Result<Prepared> {
     let facts = &catalog::load_table(oid)?;
     let table = QualifiedName::new(&facts.schema, &facts.name);
     crate::plan::check_privileges(facts, &crate::plan::parse::parse_alter(alter)?)?;
     refuse::table_kind(facts, &table)?;
-    setup::refuse_busy(facts, &table)?;
+    if dry_run {
+        // As start() would refuse, without start()'s lock on the tree.
+        if let Some(live) = state::latest_for_table(oid)?.filter(|m| !m.phase.is_terminal()) {
+            return Err(MigrateError::Busy {
+                table: table.to_string(),
+                id: live.id,
+                phase: live.phase.as_str(),
+            });
+        }
+    } else {
+        setup::refuse_busy(facts, &table)?;
+    }
     let up = refuse::expressions(req.up.as_deref(), "up")?;
     let down = refuse::expressions(req.down.as_deref(), "down")?;
     let columns = cat::columns(oid)?;
@@ -142,7 +153,7 @@ pub fn start(oid: Oid, alter: &str, opts: &Options, req: &Request) -> Result<(i6
         plan,
         schema,
         shared,
-    } = prepare(oid, alter, req)?;
+    } = prepare(oid, alter, req, false)?;
     let backfill = locks::retry("expand the table", opts.lock_timeout_ms, 50, || {
         let _pass = crate::pg::ddl_pass::Pass::for_this_transaction();
         expand(oid, &table, &plan, &schema, shared, opts.lock_timeout_ms)
@@ -159,7 +170,19 @@ pub fn describe(oid: Oid, alter: &str, req: &Request) -> Result<Vec<(&'static st
         mut plan,
         schema,
         shared,
-    } = prepare(oid, alter, req)?;
+    } = prepare(oid, alter, req, true)?;
+    // The expressions over the old shape resolve now, as in start(); those
+    // over the new shape need its view, which start() creates.
+    let old_side = plan
+        .fills
+        .iter()
+        .filter(|f| f.side == vplan::Side::Old)
+        .map(|f| &f.expr)
+        .chain(plan.syncs.iter().map(|s| &s.up))
+        .chain(plan.checks.iter().map(|c| &c.up));
+    for expr in old_side {
+        spi::exec(&format!("SELECT ({expr}) FROM {table} LIMIT 0"), &[])?;
+    }
     let mut out: Vec<(&'static str, String)> = Vec::new();
     for sql in &plan.expand_sql {
         out.push(("expand", sql.clone()));

@@ -76,18 +76,16 @@ pub fn partition_key(facts: &TableFacts, cmds: &[VersionedCmd]) -> Result<()> {
 /// may take the names the trigger gives NEW and OLD.
 pub fn trigger_targets(facts: &TableFacts, plan: &vplan::VersionPlan) -> Result<()> {
     use crate::plan::versioned_sql::{NEW_ROW, OLD_ROW};
-    if let Some(c) = facts
+    let names = facts
         .columns
         .iter()
-        .find(|c| c.name == NEW_ROW || c.name == OLD_ROW)
-    {
+        .map(|c| &c.name)
+        .chain(plan.view_columns.iter().flat_map(|(b, a)| [b, a]));
+    if let Some(c) = names.into_iter().find(|c| *c == NEW_ROW || *c == OLD_ROW) {
         return Err(MigrateError::not_supported(
-            "a versioned migration of a table with this column name",
-            format!(
-                "Column \"{}\" has a name the migration's trigger uses.",
-                c.name
-            ),
-            "Rename the column first.",
+            "a versioned migration with this column name",
+            format!("Column \"{c}\" has a name the migration's trigger uses."),
+            "Choose another name.",
         ));
     }
     let set = plan
