@@ -332,7 +332,14 @@ fn a_versioned_migration_expands_then_finish_contracts() {
     // A bare --version after an action is a mistake, not a version query.
     let (code, _, err) = run(
         &cluster,
-        &["-t", "acc", "-a", "RENAME COLUMN name TO n", "--execute", "--version"],
+        &[
+            "-t",
+            "acc",
+            "-a",
+            "RENAME COLUMN name TO n",
+            "--execute",
+            "--version",
+        ],
     );
     assert_eq!(code, 2, "{err}");
     let (code, _, err) = run(

@@ -1159,3 +1159,35 @@ fn a_self_referencing_key_keeps_rows_that_reference_themselves() {
         "row 1's parent 0 does not exist: mapped to NULL"
     );
 }
+
+#[test]
+fn a_backfill_under_forced_row_security_is_refused() {
+    let cluster = Cluster::start();
+    let mut c = cluster.client();
+    c.batch_execute(
+        "CREATE ROLE rls_owner LOGIN;
+         GRANT CREATE ON DATABASE postgres TO rls_owner;
+         CREATE TABLE acc (id int PRIMARY KEY, v int);
+         INSERT INTO acc SELECT g, g FROM generate_series(1, 100) g;
+         ALTER TABLE acc OWNER TO rls_owner;
+         ALTER TABLE acc ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY;
+         CREATE POLICY low_ids ON acc USING (id <= 50);",
+    )
+    .unwrap();
+    let mut owner = cluster.client_as("rls_owner");
+    // A backfill would see only the rows the policy shows the owner.
+    let e = owner
+        .batch_execute("SELECT migrate.start('acc', 'ALTER COLUMN v TYPE bigint', version => 'v2')")
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "42501", "{e}");
+    assert!(!schema_exists(&mut c, "public_v2"));
+    // A rename needs no backfill: served as usual.
+    owner
+        .batch_execute(
+            "SELECT migrate.start('acc', 'RENAME COLUMN v TO w', version => 'v2');
+             SELECT migrate.finish('acc');",
+        )
+        .unwrap();
+    let n: i64 = c.query_one("SELECT count(w) FROM acc", &[]).unwrap().get(0);
+    assert_eq!(n, 100);
+}

@@ -124,6 +124,14 @@ fn prepare(oid: Oid, alter: &str, req: &Request, dry_run: bool) -> Result<Prepar
         new_column_name: &|col: &str| new_column_name(&req.version, col),
     })?;
     refuse::trigger_targets(facts, &plan)?;
+    // The backfill and the validations must see every row: under row
+    // security they would miss hidden ones, and a type change's contract
+    // would then drop the only copy of their values.
+    if facts.row_security_applies && vplan::backfill_batch(&table, &plan).is_some() {
+        return Err(MigrateError::RowSecurity {
+            table: table.to_string(),
+        });
+    }
     for text in &plan.must_be_instant {
         let steps = setup::plan(oid, text, false)?.steps;
         if steps.iter().any(|s| s.strategy != Strategy::Instant) {
